@@ -1,0 +1,208 @@
+// The one definition of what libcloseaudit.so tells the collector.
+//
+// A traced process talks to the collector in two ways:
+//   1. Once, over a Unix stream socket: a HelloMsg that carries the protocol
+//      version, who the process is, and (as SCM_RIGHTS) a memfd.
+//   2. Continuously, through that memfd: a shared-memory ring of fixed-size
+//      event slots plus an append-only arena of variable-size blobs (stacks,
+//      module maps). Writing an event costs a few atomic operations and no
+//      system call, and whatever was committed before the process died is
+//      still readable by the collector afterwards.
+//
+// docs/wire-format.md is the prose specification of this header; keep both in
+// step and bump kWireVersion on any incompatible change.
+//
+// Everything here is plain data: no constructors, no pointers, fixed widths,
+// little-endian (the only byte order the shim runs on). The collector treats
+// every byte as hostile: it copies a record out of shared memory before it
+// looks at it, and checks every size, count and offset against its own copy of
+// the layout (never the one in shared memory).
+#ifndef CLOSEAUDIT_COMMON_WIRE_H_
+#define CLOSEAUDIT_COMMON_WIRE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace closeaudit::wire {
+
+inline constexpr uint32_t kHelloMagic = 0x44554143;  // "CAUD"
+inline constexpr uint32_t kRingMagic = 0x474e4952;   // "RING"
+inline constexpr uint16_t kWireVersion = 1;
+
+// Upper bounds the collector enforces on whatever a peer claims.
+inline constexpr uint32_t kMaxHelloBytes = 64 * 1024;
+inline constexpr uint32_t kMaxFrames = 32;
+inline constexpr uint32_t kMaxRingSlots = 1u << 20;
+inline constexpr uint64_t kMaxArenaBytes = 64ull << 20;
+inline constexpr uint32_t kMaxPathBytes = 4096;
+inline constexpr uint32_t kMaxBuildIdBytes = 64;
+
+// ---------------------------------------------------------------------------
+// Handshake: shim -> collector, once per process image (and again after fork
+// in the child, and after exec in the new image).
+// Layout on the socket: HelloMsg, then exe_len bytes of executable path, then
+// argv_len bytes of NUL-terminated argv strings. The memfd travels as
+// SCM_RIGHTS ancillary data with the first byte.
+enum HelloFlags : uint32_t {
+  kHelloForked = 1u << 0,     // this image started as a fork child
+  kHelloAfterExec = 1u << 1,  // this image was entered through exec
+  kHelloReconnect = 1u << 2,  // the ring was already in use before
+};
+
+struct HelloMsg {
+  uint32_t magic;          // kHelloMagic
+  uint16_t version;        // kWireVersion
+  uint16_t hello_size;     // sizeof(HelloMsg) as the shim knows it
+  uint32_t pid;
+  uint32_t ppid;
+  uint32_t flags;          // HelloFlags
+  uint32_t exe_len;        // bytes of path after the struct
+  uint32_t argv_len;       // bytes of argv after the path
+  uint32_t reserved;
+  uint64_t start_mono_ns;  // CLOCK_MONOTONIC when the image started
+  uint64_t start_real_ns;  // CLOCK_REALTIME at the same moment
+  uint64_t ring_bytes;     // size of the memfd
+};
+static_assert(sizeof(HelloMsg) == 56);
+
+// ---------------------------------------------------------------------------
+// The shared ring. The memfd holds, in order:
+//   RingHeader (one page), slot_count Slots, arena_bytes of arena.
+// Producers are the traced process's threads; the consumer is the collector.
+// The slot protocol is a bounded multi-producer queue: slot i of lap L is free
+// for position p = L * slot_count + i when seq == p, and holds a committed
+// event when seq == p + 1. A full ring drops the event and counts it; it never
+// waits.
+inline constexpr uint32_t kRingHeaderBytes = 4096;
+
+struct RingHeader {
+  uint32_t magic;        // kRingMagic
+  uint16_t version;      // kWireVersion
+  uint16_t slot_bytes;   // sizeof(Slot)
+  uint32_t slot_count;   // a power of two
+  uint32_t reserved0;
+  uint64_t arena_offset;  // from the start of the memfd
+  uint64_t arena_bytes;
+  uint8_t pad0[64 - 32];
+  // Producers' next position (a sequence number: it counts committed and
+  // torn events, never dropped ones).
+  alignas(64) uint64_t write_pos;
+  alignas(64) uint64_t read_pos;  // consumer's next position
+  alignas(64) uint64_t dropped_events;  // ring was full
+  uint64_t dropped_blobs;               // arena was full (stacks lost)
+  uint64_t arena_used;                  // bump pointer into the arena
+  uint64_t consumer_heartbeat_ns;       // CLOCK_MONOTONIC, set by collector
+};
+static_assert(sizeof(RingHeader) <= kRingHeaderBytes);
+static_assert(offsetof(RingHeader, write_pos) == 64);
+
+enum class EventType : uint8_t {
+  kNone = 0,
+  kSocket = 1,      // socket()/socketpair(): fd, ident, aux = domain<<16|type
+  kAccept = 2,      // accept/accept4: fd, ident, arg = listening fd
+  kConnect = 3,     // connect() succeeded or is in progress: fd, ident
+  kEofSeen = 4,     // a read returned 0 on a stream socket: stack, arg = last_use ip
+  kShutdown = 5,    // shutdown(): aux = how, err = errno or 0
+  kClose = 6,       // close of a tracked fd: stack, err = errno or 0
+  kCloseUntracked = 7,  // close() failed with EBADF on an fd we don't know
+  kDup = 8,         // fd = new fd, arg = old fd, ident of the socket
+  kLinger = 9,      // setsockopt(SO_LINGER): aux = l_onoff<<16 | l_linger
+  kFork = 10,       // arg = child pid, stack
+  kInherited = 11,  // a socket found at start or carried over a fork
+  kAddress = 12,    // the payload is an AddressEvent
+  kModule = 13,     // blob = ModuleBlob
+  kExec = 14,       // about to exec; stack
+  kListen = 15,     // listen() succeeded
+};
+
+enum EventFlags : uint8_t {
+  kFlagStream = 1u << 0,   // SOCK_STREAM
+  kFlagCloexec = 1u << 1,  // created with O_CLOEXEC / SOCK_CLOEXEC
+  kFlagInet = 1u << 2,     // AF_INET or AF_INET6
+};
+
+// Socket identity. The kernel's cookie is unique for the life of the boot;
+// the sockfs inode is what /proc/PID/fd shows. Either may be 0 if unknown.
+struct SocketIdent {
+  uint64_t cookie;
+  uint64_t inode;
+};
+
+// 56 bytes of payload; with the slot's sequence word a slot is one cache line.
+struct Event {
+  EventType type;
+  uint8_t flags;      // EventFlags
+  uint16_t reserved;
+  int32_t fd;
+  uint32_t tid;
+  int32_t err;        // errno of the call, or 0
+  uint64_t mono_ns;   // CLOCK_MONOTONIC
+  SocketIdent ident;
+  uint32_t blob;      // arena offset of a stack or module blob; 0 = none
+  uint32_t aux;
+  uint64_t arg;
+};
+static_assert(sizeof(Event) == 56);
+
+// kAddress reuses the slot for the two endpoints of a connected socket.
+struct AddressEvent {
+  EventType type;     // kAddress
+  uint8_t family;     // 4 or 6
+  uint16_t local_port;  // host byte order
+  int32_t fd;
+  uint16_t peer_port;   // host byte order
+  uint8_t pad[6];
+  uint64_t cookie;
+  uint8_t local_addr[16];  // IPv4 in the first 4 bytes
+  uint8_t peer_addr[16];
+};
+static_assert(sizeof(AddressEvent) == 56);
+
+struct Slot {
+  uint64_t seq;
+  Event event;
+};
+static_assert(sizeof(Slot) == 64);
+
+// ---------------------------------------------------------------------------
+// Arena blobs. Each starts on an 8-byte boundary with a BlobHeader; offset 0
+// of the arena is never a blob, so 0 means "none". A blob is written fully
+// before any event that refers to it is committed.
+enum class BlobKind : uint16_t {
+  kStack = 1,
+  kModule = 2,
+};
+
+struct BlobHeader {
+  BlobKind kind;
+  uint16_t reserved;
+  uint32_t bytes;  // total, header included
+};
+static_assert(sizeof(BlobHeader) == 8);
+
+// Return addresses, innermost first, each already reduced by one so that it
+// points into the call instruction.
+struct StackBlob {
+  BlobHeader header;
+  uint32_t frame_count;  // <= kMaxFrames
+  uint32_t reserved;
+  uint64_t frames[];     // frame_count entries
+};
+
+struct ModuleBlob {
+  BlobHeader header;
+  uint64_t load_bias;    // dlpi_addr
+  uint64_t start;        // lowest address of its PT_LOAD segments
+  uint64_t end;          // one past the highest
+  uint16_t path_len;     // bytes, no NUL
+  uint16_t build_id_len;
+  uint32_t reserved;
+  // path_len bytes of path, then build_id_len bytes of GNU build-id.
+};
+static_assert(sizeof(ModuleBlob) == 40);
+
+inline constexpr uint32_t AlignBlob(uint32_t n) { return (n + 7u) & ~7u; }
+
+}  // namespace closeaudit::wire
+
+#endif  // CLOSEAUDIT_COMMON_WIRE_H_

@@ -1,0 +1,89 @@
+// FdTable: what the shim knows about each fd number of this process.
+//
+// Lock-free and async-signal-safe: every field of an entry is an atomic that
+// a wrapper reads or writes on its own, so close() from a signal handler that
+// interrupted an update of the same entry cannot deadlock. Storage grows
+// lazily in 1024-entry chunks obtained with mmap (never malloc), under a
+// fixed top-level array; nothing is sized from RLIMIT_NOFILE.
+//
+// An entry describes a socket only while its cookie is non-zero. Races between
+// threads operating on the same fd number are the program's own races; the
+// table only promises not to crash and to hand each open socket to exactly one
+// closer (Release() is an exchange).
+#ifndef CLOSEAUDIT_SHIM_FD_TABLE_H_
+#define CLOSEAUDIT_SHIM_FD_TABLE_H_
+
+#include <atomic>
+#include <cstdint>
+
+namespace closeaudit::shim {
+
+enum FdState : uint32_t {
+  kStateStream = 1u << 0,     // SOCK_STREAM
+  kStateInet = 1u << 1,       // AF_INET/AF_INET6
+  kStateConnected = 1u << 2,  // accepted, or connect() went through
+  kStateEofSeen = 1u << 3,    // a read returned 0
+  kStateListening = 1u << 4,
+  kStateCloexec = 1u << 5,
+  kStateLinger0 = 1u << 6,    // SO_LINGER {1, 0}: close will send RST
+  kStateShutWr = 1u << 7,
+};
+
+struct FdEntry {
+  std::atomic<uint64_t> cookie;  // 0: not a tracked socket
+  std::atomic<uint64_t> inode;
+  std::atomic<uint32_t> state;   // FdState bits
+  std::atomic<uint32_t> generation;  // bumped each time the number is reused
+  std::atomic<uint64_t> last_use_ip;  // caller of the last read with data
+};
+static_assert(sizeof(FdEntry) == 32);
+
+class FdTable {
+ public:
+  static constexpr int kChunkBits = 10;
+  static constexpr int kChunkSize = 1 << kChunkBits;
+  static constexpr int kTopSize = 1 << 15;  // 32M fds
+  static constexpr long kMaxFd = static_cast<long>(kTopSize) * kChunkSize;
+
+  // The entry for fd if its chunk exists, else nullptr. Wait-free.
+  FdEntry* Find(int fd) const {
+    if (fd < 0 || fd >= kMaxFd) return nullptr;
+    FdEntry* chunk = top_[fd >> kChunkBits].load(std::memory_order_acquire);
+    return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
+  }
+
+  // The entry for fd, creating its chunk if needed. nullptr if fd is out of
+  // range or mmap failed.
+  FdEntry* Get(int fd);
+
+  // Records a socket at fd (overwriting whatever was there).
+  void Set(int fd, uint64_t cookie, uint64_t inode, uint32_t state);
+
+  // Forgets fd and returns the cookie it held (0 if none). Exactly one of
+  // several concurrent callers gets the cookie.
+  uint64_t Release(int fd, FdEntry* out_copy = nullptr);
+
+  // Calls fn(fd, entry) for every tracked socket. Not atomic as a whole.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    for (int c = 0; c < kTopSize; ++c) {
+      FdEntry* chunk = top_[c].load(std::memory_order_acquire);
+      if (!chunk) continue;
+      for (int i = 0; i < kChunkSize; ++i) {
+        if (chunk[i].cookie.load(std::memory_order_relaxed) != 0) {
+          fn((c << kChunkBits) | i, chunk[i]);
+        }
+      }
+    }
+  }
+
+  // Forgets everything (used by tests); chunks stay mapped.
+  void Clear();
+
+ private:
+  std::atomic<FdEntry*> top_[kTopSize] = {};
+};
+
+}  // namespace closeaudit::shim
+
+#endif  // CLOSEAUDIT_SHIM_FD_TABLE_H_

@@ -1,0 +1,491 @@
+#include "shim/recorder.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/wire.h"
+#include "shim/hooks.h"
+#include "shim/modules.h"
+#include "shim/ring_writer.h"
+#include "shim/stacks.h"
+#include "shim/transport.h"
+
+namespace closeaudit::shim {
+
+FdTable g_fds;
+thread_local int t_busy __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace {
+
+using wire::Event;
+using wire::EventType;
+
+constexpr uint32_t kDefaultSlots = 1u << 16;         // 4 MiB of slots
+constexpr uint32_t kDefaultArenaBytes = 4u << 20;    // 4 MiB of stacks
+constexpr uint64_t kRetryIntervalNs = 1000000000ull;  // re-register at most 1/s
+
+RingWriter g_ring;
+std::atomic<bool> g_recording{false};
+std::atomic<bool> g_registered{false};
+std::atomic<bool> g_registering{false};
+std::atomic<uint64_t> g_last_register_try{0};
+uint32_t g_slots = kDefaultSlots;
+uint32_t g_arena = kDefaultArenaBytes;
+thread_local pid_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
+
+// Keeps errno and marks the thread busy for the duration of a slow path.
+class Scope {
+ public:
+  Scope() : errno_(errno) { ++t_busy; }
+  ~Scope() {
+    --t_busy;
+    errno = errno_;
+  }
+
+ private:
+  int errno_;
+};
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+uint32_t Tid() {
+  if (t_tid == 0) t_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  return static_cast<uint32_t>(t_tid);
+}
+
+uint8_t WireFlags(uint32_t state) {
+  uint8_t flags = 0;
+  if (state & kStateStream) flags |= wire::kFlagStream;
+  if (state & kStateCloexec) flags |= wire::kFlagCloexec;
+  if (state & kStateInet) flags |= wire::kFlagInet;
+  return flags;
+}
+
+Event MakeEvent(EventType type, int fd, uint64_t cookie, uint64_t inode,
+                uint32_t state) {
+  Event e{};
+  e.type = type;
+  e.flags = WireFlags(state);
+  e.fd = fd;
+  e.tid = Tid();
+  e.mono_ns = NowNs();
+  e.ident.cookie = cookie;
+  e.ident.inode = inode;
+  return e;
+}
+
+void TryRegister(uint32_t flags) {
+  bool expected = false;
+  if (!g_registering.compare_exchange_strong(expected, true)) return;
+  g_last_register_try.store(NowNs(), std::memory_order_relaxed);
+  if (Register(g_ring, flags)) g_registered.store(true);
+  g_registering.store(false);
+}
+
+// Lifecycle events give a collector that was missing at start another
+// chance, at most once a second.
+void MaybeRegister() {
+  if (g_registered.load(std::memory_order_relaxed)) return;
+  uint64_t now = NowNs();
+  if (now - g_last_register_try.load(std::memory_order_relaxed) <
+      kRetryIntervalNs) {
+    return;
+  }
+  TryRegister(wire::kHelloReconnect);
+}
+
+void Push(Event& event, bool with_stack) {
+  if (with_stack) event.blob = CaptureStack(g_ring);
+  g_ring.Push(event);
+  MaybeRegister();
+}
+
+// The kernel's identity for the socket at fd: its cookie (unique for the
+// boot) and sockfs inode. Where SO_COOKIE is missing the inode stands in,
+// tagged in the top bit so it cannot collide with a real cookie.
+void Identify(int fd, uint64_t* cookie, uint64_t* inode) {
+  struct stat st;
+  *inode = fstat(fd, &st) == 0 ? st.st_ino : 0;
+  uint64_t c = 0;
+  socklen_t len = sizeof(c);
+  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &c, &len) != 0 || c == 0) {
+    c = *inode | (1ull << 63);
+  }
+  *cookie = c;
+}
+
+uint32_t StateFor(int domain, int type) {
+  uint32_t state = 0;
+  if ((type & 0xf) == SOCK_STREAM) state |= kStateStream;
+  if (domain == AF_INET || domain == AF_INET6) state |= kStateInet;
+  if (type & SOCK_CLOEXEC) state |= kStateCloexec;
+  return state;
+}
+
+void Track(EventType type, int fd, uint32_t state, uint32_t aux, uint64_t arg,
+           bool with_stack) {
+  uint64_t cookie, inode;
+  Identify(fd, &cookie, &inode);
+  g_fds.Set(fd, cookie, inode, state);
+  Event e = MakeEvent(type, fd, cookie, inode, state);
+  e.aux = aux;
+  e.arg = arg;
+  Push(e, with_stack);
+}
+
+void PushAddress(int fd, uint64_t cookie) {
+  sockaddr_storage local{}, peer{};
+  socklen_t llen = sizeof(local), plen = sizeof(peer);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
+      getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
+    return;
+  }
+  wire::AddressEvent a{};
+  a.type = EventType::kAddress;
+  a.fd = fd;
+  a.cookie = cookie;
+  if (local.ss_family == AF_INET && peer.ss_family == AF_INET) {
+    auto* l = reinterpret_cast<sockaddr_in*>(&local);
+    auto* p = reinterpret_cast<sockaddr_in*>(&peer);
+    a.family = 4;
+    a.local_port = ntohs(l->sin_port);
+    a.peer_port = ntohs(p->sin_port);
+    std::memcpy(a.local_addr, &l->sin_addr, 4);
+    std::memcpy(a.peer_addr, &p->sin_addr, 4);
+  } else if (local.ss_family == AF_INET6 && peer.ss_family == AF_INET6) {
+    auto* l = reinterpret_cast<sockaddr_in6*>(&local);
+    auto* p = reinterpret_cast<sockaddr_in6*>(&peer);
+    a.family = 6;
+    a.local_port = ntohs(l->sin6_port);
+    a.peer_port = ntohs(p->sin6_port);
+    std::memcpy(a.local_addr, &l->sin6_addr, 16);
+    std::memcpy(a.peer_addr, &p->sin6_addr, 16);
+  } else {
+    return;
+  }
+  Event e;
+  static_assert(sizeof(e) == sizeof(a));
+  std::memcpy(&e, &a, sizeof(e));
+  g_ring.Push(e);
+}
+
+// Sockets the process already had when the shim arrived (inherited across
+// exec, or opened by constructors that ran before ours).
+void ScanExistingSockets() {
+  int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return;
+  alignas(8) char buf[4096];
+  for (;;) {
+    long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      auto* d = reinterpret_cast<dirent64*>(buf + off);
+      off += d->d_reclen;
+      char* end;
+      long fd = strtol(d->d_name, &end, 10);
+      if (*end != '\0' || end == d->d_name || fd == dir) continue;
+      struct stat st;
+      if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        continue;
+      }
+      int type = 0, domain = 0, listening = 0;
+      socklen_t len = sizeof(int);
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+      len = sizeof(int);
+      getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+      len = sizeof(int);
+      getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+      uint32_t state = StateFor(domain, type);
+      int fdflags = fcntl(static_cast<int>(fd), F_GETFD);
+      if (fdflags > 0 && (fdflags & FD_CLOEXEC)) state |= kStateCloexec;
+      if (listening) state |= kStateListening;
+      sockaddr_storage peer;
+      socklen_t plen = sizeof(peer);
+      if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer),
+                      &plen) == 0) {
+        state |= kStateConnected;
+      }
+      Track(EventType::kInherited, static_cast<int>(fd), state,
+            (uint32_t(domain) << 16) | (uint32_t(type) & 0xffff), 0, false);
+    }
+  }
+  Real().close(dir);
+}
+
+uint32_t EnvNumber(const char* name, uint32_t fallback, uint32_t lo,
+                   uint32_t hi) {
+  const char* v = getenv(name);
+  if (!v || !*v) return fallback;
+  unsigned long n = strtoul(v, nullptr, 10);
+  if (n < lo || n > hi) return fallback;
+  return static_cast<uint32_t>(n);
+}
+
+void SayDisabled(const char* why) {
+  char line[256];
+  int n = snprintf(line, sizeof(line),
+                   "closeaudit: auditing disabled for pid %d: %s: %s\n",
+                   static_cast<int>(getpid()), why, strerror(errno));
+  if (n > 0) (void)!write(2, line, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+bool Recording() { return g_recording.load(std::memory_order_relaxed); }
+
+bool StartRecording() {
+  Scope scope;
+  if (!ResolveHooks()) return false;
+  InitTransport();
+  InitModules(ExePath());
+  InitStacks();
+  g_slots = EnvNumber("CLOSEAUDIT_RING_SLOTS", kDefaultSlots, 64,
+                      wire::kMaxRingSlots);
+  g_slots = 1u << (31 - __builtin_clz(g_slots));  // a power of two
+  g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
+                      static_cast<uint32_t>(wire::kMaxArenaBytes));
+  if (!g_ring.Create(g_slots, g_arena)) {
+    SayDisabled("cannot create the event ring");
+    return false;
+  }
+  SendModules(g_ring);
+  g_recording.store(true);
+  ScanExistingSockets();
+  EnsureDefaultCollector(2000);
+  TryRegister(0);
+  return true;
+}
+
+void OnSocket(int fd, int domain, int type) {
+  if (!Recording() || t_busy || fd < 0) return;
+  Scope scope;
+  Track(EventType::kSocket, fd, StateFor(domain, type),
+        (uint32_t(domain) << 16) | (uint32_t(type) & 0xffff), 0, true);
+}
+
+void OnSocketpair(const int fds[2], int domain, int type) {
+  OnSocket(fds[0], domain, type);
+  OnSocket(fds[1], domain, type);
+}
+
+void OnAccept(int fd, int listen_fd, int accept_flags) {
+  if (!Recording() || t_busy || fd < 0) return;
+  Scope scope;
+  uint32_t state = kStateConnected;
+  FdEntry* listener = g_fds.Find(listen_fd);
+  if (listener && listener->cookie.load(std::memory_order_relaxed) != 0) {
+    state |= listener->state.load(std::memory_order_relaxed) &
+             (kStateStream | kStateInet);
+  } else {
+    int type = 0, domain = 0;
+    socklen_t len = sizeof(int);
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+    len = sizeof(int);
+    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+    state |= StateFor(domain, type);
+  }
+  if (accept_flags & SOCK_CLOEXEC) state |= kStateCloexec;
+  Track(EventType::kAccept, fd, state, 0, static_cast<uint64_t>(listen_fd),
+        true);
+}
+
+void OnConnect(int fd, int result, int err) {
+  if (!Recording() || t_busy) return;
+  if (result != 0 && err != EINPROGRESS) return;
+  FdEntry* e = g_fds.Find(fd);
+  if (!e) return;
+  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
+  if (cookie == 0) return;
+  Scope scope;
+  uint32_t state =
+      e->state.fetch_or(kStateConnected, std::memory_order_relaxed);
+  Event ev = MakeEvent(EventType::kConnect, fd, cookie,
+                       e->inode.load(std::memory_order_relaxed), state);
+  ev.err = result == 0 ? 0 : err;
+  Push(ev, false);
+}
+
+void OnListen(int fd) {
+  if (!Recording() || t_busy) return;
+  FdEntry* e = g_fds.Find(fd);
+  if (!e) return;
+  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
+  if (cookie == 0) return;
+  Scope scope;
+  uint32_t state =
+      e->state.fetch_or(kStateListening, std::memory_order_relaxed);
+  Event ev = MakeEvent(EventType::kListen, fd, cookie,
+                       e->inode.load(std::memory_order_relaxed), state);
+  Push(ev, false);
+}
+
+void OnEofSlow(int fd, FdEntry* entry, void* caller) {
+  if (!Recording() || t_busy) return;
+  uint32_t state = entry->state.load(std::memory_order_relaxed);
+  // Only the first EOF of a connected stream socket is news; a datagram of
+  // length 0 is not an EOF at all.
+  if (!(state & kStateStream) || (state & kStateEofSeen)) return;
+  state = entry->state.fetch_or(kStateEofSeen, std::memory_order_relaxed);
+  if (state & kStateEofSeen) return;
+  Scope scope;
+  uint64_t cookie = entry->cookie.load(std::memory_order_relaxed);
+  Event ev = MakeEvent(EventType::kEofSeen, fd, cookie,
+                       entry->inode.load(std::memory_order_relaxed), state);
+  uint64_t last = entry->last_use_ip.load(std::memory_order_relaxed);
+  ev.arg = last ? last - 1 : reinterpret_cast<uintptr_t>(caller) - 1;
+  Push(ev, true);
+  PushAddress(fd, cookie);
+}
+
+void OnShutdown(int fd, int how, int result, int err) {
+  if (!Recording() || t_busy) return;
+  FdEntry* e = g_fds.Find(fd);
+  if (!e) return;
+  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
+  if (cookie == 0) return;
+  Scope scope;
+  uint32_t state = e->state.load(std::memory_order_relaxed);
+  if (result == 0 && (how == SHUT_WR || how == SHUT_RDWR)) {
+    state = e->state.fetch_or(kStateShutWr, std::memory_order_relaxed);
+  }
+  Event ev = MakeEvent(EventType::kShutdown, fd, cookie,
+                       e->inode.load(std::memory_order_relaxed), state);
+  ev.aux = static_cast<uint32_t>(how);
+  ev.err = result == 0 ? 0 : err;
+  Push(ev, true);
+}
+
+void OnSetsockopt(int fd, int level, int name, const void* value,
+                  socklen_t len) {
+  if (!Recording() || t_busy) return;
+  if (level != SOL_SOCKET || name != SO_LINGER || value == nullptr ||
+      len < sizeof(linger)) {
+    return;
+  }
+  FdEntry* e = g_fds.Find(fd);
+  if (!e) return;
+  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
+  if (cookie == 0) return;
+  Scope scope;
+  linger l;
+  std::memcpy(&l, value, sizeof(l));
+  uint32_t state;
+  if (l.l_onoff && l.l_linger == 0) {
+    state = e->state.fetch_or(kStateLinger0, std::memory_order_relaxed);
+  } else {
+    state = e->state.fetch_and(~kStateLinger0, std::memory_order_relaxed);
+  }
+  Event ev = MakeEvent(EventType::kLinger, fd, cookie,
+                       e->inode.load(std::memory_order_relaxed), state);
+  ev.aux = (static_cast<uint32_t>(l.l_onoff != 0) << 16) |
+           (static_cast<uint32_t>(l.l_linger) & 0xffff);
+  Push(ev, true);
+}
+
+CloseClaim ClaimClose(int fd) {
+  CloseClaim claim{};
+  if (!Recording() || t_busy) return claim;
+  FdEntry copy{};
+  claim.cookie = g_fds.Release(fd, &copy);
+  claim.inode = copy.inode.load(std::memory_order_relaxed);
+  claim.state = copy.state.load(std::memory_order_relaxed);
+  claim.generation = copy.generation.load(std::memory_order_relaxed);
+  return claim;
+}
+
+void FinishClose(int fd, const CloseClaim& claim, int result, int err) {
+  if (!Recording() || t_busy) return;
+  if (claim.cookie == 0 && !(result != 0 && err == EBADF)) return;
+  Scope scope;
+  EventType type =
+      claim.cookie ? EventType::kClose : EventType::kCloseUntracked;
+  Event ev = MakeEvent(type, fd, claim.cookie, claim.inode, claim.state);
+  ev.err = result == 0 ? 0 : err;
+  ev.aux = claim.generation;
+  Push(ev, true);
+}
+
+void OnDup(int oldfd, int newfd, bool cloexec) {
+  if (!Recording() || t_busy || newfd < 0) return;
+  FdEntry* src = g_fds.Find(oldfd);
+  if (!src) return;
+  uint64_t cookie = src->cookie.load(std::memory_order_relaxed);
+  if (cookie == 0) return;
+  Scope scope;
+  uint64_t inode = src->inode.load(std::memory_order_relaxed);
+  // A dup shares the socket, and its EOF state; CLOEXEC is per fd.
+  uint32_t state = src->state.load(std::memory_order_relaxed) & ~kStateCloexec;
+  if (cloexec) state |= kStateCloexec;
+  g_fds.Set(newfd, cookie, inode, state);
+  Event ev = MakeEvent(EventType::kDup, newfd, cookie, inode, state);
+  ev.arg = static_cast<uint64_t>(oldfd);
+  Push(ev, false);
+}
+
+void OnDup2(int oldfd, int newfd, bool cloexec) {
+  if (!Recording() || t_busy || newfd < 0 || oldfd == newfd) return;
+  // dup2 closed whatever newfd was: that is a close like any other.
+  CloseClaim claim = ClaimClose(newfd);
+  if (claim.cookie) FinishClose(newfd, claim, 0, 0);
+  OnDup(oldfd, newfd, cloexec);
+}
+
+uint32_t ForkPrepare() {
+  if (!Recording() || t_busy) return 0;
+  Scope scope;
+  return CaptureStack(g_ring);
+}
+
+void ForkParent(pid_t child, uint32_t stack) {
+  if (!Recording() || t_busy || child <= 0) return;
+  Scope scope;
+  Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
+  ev.arg = static_cast<uint64_t>(child);
+  ev.blob = stack;
+  Push(ev, false);
+}
+
+void ForkChild() {
+  if (!Recording()) return;
+  Scope scope;
+  t_tid = 0;
+  // The parent's ring stays the parent's: let go of it (and of its memfd,
+  // if the parent had not handed it over yet) and start our own.
+  int inherited = g_ring.ReleaseFd();
+  if (inherited >= 0) Real().close(inherited);
+  g_ring.Abandon();
+  g_registered.store(false);
+  g_registering.store(false);
+  ResetStacks();
+  if (!g_ring.Create(g_slots, g_arena)) {
+    g_recording.store(false);
+    g_fds.Clear();
+    SayDisabled("cannot create the event ring after fork");
+    return;
+  }
+  ResendModules(g_ring);
+  g_fds.ForEach([](int fd, FdEntry& e) {
+    uint32_t state = e.state.load(std::memory_order_relaxed);
+    Event ev = MakeEvent(EventType::kInherited, fd,
+                         e.cookie.load(std::memory_order_relaxed),
+                         e.inode.load(std::memory_order_relaxed), state);
+    ev.aux = 1;  // carried over a fork
+    g_ring.Push(ev);
+  });
+  TryRegister(wire::kHelloForked);
+}
+
+}  // namespace closeaudit::shim

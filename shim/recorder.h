@@ -1,0 +1,85 @@
+// The shim's core: what each interposed call means for the audit.
+//
+// shim/preload.cc defines the libc symbols; each wrapper calls the real
+// function and then hands the outcome to one of the functions below. They
+// update the fd table and push events (with stacks, for lifecycle events) into
+// the shared ring. Unit tests link this core directly, without LD_PRELOAD.
+//
+// Every function here is async-signal-safe, allocation-free and leaves errno
+// alone, except the ones documented as start-up or fork paths. None blocks.
+#ifndef CLOSEAUDIT_SHIM_RECORDER_H_
+#define CLOSEAUDIT_SHIM_RECORDER_H_
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "shim/fd_table.h"
+
+namespace closeaudit::shim {
+
+extern FdTable g_fds;
+
+// Non-zero while this thread is inside the shim's own code: wrappers entered
+// from there (libunwind reading a file, say) pass straight through.
+extern thread_local int t_busy __attribute__((tls_model("initial-exec")));
+
+// Start-up: resolve hooks, create the ring, register with the collector,
+// announce modules and inherited sockets. Returns false if auditing is off.
+bool StartRecording();
+bool Recording();
+
+void OnSocket(int fd, int domain, int type);
+void OnSocketpair(const int fds[2], int domain, int type);
+void OnAccept(int fd, int listen_fd, int accept_flags);
+void OnConnect(int fd, int result, int err);
+void OnListen(int fd);
+void OnShutdown(int fd, int how, int result, int err);
+void OnSetsockopt(int fd, int level, int name, const void* value,
+                  socklen_t len);
+// dup(), fcntl(F_DUPFD*): newfd now refers to oldfd's socket.
+void OnDup(int oldfd, int newfd, bool cloexec);
+// dup2()/dup3(): as OnDup, and whatever newfd held before is closed.
+void OnDup2(int oldfd, int newfd, bool cloexec);
+
+// close(): Claim before the real call (so that a racing reuse of the number
+// cannot be mistaken for this socket), Finish after it.
+struct CloseClaim {
+  uint64_t cookie;
+  uint64_t inode;
+  uint32_t state;
+  uint32_t generation;
+};
+CloseClaim ClaimClose(int fd);
+void FinishClose(int fd, const CloseClaim& claim, int result, int err);
+
+// fork(): Prepare before (captures the fork stack), then exactly one of the
+// other two in each process.
+uint32_t ForkPrepare();
+void ForkParent(pid_t child, uint32_t stack);
+void ForkChild();
+
+// Reads: the hot path. A read with data only remembers its caller; a read of
+// 0 bytes (asked for more than 0) on a stream socket is the peer's EOF.
+void OnEofSlow(int fd, FdEntry* entry, void* caller);
+
+inline void OnRead(int fd, ssize_t result, size_t requested, void* caller) {
+  if (result < 0 || requested == 0) return;
+  FdEntry* entry = g_fds.Find(fd);
+  if (entry == nullptr ||
+      entry->cookie.load(std::memory_order_relaxed) == 0) {
+    return;
+  }
+  if (result > 0) {
+    entry->last_use_ip.store(reinterpret_cast<uintptr_t>(caller),
+                             std::memory_order_relaxed);
+    return;
+  }
+  OnEofSlow(fd, entry, caller);
+}
+
+}  // namespace closeaudit::shim
+
+#endif  // CLOSEAUDIT_SHIM_RECORDER_H_

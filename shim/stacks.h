@@ -1,0 +1,31 @@
+// Stack capture for lifecycle events, deduplicated per process.
+//
+// Capture() walks the caller's stack with libunwind's unw_backtrace into a
+// fixed array (no heap), drops the shim's own frames, and returns the arena
+// offset of a StackBlob holding it. Identical stacks are written to the arena
+// once: a lock-free open-addressing table maps a 64-bit hash of the frames to
+// the blob. Async-signal-safe as long as libunwind's per-thread cache is (it
+// is set to UNW_CACHE_PER_THREAD at Init()).
+#ifndef CLOSEAUDIT_SHIM_STACKS_H_
+#define CLOSEAUDIT_SHIM_STACKS_H_
+
+#include <cstdint>
+
+#include "shim/ring_writer.h"
+
+namespace closeaudit::shim {
+
+// Sets up libunwind and learns the address range of the shim itself.
+void InitStacks();
+
+// Returns the blob offset of the current stack, or 0 if it could not be
+// recorded (arena full, unwinding failed).
+uint32_t CaptureStack(RingWriter& ring);
+
+// Forgets every known stack (the blobs they point at belong to a ring that is
+// being replaced, as in a fork child). Allocation-free.
+void ResetStacks();
+
+}  // namespace closeaudit::shim
+
+#endif  // CLOSEAUDIT_SHIM_STACKS_H_
