@@ -152,8 +152,8 @@ bool IsCode(Dwfl_Module* mod, Dwarf_Addr address) {
 std::vector<Frame> Symbolize(Dwfl_Module* mod, Dwarf_Addr address) {
   Frame innermost;
   if (Dwfl_Line* line = dwfl_module_getsrc(mod, address)) {
-    const char* file =
-        dwfl_lineinfo(line, nullptr, &innermost.line, nullptr, nullptr, nullptr);
+    const char* file = dwfl_lineinfo(line, nullptr, &innermost.line, nullptr,
+                                     nullptr, nullptr);
     innermost.file = AbsolutePath(file, dwfl_line_comp_dir(line));
     if (innermost.file.empty()) innermost.line = 0;
   }
@@ -163,8 +163,7 @@ std::vector<Frame> Symbolize(Dwfl_Module* mod, Dwarf_Addr address) {
   Dwarf_Die* cu = dwfl_module_addrdie(mod, address, &dwarf_bias);
   Dwarf_Die* scopes = nullptr;
   int count = 0;
-  if (cu != nullptr &&
-      dwarf_getscopes(cu, address - dwarf_bias, &scopes) > 0) {
+  if (cu != nullptr && dwarf_getscopes(cu, address - dwarf_bias, &scopes) > 0) {
     // Past an inlined copy, dwarf_getscopes continues with the scopes around
     // the inlined function's abstract definition, not around the call. The
     // physical parents of the innermost scope are the call chain we want.

@@ -2,8 +2,8 @@
 
 #include <dlfcn.h>
 #include <elf.h>
-#include <link.h>
 #include <limits.h>
+#include <link.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -65,8 +65,8 @@ int MarkerLine(const std::string& src, const std::string& marker) {
 // target_callee, as the shim would report it (return address minus 1).
 uint64_t CallSite(const Target& target, const char* function) {
   auto fn = reinterpret_cast<void (*)(int)>(dlsym(target.handle, function));
-  auto* last_return = static_cast<void* volatile*>(
-      dlsym(target.handle, "target_last_return"));
+  auto* last_return =
+      static_cast<void* volatile*>(dlsym(target.handle, "target_last_return"));
   EXPECT_NE(fn, nullptr) << function;
   EXPECT_NE(last_return, nullptr);
   if (fn == nullptr || last_return == nullptr) return 0;
@@ -190,9 +190,9 @@ TEST(Symbolizer, MatchingBuildIdResolves) {
   const std::string build_id = LoadedBuildId(target.load_bias);
   ASSERT_FALSE(build_id.empty()) << "target was linked without --build-id";
   Symbolizer symbolizer;
-  const std::vector<Frame> frames = symbolizer.Resolve(
-      {target.path, build_id, target.load_bias},
-      CallSite(target, "target_leaf"));
+  const std::vector<Frame> frames =
+      symbolizer.Resolve({target.path, build_id, target.load_bias},
+                         CallSite(target, "target_leaf"));
   ASSERT_THAT(frames, SizeIs(1));
   EXPECT_EQ(frames[0].function, "target_leaf");
   EXPECT_THAT(symbolizer.warnings(), SizeIs(0));
@@ -239,8 +239,7 @@ TEST(Symbolizer, UnusableFilesAreUnsymbolized) {
   Symbolizer symbolizer;
   for (const std::string& path : paths) {
     SCOPED_TRACE(path);
-    ExpectUnsymbolized(symbolizer.Resolve({path, "", 0}, 0x1100), path,
-                       0x1100);
+    ExpectUnsymbolized(symbolizer.Resolve({path, "", 0}, 0x1100), path, 0x1100);
   }
   EXPECT_THAT(symbolizer.warnings(), SizeIs(paths.size()));
 }
@@ -254,9 +253,9 @@ TEST(Symbolizer, AddressesOutsideCodeAreUnsymbolized) {
       reinterpret_cast<uint64_t>(dlsym(target.handle, "target_sink"));
   ASSERT_NE(data, 0u);
   Symbolizer symbolizer;
-  for (uint64_t pc : {uint64_t{0}, uint64_t{1}, target.load_bias - 1,
-                      target.load_bias, target.load_bias + 0x40, data,
-                      UINT64_MAX, UINT64_MAX / 2}) {
+  for (uint64_t pc :
+       {uint64_t{0}, uint64_t{1}, target.load_bias - 1, target.load_bias,
+        target.load_bias + 0x40, data, UINT64_MAX, UINT64_MAX / 2}) {
     SCOPED_TRACE(pc);
     ExpectUnsymbolized(
         symbolizer.Resolve({target.path, "", target.load_bias}, pc),
@@ -301,7 +300,8 @@ TEST(Symbolizer, ResolvesMainExecutable) {
       &load_bias);
   const std::string exe = std::filesystem::read_symlink("/proc/self/exe");
   Symbolizer symbolizer;
-  const std::vector<Frame> frames = symbolizer.Resolve({exe, "", load_bias}, pc);
+  const std::vector<Frame> frames =
+      symbolizer.Resolve({exe, "", load_bias}, pc);
   ASSERT_FALSE(frames.empty());
   EXPECT_THAT(frames.back().function, HasSubstr("ResolvesMainExecutable"));
   EXPECT_EQ(frames.back().line, expected_line);
@@ -322,9 +322,9 @@ TEST(Symbolizer, NamesFunctionsFromSymbolTable) {
                     RTLD_DL_LINKMAP),
             0);
   Symbolizer symbolizer;
-  const std::vector<Frame> frames = symbolizer.Resolve(
-      {info.dli_fname, "", map->l_addr},
-      reinterpret_cast<uint64_t>(getpid_fn) + 1);
+  const std::vector<Frame> frames =
+      symbolizer.Resolve({info.dli_fname, "", map->l_addr},
+                         reinterpret_cast<uint64_t>(getpid_fn) + 1);
   ASSERT_FALSE(frames.empty());
   EXPECT_THAT(frames.back().function, HasSubstr("getpid"));
   dlclose(libc);

@@ -345,7 +345,8 @@ void OnEofSlow(int fd, FdEntry* entry, void* caller) {
   Event ev = MakeEvent(EventType::kEofSeen, fd, cookie,
                        entry->inode.load(std::memory_order_relaxed), state);
   uint64_t last = entry->last_use_ip.load(std::memory_order_relaxed);
-  ev.arg = last ? last - 1 : reinterpret_cast<uintptr_t>(caller) - 1;
+  (void)caller;
+  ev.arg = last ? last - 1 : 0;  // no read returned data: unknown
   Push(ev, true);
   PushAddress(fd, cookie);
 }

@@ -163,9 +163,11 @@ class Run:
         return int(text)
 
     def sigterm(self):
-        check(self.running(),
-              f"closeaudit exited early with {self.proc.returncode} "
-              "(expected it to still be following the server)")
+        rc = self.proc.poll()
+        check(rc is None,
+              f"closeaudit exited early with {rc}"
+              + (f" (killed by signal {-rc}: crash?)" if rc and rc < 0 else "")
+              + " while it should still be following the server")
         self.remember_children()
         log(f"sending SIGTERM to closeaudit (pid {self.proc.pid})")
         os.kill(self.proc.pid, signal.SIGTERM)

@@ -1,0 +1,355 @@
+// closeaudit: finds the code that leaves TCP connections stuck in CLOSE_WAIT.
+//
+//   closeaudit run [--grace 5s] [--json FILE] [--out DIR] -- ./server args...
+//   closeaudit demo
+//   closeaudit report [DIR] [--json FILE] [--grace D]
+//   closeaudit daemon [--socket PATH] [--out DIR] [--idle D]
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "collector/daemon.h"
+#include "collector/demo.h"
+#include "collector/session.h"
+#include "common/paths.h"
+
+ABSL_FLAG(absl::Duration, grace, absl::Seconds(5),
+          "how long a socket may stay open after the peer's EOF before it is "
+          "reported");
+ABSL_FLAG(std::string, json, "", "also write the JSON report to this file");
+ABSL_FLAG(std::string, out, "",
+          "directory for the trace and reports (default: a new directory "
+          "under $XDG_STATE_HOME/closeaudit, linked as 'latest')");
+ABSL_FLAG(std::string, socket, "",
+          "daemon: the socket to listen on (default: the per-user socket the "
+          "library looks for)");
+ABSL_FLAG(absl::Duration, idle, absl::Seconds(60),
+          "daemon: exit after this long with no traced process");
+ABSL_FLAG(bool, foreground, false, "daemon: do not detach");
+
+extern char** environ;
+
+namespace closeaudit {
+namespace {
+
+constexpr char kUsage[] =
+    "finds the code that leaves TCP connections stuck in CLOSE_WAIT.\n\n"
+    "usage:\n"
+    "  closeaudit run [--grace 5s] [--json FILE] [--out DIR] -- CMD [ARGS...]\n"
+    "      run CMD under the audit and report when it exits\n"
+    "  closeaudit demo\n"
+    "      run the bundled leaky demo server and show its report\n"
+    "  closeaudit report [DIR] [--json FILE] [--grace D]\n"
+    "      regenerate the report of a finished run (default: the latest)\n"
+    "  closeaudit daemon [--socket PATH] [--out DIR] [--idle 60s]\n"
+    "      the per-user collector that LD_PRELOAD=libcloseaudit.so starts\n";
+
+std::atomic<int> g_signal{0};
+
+void OnSignal(int sig) { g_signal.store(sig); }
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  buf[n] = '\0';
+  std::string path(buf);
+  return path.substr(0, path.rfind('/'));
+}
+
+// The first of `candidates` (relative to this binary's directory) that
+// exists, after an environment override.
+std::string Locate(const char* env, const std::vector<std::string>& candidates) {
+  if (const char* v = getenv(env); v && *v) return v;
+  std::string dir = SelfDir();
+  for (const std::string& c : candidates) {
+    std::string path = dir + "/" + c;
+    if (access(path.c_str(), R_OK) == 0) {
+      char real[4096];
+      return realpath(path.c_str(), real) ? std::string(real) : path;
+    }
+  }
+  return "";
+}
+
+std::string ShimPath() {
+  return Locate("CLOSEAUDIT_LIB", {"../shim/libcloseaudit.so",
+                                   std::string("../") + CLOSEAUDIT_LIBDIR +
+                                       "/libcloseaudit.so"});
+}
+
+int Fail(const absl::Status& status) {
+  fprintf(stderr, "closeaudit: %s\n", std::string(status.message()).c_str());
+  return 2;
+}
+
+void InstallSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+absl::StatusOr<std::string> PrivateSocketPath() {
+  char tmpl[] = "/tmp/closeaudit-run-XXXXXX";
+  if (!mkdtemp(tmpl)) return absl::ErrnoToStatus(errno, "mkdtemp");
+  return std::string(tmpl) + "/" + paths::kSocketName;
+}
+
+void RemoveSocketDir(const std::string& socket_path) {
+  ::unlink(socket_path.c_str());
+  ::rmdir(socket_path.substr(0, socket_path.rfind('/')).c_str());
+}
+
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
+                            const std::string& shim,
+                            const std::string& socket_path) {
+  std::vector<std::string> env;
+  std::string preload = "LD_PRELOAD=" + shim;
+  for (char** e = environ; *e; ++e) {
+    if (strncmp(*e, "LD_PRELOAD=", 11) == 0) {
+      preload += std::string(" ") + (*e + 11);
+    } else if (strncmp(*e, "CLOSEAUDIT_SOCKET=", 18) != 0) {
+      env.push_back(*e);
+    }
+  }
+  env.push_back(preload);
+  env.push_back("CLOSEAUDIT_SOCKET=" + socket_path);
+  std::vector<char*> envp, args;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> copy = argv;
+  for (std::string& a : copy) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid;
+  int err = posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(),
+                         envp.data());
+  if (err != 0) return absl::ErrnoToStatus(err, "cannot run " + argv[0]);
+  return pid;
+}
+
+struct RunResult {
+  int exit_code = 0;
+  Report report;
+};
+
+// Runs argv under the audit until it exits. `driver`, if set, runs on its own
+// thread once the command started (the demo's clients).
+absl::StatusOr<RunResult> RunAudited(
+    const std::vector<std::string>& argv, SessionOptions options,
+    const std::function<void(pid_t)>& driver) {
+  std::string shim = ShimPath();
+  if (shim.empty()) {
+    return absl::NotFoundError(
+        "cannot find libcloseaudit.so next to this binary; set CLOSEAUDIT_LIB");
+  }
+  absl::StatusOr<std::string> socket_path = PrivateSocketPath();
+  if (!socket_path.ok()) return socket_path.status();
+  options.socket_path = *socket_path;
+  Session session(options);
+  if (absl::Status s = session.Start(); !s.ok()) {
+    RemoveSocketDir(*socket_path);
+    return s;
+  }
+  InstallSignalHandlers();
+  absl::StatusOr<pid_t> child = Spawn(argv, shim, *socket_path);
+  if (!child.ok()) {
+    RemoveSocketDir(*socket_path);
+    return child.status();
+  }
+  std::thread driver_thread;
+  if (driver) driver_thread = std::thread(driver, *child);
+
+  int status = 0;
+  bool exited = false;
+  while (!exited) {
+    if (int sig = g_signal.exchange(0)) kill(*child, sig);
+    session.collector().Poll(kDrainIntervalMs);
+    siginfo_t info{};
+    if (waitid(P_PID, static_cast<id_t>(*child), &info,
+               WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == *child) {
+      // Let the collector see the exit (and the status) before reaping.
+      session.collector().Poll(0);
+      while (waitpid(*child, &status, 0) < 0 && errno == EINTR) {
+      }
+      exited = true;
+    }
+  }
+  if (driver_thread.joinable()) driver_thread.join();
+  // Late hellos of short-lived descendants are still in the socket queue.
+  for (int i = 0; i < 5; ++i) session.collector().Poll(kDrainIntervalMs);
+  bool registered = session.collector().streams_seen() > 0;
+  absl::StatusOr<Report> report = session.Finish();
+  RemoveSocketDir(*socket_path);
+  if (!report.ok()) return report.status();
+  RunResult result;
+  result.report = *std::move(report);
+  if (!registered) {
+    result.report.warnings.insert(
+        result.report.warnings.begin(),
+        absl::StrFormat("%s never reported to the collector: nothing was "
+                        "audited. Statically linked programs, setuid programs "
+                        "and programs that make raw system calls (Go) cannot "
+                        "be audited with LD_PRELOAD.",
+                        argv[0]));
+  }
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
+                                       : 128 + WTERMSIG(status);
+  return result;
+}
+
+absl::StatusOr<SessionOptions> OptionsFromFlags() {
+  SessionOptions options;
+  absl::Duration grace = absl::GetFlag(FLAGS_grace);
+  if (grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--grace must not be negative");
+  }
+  options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
+  options.json_path = absl::GetFlag(FLAGS_json);
+  options.out_dir = absl::GetFlag(FLAGS_out);
+  if (options.out_dir.empty()) {
+    absl::StatusOr<std::string> dir = NewRunDir();
+    if (!dir.ok()) return dir.status();
+    options.out_dir = *dir;
+  }
+  return options;
+}
+
+int CmdRun(const std::vector<std::string>& argv) {
+  if (argv.empty()) {
+    fprintf(stderr, "closeaudit run: no command given\n\n%s", kUsage);
+    return 2;
+  }
+  absl::StatusOr<SessionOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(options.status());
+  absl::StatusOr<RunResult> result = RunAudited(argv, *options, nullptr);
+  if (!result.ok()) return Fail(result.status());
+  fputs(RenderText(result->report).c_str(), stdout);
+  fprintf(stderr, "closeaudit: trace and reports in %s\n",
+          options->out_dir.c_str());
+  return result->exit_code;
+}
+
+int CmdDemo() {
+  std::string server = Locate("CLOSEAUDIT_DEMO_SERVER",
+                              {"../demo/leaky_server",
+                               "../libexec/closeaudit/leaky_server"});
+  if (server.empty()) {
+    return Fail(absl::NotFoundError("cannot find the demo server leaky_server"));
+  }
+  absl::StatusOr<SessionOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(options.status());
+  if (absl::GetFlag(FLAGS_grace) == absl::Seconds(5)) {
+    options->grace_ns = 1'000'000'000;  // the demo need not wait 5 s
+  }
+  std::string port_file = options->out_dir + "/demo.port";
+  printf("closeaudit demo: starting %s under the audit and sending it a few "
+         "clients...\n",
+         server.c_str());
+  fflush(stdout);
+  uint64_t grace_ns = options->grace_ns;
+  absl::StatusOr<RunResult> result = RunAudited(
+      {server, port_file}, *options,
+      [port_file, grace_ns](pid_t child) {
+        DriveDemoClients(port_file, grace_ns);
+        kill(child, SIGTERM);
+      });
+  if (!result.ok()) return Fail(result.status());
+  fputs(RenderText(result->report).c_str(), stdout);
+  printf("\nThe JSON report is %s/report.json; regenerate with "
+         "`closeaudit report %s`.\n",
+         options->out_dir.c_str(), options->out_dir.c_str());
+  return result->report.findings.empty() ? 1 : 0;
+}
+
+int CmdReport(const std::vector<std::string>& args) {
+  std::string dir = args.empty() ? StateDir() + "/latest" : args[0];
+  if (args.size() > 1) {
+    fprintf(stderr, "closeaudit report: one directory at most\n");
+    return 2;
+  }
+  AnalyzerOptions options;
+  // An explicit --grace overrides the one the run used.
+  absl::Duration grace = absl::GetFlag(FLAGS_grace);
+  if (grace != absl::Seconds(5)) {
+    options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
+  }
+  absl::StatusOr<Report> report = ReportFromTrace(dir, options);
+  if (!report.ok()) return Fail(report.status());
+  fputs(RenderText(*report).c_str(), stdout);
+  std::string json = absl::GetFlag(FLAGS_json);
+  if (!json.empty()) {
+    if (absl::Status s = WriteFileAtomically(json, RenderJson(*report)); !s.ok()) {
+      return Fail(s);
+    }
+  }
+  return 0;
+}
+
+int CmdDaemon() {
+  SessionOptions options;
+  options.grace_ns =
+      static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::GetFlag(FLAGS_grace)));
+  options.socket_path = absl::GetFlag(FLAGS_socket);
+  if (options.socket_path.empty()) {
+    char dir[256];
+    paths::DefaultRuntimeDir(dir, sizeof(dir));
+    options.socket_path = absl::StrCat(dir, "/", paths::kSocketName);
+  }
+  options.out_dir = absl::GetFlag(FLAGS_out);
+  if (options.out_dir.empty()) {
+    absl::StatusOr<std::string> dir = NewRunDir();
+    if (!dir.ok()) return Fail(dir.status());
+    options.out_dir = *dir;
+  }
+  return RunDaemon(options, absl::GetFlag(FLAGS_idle),
+                   !absl::GetFlag(FLAGS_foreground));
+}
+
+}  // namespace
+}  // namespace closeaudit
+
+int main(int argc, char** argv) {
+  using namespace closeaudit;
+  // Symbolization must never reach for the network.
+  unsetenv("DEBUGINFOD_URLS");
+  absl::SetProgramUsageMessage(kUsage);
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string command = argv[1];
+  // Flags follow the command: hand absl everything but the command itself.
+  std::vector<char*> rest = {argv[0]};
+  for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
+  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  if (command == "run") return CmdRun(args);
+  if (command == "demo") return CmdDemo();
+  if (command == "report") return CmdReport(args);
+  if (command == "daemon") return CmdDaemon();
+  fprintf(stderr, "closeaudit: unknown command '%s'\n\n%s", command.c_str(),
+          kUsage);
+  return 2;
+}

@@ -1,0 +1,79 @@
+// The collector's record model: what the analyzer consumes and what the trace
+// file stores.
+//
+// The live collector turns each process's hello, ring events and arena blobs
+// into these records; `closeaudit report DIR` reads the same records back from
+// the trace file. Both paths feed one Analyzer, which is why a regenerated
+// report equals the live one. A "stream" is one process image as seen by the
+// collector (a fork child or an exec'd image is a new stream).
+#ifndef CLOSEAUDIT_COLLECTOR_RECORDS_H_
+#define CLOSEAUDIT_COLLECTOR_RECORDS_H_
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/wire.h"
+
+namespace closeaudit {
+
+// The run as a whole: written first.
+struct RunRecord {
+  uint64_t grace_ns = 0;
+  uint64_t start_mono_ns = 0;
+  uint64_t start_real_ns = 0;
+};
+
+struct ProcessRecord {
+  uint32_t stream = 0;
+  uint32_t pid = 0;
+  uint32_t ppid = 0;
+  uint32_t flags = 0;  // wire::HelloFlags
+  uint64_t start_mono_ns = 0;
+  uint64_t start_real_ns = 0;
+  std::string exe;
+  std::vector<std::string> argv;
+};
+
+struct ModuleRecord {
+  uint32_t stream = 0;
+  uint64_t load_bias = 0;
+  uint64_t start = 0;
+  uint64_t end = 0;
+  std::string path;
+  std::string build_id;  // raw bytes
+};
+
+struct StackRecord {
+  uint32_t stream = 0;
+  uint32_t ref = 0;  // the arena offset events use to name it
+  std::vector<uint64_t> frames;
+};
+
+struct EventRecord {
+  uint32_t stream = 0;
+  uint64_t seq = 0;  // ring position
+  wire::Event event{};
+};
+
+struct ExitRecord {
+  uint32_t stream = 0;
+  uint64_t mono_ns = 0;
+  int32_t exit_status = -1;  // -1: unknown; else as the report prints it
+  uint64_t dropped_events = 0;
+  uint64_t dropped_blobs = 0;
+  uint64_t torn_events = 0;
+};
+
+// The end of observation (the report is made as of this moment).
+struct EndRecord {
+  uint64_t mono_ns = 0;
+};
+
+using Record = std::variant<RunRecord, ProcessRecord, ModuleRecord, StackRecord,
+                            EventRecord, ExitRecord, EndRecord>;
+
+}  // namespace closeaudit
+
+#endif  // CLOSEAUDIT_COLLECTOR_RECORDS_H_

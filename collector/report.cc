@@ -1,0 +1,228 @@
+#include "collector/report.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace closeaudit {
+namespace {
+
+std::string Quote(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else if (c >= 0x80) {
+          // Paths and argv are bytes, not necessarily UTF-8: keep the JSON
+          // valid by escaping every non-ASCII byte as its Latin-1 code point.
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+template <typename T>
+std::string OptionalNumber(const std::optional<T>& v) {
+  return v ? absl::StrCat(*v) : "null";
+}
+
+std::string FrameJson(const Frame& f) {
+  return absl::StrFormat(
+      "{\"function\":%s,\"file\":%s,\"line\":%d,\"module\":%s,"
+      "\"address\":\"0x%x\",\"inlined\":%s}",
+      Quote(f.function), Quote(f.file), f.line, Quote(f.module), f.address,
+      f.inlined ? "true" : "false");
+}
+
+std::string ExampleJson(const Example& e) {
+  return absl::StrFormat(
+      "{\"pid\":%d,\"fd\":%d,\"local\":%s,\"peer\":%s,\"age_ms\":%d,"
+      "\"eof_to_end_ms\":%s,\"closed_after_ms\":%s,\"tcp_state\":%s}",
+      e.pid, e.fd, e.local.empty() ? "null" : Quote(e.local),
+      e.peer.empty() ? "null" : Quote(e.peer), e.age_ms,
+      OptionalNumber(e.eof_to_end_ms), OptionalNumber(e.closed_after_ms),
+      e.tcp_state ? Quote(*e.tcp_state) : "null");
+}
+
+std::string FindingJson(const Finding& f) {
+  std::vector<std::string> stacks;
+  for (const auto& [name, frames] : f.stacks) {
+    std::vector<std::string> fs;
+    for (const Frame& frame : frames) fs.push_back(FrameJson(frame));
+    stacks.push_back(absl::StrCat(Quote(name), ":[", absl::StrJoin(fs, ","), "]"));
+  }
+  std::vector<std::string> examples;
+  for (const Example& e : f.examples) examples.push_back(ExampleJson(e));
+  return absl::StrFormat(
+      "{\"kind\":%s,\"severity\":%s,\"count\":%d,\"confirmed_by_kernel\":%s,"
+      "\"message\":%s,\"advice\":%s,\"stacks\":{%s},\"examples\":[%s]}",
+      Quote(f.kind), Quote(f.severity), f.count,
+      f.confirmed_by_kernel ? "true" : "false", Quote(f.message),
+      Quote(f.advice), absl::StrJoin(stacks, ","),
+      absl::StrJoin(examples, ",\n    "));
+}
+
+// "handle_client (server.c:42)" for a person; the full path is in the JSON.
+std::string FrameText(const Frame& f) {
+  std::string name = f.function.empty()
+                         ? absl::StrFormat("0x%x", f.address)
+                         : f.function;
+  if (f.inlined) name += " [inlined]";
+  if (!f.file.empty()) {
+    return absl::StrFormat("%s (%s:%d)", name,
+                           f.file.substr(f.file.rfind('/') + 1), f.line);
+  }
+  if (!f.module.empty()) {
+    return absl::StrFormat("%s (%s)", name,
+                           f.module.substr(f.module.rfind('/') + 1));
+  }
+  return name;
+}
+
+// Frames in the C library's start-up code tell a reader nothing.
+bool Boring(const Frame& f) {
+  return f.function == "__libc_start_call_main" ||
+         f.function == "__libc_start_main" || f.function == "_start" ||
+         f.function == "__libc_start_main_impl" || f.function == "start_thread" ||
+         f.function == "clone3" || f.function == "clone";
+}
+
+std::string Duration(int64_t ms) {
+  if (ms < 1000) return absl::StrFormat("%d ms", ms);
+  return absl::StrFormat("%.1f s", static_cast<double>(ms) / 1000.0);
+}
+
+}  // namespace
+
+std::string RenderJson(const Report& r) {
+  std::vector<std::string> procs;
+  for (const ProcessSummary& p : r.process_list) {
+    std::vector<std::string> argv;
+    for (const std::string& a : p.argv) argv.push_back(Quote(a));
+    procs.push_back(absl::StrFormat(
+        "{\"pid\":%d,\"ppid\":%d,\"exe\":%s,\"argv\":[%s],\"exit_status\":%s}",
+        p.pid, p.ppid, Quote(p.exe), absl::StrJoin(argv, ","),
+        OptionalNumber(p.exit_status)));
+  }
+  std::vector<std::string> findings;
+  for (const Finding& f : r.findings) findings.push_back(FindingJson(f));
+  std::vector<std::string> warnings;
+  for (const std::string& w : r.warnings) warnings.push_back(Quote(w));
+  return absl::StrFormat(
+      "{\"tool\":\"closeaudit\",\"format_version\":%d,\n"
+      " \"summary\":{\"processes\":%d,\"sockets_tracked\":%d,\"events\":%d,"
+      "\"events_dropped\":%d,\"findings\":%d,\"grace_ms\":%d,"
+      "\"duration_s\":%.3f},\n"
+      " \"warnings\":[%s],\n"
+      " \"processes\":[%s],\n"
+      " \"findings\":[\n  %s]}\n",
+      kReportFormatVersion, r.processes, r.sockets_tracked, r.events,
+      r.events_dropped, r.findings.size(), r.grace_ms, r.duration_s,
+      absl::StrJoin(warnings, ","), absl::StrJoin(procs, ",\n   "),
+      absl::StrJoin(findings, ",\n  "));
+}
+
+std::string RenderText(const Report& r) {
+  std::string out;
+  int errors = 0;
+  for (const Finding& f : r.findings) errors += f.severity == "error";
+  absl::StrAppendFormat(
+      &out,
+      "closeaudit: %d finding%s (%d error%s) in %d process%s; %d sockets "
+      "tracked, %d events, %d dropped\n",
+      r.findings.size(), r.findings.size() == 1 ? "" : "s", errors,
+      errors == 1 ? "" : "s", r.processes, r.processes == 1 ? "" : "es",
+      r.sockets_tracked, r.events, r.events_dropped);
+  for (const std::string& w : r.warnings) {
+    absl::StrAppend(&out, "warning: ", w, "\n");
+  }
+  if (r.findings.empty()) {
+    absl::StrAppendFormat(
+        &out, "No socket stayed in CLOSE_WAIT longer than the %d ms grace period.\n",
+        r.grace_ms);
+  }
+  int n = 0;
+  for (const Finding& f : r.findings) {
+    absl::StrAppendFormat(&out, "\n[%d] %s x%d (%s)\n    %s\n", ++n, f.kind,
+                          f.count, f.severity, f.message);
+    for (const auto& [name, frames] : f.stacks) {
+      if (frames.empty()) continue;
+      std::string label = absl::StrCat(name, ":");
+      int shown = 0;
+      for (const Frame& frame : frames) {
+        if (Boring(frame)) continue;
+        if (shown == 6) {
+          absl::StrAppend(&out, "                  ...\n");
+          break;
+        }
+        absl::StrAppendFormat(&out, "    %-13s %s\n", shown ? "" : label,
+                              FrameText(frame));
+        ++shown;
+      }
+    }
+    for (const Example& e : f.examples) {
+      std::string when =
+          e.closed_after_ms
+              ? absl::StrCat("closed ", Duration(*e.closed_after_ms),
+                             " after the EOF")
+              : absl::StrCat("never closed; ",
+                             Duration(e.eof_to_end_ms.value_or(0)),
+                             " after the EOF");
+      absl::StrAppendFormat(&out, "    %-13s pid %d fd %d  %s <- %s  %s%s\n",
+                            &e == &f.examples.front() ? "examples:" : "",
+                            e.pid, e.fd, e.local.empty() ? "?" : e.local,
+                            e.peer.empty() ? "?" : e.peer,
+                            e.tcp_state ? *e.tcp_state + ", " : "", when);
+    }
+    absl::StrAppendFormat(&out, "    %-13s %s\n", "fix:", f.advice);
+  }
+  return out;
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::string& contents) {
+  std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "create " + tmp);
+  size_t done = 0;
+  while (done < contents.size()) {
+    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int saved = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return absl::ErrnoToStatus(saved, "write " + tmp);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int saved = errno;
+    ::unlink(tmp.c_str());
+    return absl::ErrnoToStatus(saved, "flush " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int saved = errno;
+    ::unlink(tmp.c_str());
+    return absl::ErrnoToStatus(saved, "rename to " + path);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace closeaudit

@@ -1,0 +1,69 @@
+// Collector: accepts traced processes on a Unix socket and drains their rings.
+//
+// One thread runs everything: Poll() waits for new connections, hellos and
+// process exits (pidfds), and drains every ring at least every
+// kDrainIntervalMs. Each record goes to the sink (the analyzer and the trace
+// file). A connection that sends anything but a valid hello is dropped with
+// one log line; other processes are unaffected.
+#ifndef CLOSEAUDIT_COLLECTOR_SERVER_H_
+#define CLOSEAUDIT_COLLECTOR_SERVER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "collector/ingest.h"
+
+namespace closeaudit {
+
+inline constexpr int kDrainIntervalMs = 10;
+
+class Collector {
+ public:
+  explicit Collector(RecordSink sink);
+  ~Collector();
+  Collector(const Collector&) = delete;
+  Collector& operator=(const Collector&) = delete;
+
+  // Creates the socket's directory (mode 0700) if needed and listens.
+  absl::Status Listen(const std::string& socket_path);
+
+  // Waits up to timeout_ms for something to do, then does it.
+  void Poll(int timeout_ms);
+
+  // Drains every ring completely; processes that have exited are finished.
+  void DrainAll();
+
+  // Streams whose process is still alive.
+  size_t live_streams() const;
+  // Streams ever accepted.
+  uint32_t streams_seen() const { return next_stream_ - 1; }
+  const std::string& socket_path() const { return socket_path_; }
+
+ private:
+  struct Pending;  // a connection that has not finished its hello
+  struct Stream;   // a registered process image
+
+  void Accept();
+  void ReadHello(Pending& pending);
+  void StartStream(Pending& pending, Hello hello);
+  void FinishStream(Stream& stream, bool exited);
+  void DrainStream(Stream& stream, bool producer_dead);
+  void Drop(Pending& pending, const std::string& why);
+
+  RecordSink sink_;
+  int listen_fd_ = -1;
+  std::string socket_path_;
+  uint32_t next_stream_ = 1;
+  std::vector<std::unique_ptr<Pending>> pending_;
+  std::vector<std::unique_ptr<Stream>> streams_;
+};
+
+}  // namespace closeaudit
+
+#endif  // CLOSEAUDIT_COLLECTOR_SERVER_H_

@@ -1,0 +1,158 @@
+#include "collector/session.h"
+
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace closeaudit {
+
+uint64_t MonoNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+namespace {
+
+uint64_t RealNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+}  // namespace
+
+absl::Status MakeDirs(const std::string& dir) {
+  std::string path;
+  for (size_t pos = 0; pos != std::string::npos;) {
+    size_t next = dir.find('/', pos + 1);
+    path = dir.substr(0, next);
+    pos = next;
+    if (path.empty()) continue;
+    if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::ErrnoToStatus(errno, "create directory " + path);
+    }
+  }
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(dir + " is not a directory");
+  }
+  return absl::OkStatus();
+}
+
+std::string StateDir() {
+  const char* state = getenv("XDG_STATE_HOME");
+  if (state && state[0] == '/') return absl::StrCat(state, "/closeaudit");
+  const char* home = getenv("HOME");
+  if (home && home[0] == '/') {
+    return absl::StrCat(home, "/.local/state/closeaudit");
+  }
+  return absl::StrFormat("/tmp/closeaudit-%d/state", getuid());
+}
+
+absl::StatusOr<std::string> NewRunDir() {
+  std::string base = StateDir();
+  if (absl::Status s = MakeDirs(base); !s.ok()) return s;
+  time_t now = time(nullptr);
+  tm local;
+  localtime_r(&now, &local);
+  char stamp[32];
+  strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &local);
+  std::string dir = absl::StrFormat("%s/%s-%d", base, stamp, getpid());
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  std::string link = base + "/latest";
+  std::string tmp = absl::StrCat(link, ".", getpid());
+  ::unlink(tmp.c_str());
+  if (::symlink(dir.c_str(), tmp.c_str()) == 0) ::rename(tmp.c_str(), link.c_str());
+  return dir;
+}
+
+Session::Session(SessionOptions options)
+    : options_(std::move(options)),
+      collector_([this](Record r) { Sink(std::move(r)); }) {}
+
+absl::Status Session::Start() {
+  if (absl::Status s = MakeDirs(options_.out_dir); !s.ok()) return s;
+  if (absl::Status s = trace_.Open(options_.out_dir + "/" + kTraceFileName);
+      !s.ok()) {
+    return s;
+  }
+  RunRecord run;
+  run.grace_ns = options_.grace_ns;
+  run.start_mono_ns = MonoNowNs();
+  run.start_real_ns = RealNowNs();
+  Sink(run);
+  return collector_.Listen(options_.socket_path);
+}
+
+void Session::Sink(Record record) {
+  trace_.Append(record);
+  analyzer_.Add(record);
+  uint64_t now = MonoNowNs();
+  // The trace reaches the kernel at least every 100 ms, so a collector
+  // killed with SIGKILL loses well under a second.
+  if (now - last_flush_ns_ > 100'000'000) {
+    last_flush_ns_ = now;
+    if (absl::Status s = trace_.Flush(); !s.ok()) {
+      fprintf(stderr, "closeaudit: %s\n", std::string(s.message()).c_str());
+    }
+  }
+}
+
+absl::StatusOr<Report> Session::Finish() {
+  collector_.DrainAll();
+  Sink(EndRecord{MonoNowNs()});
+  if (absl::Status s = trace_.Flush(); !s.ok()) return s;
+  Symbolizer symbolizer;
+  Report report = analyzer_.Build(symbolizer);
+  if (absl::Status s = WriteReports(report, options_.out_dir, options_.json_path);
+      !s.ok()) {
+    return s;
+  }
+  return report;
+}
+
+absl::Status Session::WriteSnapshot() {
+  collector_.DrainAll();
+  if (absl::Status s = trace_.Flush(); !s.ok()) return s;
+  Symbolizer symbolizer;
+  return WriteReports(analyzer_.Build(symbolizer, MonoNowNs()),
+                      options_.out_dir, options_.json_path);
+}
+
+absl::Status WriteReports(const Report& report, const std::string& dir,
+                          const std::string& json_path) {
+  std::string json = RenderJson(report);
+  if (!dir.empty()) {
+    if (absl::Status s = WriteFileAtomically(dir + "/report.json", json); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s =
+            WriteFileAtomically(dir + "/report.txt", RenderText(report));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!json_path.empty()) return WriteFileAtomically(json_path, json);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Report> ReportFromTrace(const std::string& dir,
+                                       AnalyzerOptions options) {
+  Analyzer analyzer(options);
+  std::string warning;
+  absl::Status s = ReadTrace(dir + "/" + kTraceFileName,
+                             [&](const Record& r) { analyzer.Add(r); }, &warning);
+  if (!s.ok()) return s;
+  Symbolizer symbolizer;
+  Report report = analyzer.Build(symbolizer);
+  if (!warning.empty()) report.warnings.insert(report.warnings.begin(), warning);
+  return report;
+}
+
+}  // namespace closeaudit

@@ -1,0 +1,79 @@
+// A collection session: a Collector whose records go both to a trace file in
+// the output directory and to an Analyzer, and the reports made at its end.
+// This is what `closeaudit run`, `demo` and `daemon` share.
+#ifndef CLOSEAUDIT_COLLECTOR_SESSION_H_
+#define CLOSEAUDIT_COLLECTOR_SESSION_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "collector/analyzer.h"
+#include "collector/report.h"
+#include "collector/server.h"
+#include "collector/trace.h"
+
+namespace closeaudit {
+
+inline constexpr char kTraceFileName[] = "trace.catrace";
+
+struct SessionOptions {
+  uint64_t grace_ns = 5'000'000'000;
+  std::string out_dir;    // created if missing
+  std::string json_path;  // extra copy of the JSON report, if set
+  std::string socket_path;
+};
+
+class Session {
+ public:
+  explicit Session(SessionOptions options);
+
+  absl::Status Start();
+  Collector& collector() { return collector_; }
+
+  // Ends the session: drains everything, writes report.json and report.txt
+  // into the output directory (and the JSON to json_path) and returns the
+  // report.
+  absl::StatusOr<Report> Finish();
+
+  // Writes the reports as of now without ending the session (the daemon
+  // does this whenever its last traced process has gone).
+  absl::Status WriteSnapshot();
+
+  const SessionOptions& options() const { return options_; }
+
+ private:
+  void Sink(Record record);
+
+  SessionOptions options_;
+  Analyzer analyzer_;
+  TraceWriter trace_;
+  Collector collector_;
+  uint64_t last_flush_ns_ = 0;
+};
+
+// Regenerates the reports of a finished session from its trace file.
+absl::StatusOr<Report> ReportFromTrace(const std::string& dir,
+                                       AnalyzerOptions options);
+
+// Writes report.json / report.txt into dir, and JSON to json_path if set.
+absl::Status WriteReports(const Report& report, const std::string& dir,
+                          const std::string& json_path);
+
+// ${XDG_STATE_HOME:-$HOME/.local/state}/closeaudit: where runs keep their
+// traces when no --out is given, with a `latest` link to the newest.
+std::string StateDir();
+// A fresh directory under StateDir(), which `latest` then points at.
+absl::StatusOr<std::string> NewRunDir();
+absl::Status MakeDirs(const std::string& dir);
+
+uint64_t MonoNowNs();
+
+}  // namespace closeaudit
+
+#endif  // CLOSEAUDIT_COLLECTOR_SESSION_H_

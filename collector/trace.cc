@@ -1,0 +1,365 @@
+#include "collector/trace.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+
+namespace closeaudit {
+namespace {
+
+enum class Kind : uint8_t {
+  kRun = 1,
+  kProcess = 2,
+  kModule = 3,
+  kStack = 4,
+  kEvent = 5,
+  kExit = 6,
+  kEnd = 7,
+};
+
+class Writer {
+ public:
+  explicit Writer(Kind kind) { out_.push_back(static_cast<char>(kind)); }
+  template <typename T>
+  void Put(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    out_.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  void PutString(std::string_view s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// Bounds-checked reading of a payload: any read past the end sets ok_ false
+// and yields zeros, so decoders check ok() once at the end.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  template <typename T>
+  T Get() {
+    T v{};
+    if (in_.size() < sizeof(T)) {
+      ok_ = false;
+      in_ = {};
+      return v;
+    }
+    std::memcpy(&v, in_.data(), sizeof(T));
+    in_.remove_prefix(sizeof(T));
+    return v;
+  }
+  std::string GetString(uint32_t max) {
+    uint32_t n = Get<uint32_t>();
+    if (n > max || n > in_.size()) {
+      ok_ = false;
+      in_ = {};
+      return {};
+    }
+    std::string s(in_.substr(0, n));
+    in_.remove_prefix(n);
+    return s;
+  }
+  bool ok() const { return ok_; }
+  bool done() const { return in_.empty(); }
+
+ private:
+  std::string_view in_;
+  bool ok_ = true;
+};
+
+constexpr uint32_t kMaxArgs = 4096;
+constexpr uint32_t kMaxString = 64 * 1024;
+
+std::array<uint32_t, 256> MakeCrcTable() {
+  std::array<uint32_t, 256> table{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0x82f63b78u ^ (c >> 1) : c >> 1;
+    table[i] = c;
+  }
+  return table;
+}
+
+}  // namespace
+
+uint32_t Crc32c(std::string_view data) {
+  static const std::array<uint32_t, 256> table = MakeCrcTable();
+  uint32_t c = ~0u;
+  for (unsigned char b : data) c = table[(c ^ b) & 0xff] ^ (c >> 8);
+  return ~c;
+}
+
+std::string EncodeRecord(const Record& record) {
+  struct Visitor {
+    std::string operator()(const RunRecord& r) {
+      Writer w(Kind::kRun);
+      w.Put(r.grace_ns);
+      w.Put(r.start_mono_ns);
+      w.Put(r.start_real_ns);
+      return w.Take();
+    }
+    std::string operator()(const ProcessRecord& r) {
+      Writer w(Kind::kProcess);
+      w.Put(r.stream);
+      w.Put(r.pid);
+      w.Put(r.ppid);
+      w.Put(r.flags);
+      w.Put(r.start_mono_ns);
+      w.Put(r.start_real_ns);
+      w.PutString(r.exe);
+      w.Put<uint32_t>(static_cast<uint32_t>(r.argv.size()));
+      for (const std::string& a : r.argv) w.PutString(a);
+      return w.Take();
+    }
+    std::string operator()(const ModuleRecord& r) {
+      Writer w(Kind::kModule);
+      w.Put(r.stream);
+      w.Put(r.load_bias);
+      w.Put(r.start);
+      w.Put(r.end);
+      w.PutString(r.path);
+      w.PutString(r.build_id);
+      return w.Take();
+    }
+    std::string operator()(const StackRecord& r) {
+      Writer w(Kind::kStack);
+      w.Put(r.stream);
+      w.Put(r.ref);
+      w.Put<uint32_t>(static_cast<uint32_t>(r.frames.size()));
+      for (uint64_t f : r.frames) w.Put(f);
+      return w.Take();
+    }
+    std::string operator()(const EventRecord& r) {
+      Writer w(Kind::kEvent);
+      w.Put(r.stream);
+      w.Put(r.seq);
+      w.Put(r.event);
+      return w.Take();
+    }
+    std::string operator()(const ExitRecord& r) {
+      Writer w(Kind::kExit);
+      w.Put(r.stream);
+      w.Put(r.mono_ns);
+      w.Put(r.exit_status);
+      w.Put(r.dropped_events);
+      w.Put(r.dropped_blobs);
+      w.Put(r.torn_events);
+      return w.Take();
+    }
+    std::string operator()(const EndRecord& r) {
+      Writer w(Kind::kEnd);
+      w.Put(r.mono_ns);
+      return w.Take();
+    }
+  };
+  return std::visit(Visitor{}, record);
+}
+
+absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
+  if (payload.empty()) return absl::DataLossError("empty record");
+  Kind kind = static_cast<Kind>(payload[0]);
+  Reader r(payload.substr(1));
+  Record out;
+  switch (kind) {
+    case Kind::kRun: {
+      RunRecord v;
+      v.grace_ns = r.Get<uint64_t>();
+      v.start_mono_ns = r.Get<uint64_t>();
+      v.start_real_ns = r.Get<uint64_t>();
+      out = v;
+      break;
+    }
+    case Kind::kProcess: {
+      ProcessRecord v;
+      v.stream = r.Get<uint32_t>();
+      v.pid = r.Get<uint32_t>();
+      v.ppid = r.Get<uint32_t>();
+      v.flags = r.Get<uint32_t>();
+      v.start_mono_ns = r.Get<uint64_t>();
+      v.start_real_ns = r.Get<uint64_t>();
+      v.exe = r.GetString(wire::kMaxPathBytes);
+      uint32_t n = r.Get<uint32_t>();
+      if (n > kMaxArgs) return absl::DataLossError("too many arguments");
+      for (uint32_t i = 0; i < n && r.ok(); ++i) {
+        v.argv.push_back(r.GetString(kMaxString));
+      }
+      out = std::move(v);
+      break;
+    }
+    case Kind::kModule: {
+      ModuleRecord v;
+      v.stream = r.Get<uint32_t>();
+      v.load_bias = r.Get<uint64_t>();
+      v.start = r.Get<uint64_t>();
+      v.end = r.Get<uint64_t>();
+      v.path = r.GetString(wire::kMaxPathBytes);
+      v.build_id = r.GetString(wire::kMaxBuildIdBytes);
+      out = std::move(v);
+      break;
+    }
+    case Kind::kStack: {
+      StackRecord v;
+      v.stream = r.Get<uint32_t>();
+      v.ref = r.Get<uint32_t>();
+      uint32_t n = r.Get<uint32_t>();
+      if (n > wire::kMaxFrames) return absl::DataLossError("stack too deep");
+      for (uint32_t i = 0; i < n; ++i) v.frames.push_back(r.Get<uint64_t>());
+      out = std::move(v);
+      break;
+    }
+    case Kind::kEvent: {
+      EventRecord v;
+      v.stream = r.Get<uint32_t>();
+      v.seq = r.Get<uint64_t>();
+      v.event = r.Get<wire::Event>();
+      out = v;
+      break;
+    }
+    case Kind::kExit: {
+      ExitRecord v;
+      v.stream = r.Get<uint32_t>();
+      v.mono_ns = r.Get<uint64_t>();
+      v.exit_status = r.Get<int32_t>();
+      v.dropped_events = r.Get<uint64_t>();
+      v.dropped_blobs = r.Get<uint64_t>();
+      v.torn_events = r.Get<uint64_t>();
+      out = v;
+      break;
+    }
+    case Kind::kEnd: {
+      EndRecord v;
+      v.mono_ns = r.Get<uint64_t>();
+      out = v;
+      break;
+    }
+    default:
+      return absl::DataLossError(
+          absl::StrFormat("unknown record kind %d", static_cast<int>(kind)));
+  }
+  if (!r.ok()) return absl::DataLossError("record is truncated");
+  if (!r.done()) return absl::DataLossError("record has trailing bytes");
+  return out;
+}
+
+TraceWriter::~TraceWriter() {
+  if (fd_ >= 0) {
+    Flush().IgnoreError();
+    ::close(fd_);
+  }
+}
+
+absl::Status TraceWriter::Open(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd_ < 0) return absl::ErrnoToStatus(errno, "create trace " + path);
+  path_ = path;
+  buffer_.assign(kTraceMagic, sizeof(kTraceMagic));
+  return Flush();
+}
+
+void TraceWriter::Append(const Record& record) {
+  if (fd_ < 0) return;
+  std::string payload = EncodeRecord(record);
+  uint32_t len = static_cast<uint32_t>(payload.size());
+  uint32_t crc = Crc32c(payload);
+  buffer_.append(reinterpret_cast<const char*>(&len), 4);
+  buffer_.append(reinterpret_cast<const char*>(&crc), 4);
+  buffer_.append(payload);
+}
+
+absl::Status TraceWriter::Flush() {
+  size_t done = 0;
+  while (done < buffer_.size()) {
+    ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      buffer_.erase(0, done);
+      return absl::ErrnoToStatus(errno, "write trace " + path_);
+    }
+    done += static_cast<size_t>(n);
+  }
+  buffer_.clear();
+  return absl::OkStatus();
+}
+
+void ReadTraceBytes(std::string_view bytes,
+                    const std::function<void(const Record&)>& fn,
+                    std::string* warning) {
+  if (bytes.size() < sizeof(kTraceMagic) ||
+      std::memcmp(bytes.data(), kTraceMagic, sizeof(kTraceMagic)) != 0) {
+    *warning = "not a closeaudit trace (bad magic); nothing was read";
+    return;
+  }
+  size_t off = sizeof(kTraceMagic);
+  size_t count = 0;
+  while (off < bytes.size()) {
+    if (bytes.size() - off < 8) {
+      *warning = absl::StrFormat(
+          "trace is truncated after %d records (a partial frame header at "
+          "byte %d); the report covers what came before",
+          count, off);
+      return;
+    }
+    uint32_t len, crc;
+    std::memcpy(&len, bytes.data() + off, 4);
+    std::memcpy(&crc, bytes.data() + off + 4, 4);
+    if (len > kMaxTraceFrame || bytes.size() - off - 8 < len) {
+      *warning = absl::StrFormat(
+          "trace is truncated or damaged after %d records (frame at byte %d "
+          "claims %d bytes); the report covers what came before",
+          count, off, len);
+      return;
+    }
+    std::string_view payload = bytes.substr(off + 8, len);
+    if (Crc32c(payload) != crc) {
+      *warning = absl::StrFormat(
+          "trace is corrupt after %d records (checksum mismatch at byte %d); "
+          "the report covers what came before",
+          count, off);
+      return;
+    }
+    absl::StatusOr<Record> record = DecodeRecord(payload);
+    if (!record.ok()) {
+      *warning = absl::StrFormat(
+          "trace record %d at byte %d cannot be decoded (%s); the report "
+          "covers what came before",
+          count, off, record.status().message());
+      return;
+    }
+    fn(*record);
+    off += 8 + len;
+    ++count;
+  }
+}
+
+absl::Status ReadTrace(const std::string& path,
+                       const std::function<void(const Record&)>& fn,
+                       std::string* warning) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "open trace " + path);
+  std::string bytes;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int saved = errno;
+      ::close(fd);
+      return absl::ErrnoToStatus(saved, "read trace " + path);
+    }
+    if (n == 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  ReadTraceBytes(bytes, fn, warning);
+  return absl::OkStatus();
+}
+
+}  // namespace closeaudit

@@ -1,0 +1,65 @@
+// The trace file: every record the collector received, in order, so that
+// `closeaudit report DIR` can regenerate the reports later.
+//
+// Layout (docs/wire-format.md, "Trace file"): an 8-byte magic "CATRACE1",
+// then frames of [u32 payload length][u32 CRC-32C of payload][payload]. A
+// reader stops at the first frame that is truncated or fails its checksum and
+// says so; everything before it is used.
+#ifndef CLOSEAUDIT_COLLECTOR_TRACE_H_
+#define CLOSEAUDIT_COLLECTOR_TRACE_H_
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "collector/records.h"
+
+namespace closeaudit {
+
+inline constexpr char kTraceMagic[8] = {'C', 'A', 'T', 'R', 'A', 'C', 'E', '1'};
+inline constexpr uint32_t kMaxTraceFrame = 1u << 20;
+
+std::string EncodeRecord(const Record& record);
+// Decodes one payload. Never trusts a length inside it.
+absl::StatusOr<Record> DecodeRecord(std::string_view payload);
+
+uint32_t Crc32c(std::string_view data);
+
+// Appends records to a trace file. Not thread-safe.
+class TraceWriter {
+ public:
+  TraceWriter() = default;
+  ~TraceWriter();
+  TraceWriter(const TraceWriter&) = delete;
+  TraceWriter& operator=(const TraceWriter&) = delete;
+
+  absl::Status Open(const std::string& path);
+  void Append(const Record& record);
+  // Hands buffered frames to the kernel. Call at least once a second.
+  absl::Status Flush();
+  bool is_open() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;
+  std::string path_;
+};
+
+// Calls fn for each record of the trace at path. Returns an error only if the
+// file cannot be read at all; a damaged tail ends the read early and is
+// described in *warning.
+absl::Status ReadTrace(const std::string& path,
+                       const std::function<void(const Record&)>& fn,
+                       std::string* warning);
+
+// The same over bytes already in memory (used by ReadTrace and the fuzzer).
+void ReadTraceBytes(std::string_view bytes,
+                    const std::function<void(const Record&)>& fn,
+                    std::string* warning);
+
+}  // namespace closeaudit
+
+#endif  // CLOSEAUDIT_COLLECTOR_TRACE_H_
