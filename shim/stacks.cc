@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #define UNW_LOCAL_ONLY
+#include <execinfo.h>
 #include <libunwind.h>
 
 #include <atomic>
@@ -52,6 +53,18 @@ int FindSelf(dl_phdr_info* info, size_t, void* data) {
   return 0;
 }
 
+// Under ThreadSanitizer, libunwind's per-thread trace cache is freed by a
+// pthread key destructor that takes a mutex after TSan has torn down the
+// exiting thread's state, which crashes TSan itself. TSan builds therefore
+// walk the stack with glibc's backtrace(); every other build uses libunwind.
+int Backtrace(void** frames, int max) {
+#if defined(__SANITIZE_THREAD__)
+  return backtrace(frames, max);
+#else
+  return unw_backtrace(frames, max);
+#endif
+}
+
 uint64_t HashFrames(const uint64_t* frames, int n) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
   for (int i = 0; i < n; ++i) {
@@ -79,7 +92,7 @@ void ResetStacks() {
 
 uint32_t CaptureStack(RingWriter& ring) {
   void* raw[kCaptureFrames];
-  int n = unw_backtrace(raw, kCaptureFrames);
+  int n = Backtrace(raw, kCaptureFrames);
   uint64_t frames[wire::kMaxFrames];
   int count = 0;
   bool in_shim = true;

@@ -583,14 +583,11 @@ def case_threads(opts, tmp):
     check(rc == 0, f"closeaudit exit code is {rc}, expected 0 "
           "(threaded exits 0 on success)")
     m = re.search(r"^sockets_created=(\d+)$", run.stdout(), re.M)
-    if m:
-        n = int(m.group(1))
-        check(n == expected,
-              f"threaded printed sockets_created={n}, expected {expected}")
-    else:
-        log("sockets_created=N not in closeaudit's stdout (program output not "
-            f"passed through?); using the computed {expected}")
-        n = expected
+    check(m is not None, "threaded's sockets_created=N line is missing from "
+          "closeaudit's stdout (the program's output must pass through)")
+    n = int(m.group(1))
+    check(n == expected,
+          f"threaded printed sockets_created={n}, expected {expected}")
     rep = run.report()
     summary = check_envelope(rep)
     check_process(rep, program)
