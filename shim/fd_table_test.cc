@@ -256,7 +256,7 @@ TEST(FdTable, RacingReleaseHandsEachCookieToOneCaller) {
 TEST(FdTable, ConcurrentSetFindReleaseStress) {
   constexpr int kShared = 48;
   constexpr int kPrivate = 32;
-  constexpr int kRounds = 2000;
+  constexpr int kRounds = 20000;
   constexpr int kSharedBase = 3 * FdTable::kChunkSize + 100;  // fresh chunk
   auto table = NewTable();
   auto private_fd = [](int t, int i) { return 10 * FdTable::kChunkSize + t * 200 + i; };
