@@ -107,8 +107,12 @@ void MaybeRegister() {
   TryRegister(wire::kHelloReconnect);
 }
 
+// Stacks are taken only by the outermost entry into the shim: a signal
+// handler that interrupts the shim (or libunwind calling back into a wrapper)
+// still has its event recorded, without a stack, because libunwind's
+// per-thread cache is not reentrant.
 void Push(Event& event, bool with_stack) {
-  if (with_stack) event.blob = CaptureStack(g_ring);
+  if (with_stack && t_busy == 1) event.blob = CaptureStack(g_ring);
   g_ring.Push(event);
   MaybeRegister();
 }
@@ -270,7 +274,7 @@ bool StartRecording() {
 }
 
 void OnSocket(int fd, int domain, int type) {
-  if (!Recording() || t_busy || fd < 0) return;
+  if (!Recording() || fd < 0) return;
   Scope scope;
   Track(EventType::kSocket, fd, StateFor(domain, type),
         (uint32_t(domain) << 16) | (uint32_t(type) & 0xffff), 0, true);
@@ -282,7 +286,7 @@ void OnSocketpair(const int fds[2], int domain, int type) {
 }
 
 void OnAccept(int fd, int listen_fd, int accept_flags) {
-  if (!Recording() || t_busy || fd < 0) return;
+  if (!Recording() || fd < 0) return;
   Scope scope;
   uint32_t state = kStateConnected;
   FdEntry* listener = g_fds.Find(listen_fd);
@@ -303,7 +307,7 @@ void OnAccept(int fd, int listen_fd, int accept_flags) {
 }
 
 void OnConnect(int fd, int result, int err) {
-  if (!Recording() || t_busy) return;
+  if (!Recording()) return;
   if (result != 0 && err != EINPROGRESS) return;
   FdEntry* e = g_fds.Find(fd);
   if (!e) return;
@@ -319,7 +323,7 @@ void OnConnect(int fd, int result, int err) {
 }
 
 void OnListen(int fd) {
-  if (!Recording() || t_busy) return;
+  if (!Recording()) return;
   FdEntry* e = g_fds.Find(fd);
   if (!e) return;
   uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
@@ -332,8 +336,8 @@ void OnListen(int fd) {
   Push(ev, false);
 }
 
-void OnEofSlow(int fd, FdEntry* entry, void* caller) {
-  if (!Recording() || t_busy) return;
+void OnEofSlow(int fd, FdEntry* entry) {
+  if (!Recording()) return;
   uint32_t state = entry->state.load(std::memory_order_relaxed);
   // Only the first EOF of a connected stream socket is news; a datagram of
   // length 0 is not an EOF at all.
@@ -345,14 +349,13 @@ void OnEofSlow(int fd, FdEntry* entry, void* caller) {
   Event ev = MakeEvent(EventType::kEofSeen, fd, cookie,
                        entry->inode.load(std::memory_order_relaxed), state);
   uint64_t last = entry->last_use_ip.load(std::memory_order_relaxed);
-  (void)caller;
   ev.arg = last ? last - 1 : 0;  // no read returned data: unknown
   Push(ev, true);
   PushAddress(fd, cookie);
 }
 
 void OnShutdown(int fd, int how, int result, int err) {
-  if (!Recording() || t_busy) return;
+  if (!Recording()) return;
   FdEntry* e = g_fds.Find(fd);
   if (!e) return;
   uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
@@ -371,7 +374,7 @@ void OnShutdown(int fd, int how, int result, int err) {
 
 void OnSetsockopt(int fd, int level, int name, const void* value,
                   socklen_t len) {
-  if (!Recording() || t_busy) return;
+  if (!Recording()) return;
   if (level != SOL_SOCKET || name != SO_LINGER || value == nullptr ||
       len < sizeof(linger)) {
     return;
@@ -398,7 +401,7 @@ void OnSetsockopt(int fd, int level, int name, const void* value,
 
 CloseClaim ClaimClose(int fd) {
   CloseClaim claim{};
-  if (!Recording() || t_busy) return claim;
+  if (!Recording()) return claim;
   FdEntry copy{};
   claim.cookie = g_fds.Release(fd, &copy);
   claim.inode = copy.inode.load(std::memory_order_relaxed);
@@ -408,7 +411,7 @@ CloseClaim ClaimClose(int fd) {
 }
 
 void FinishClose(int fd, const CloseClaim& claim, int result, int err) {
-  if (!Recording() || t_busy) return;
+  if (!Recording()) return;
   if (claim.cookie == 0 && !(result != 0 && err == EBADF)) return;
   Scope scope;
   EventType type =
@@ -420,7 +423,7 @@ void FinishClose(int fd, const CloseClaim& claim, int result, int err) {
 }
 
 void OnDup(int oldfd, int newfd, bool cloexec) {
-  if (!Recording() || t_busy || newfd < 0) return;
+  if (!Recording() || newfd < 0) return;
   FdEntry* src = g_fds.Find(oldfd);
   if (!src) return;
   uint64_t cookie = src->cookie.load(std::memory_order_relaxed);
@@ -437,7 +440,7 @@ void OnDup(int oldfd, int newfd, bool cloexec) {
 }
 
 void OnDup2(int oldfd, int newfd, bool cloexec) {
-  if (!Recording() || t_busy || newfd < 0 || oldfd == newfd) return;
+  if (!Recording() || newfd < 0 || oldfd == newfd) return;
   // dup2 closed whatever newfd was: that is a close like any other.
   CloseClaim claim = ClaimClose(newfd);
   if (claim.cookie) FinishClose(newfd, claim, 0, 0);
@@ -445,13 +448,13 @@ void OnDup2(int oldfd, int newfd, bool cloexec) {
 }
 
 uint32_t ForkPrepare() {
-  if (!Recording() || t_busy) return 0;
+  if (!Recording()) return 0;
   Scope scope;
-  return CaptureStack(g_ring);
+  return t_busy == 1 ? CaptureStack(g_ring) : 0;
 }
 
 void ForkParent(pid_t child, uint32_t stack) {
-  if (!Recording() || t_busy || child <= 0) return;
+  if (!Recording() || child <= 0) return;
   Scope scope;
   Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
   ev.arg = static_cast<uint64_t>(child);

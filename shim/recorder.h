@@ -22,8 +22,8 @@ namespace closeaudit::shim {
 
 extern FdTable g_fds;
 
-// Non-zero while this thread is inside the shim's own code: wrappers entered
-// from there (libunwind reading a file, say) pass straight through.
+// How deep this thread is inside the shim's own code. Events are recorded at
+// any depth; stacks only at depth 1 (see Push in recorder.cc).
 extern thread_local int t_busy __attribute__((tls_model("initial-exec")));
 
 // Start-up: resolve hooks, create the ring, register with the collector,
@@ -63,7 +63,7 @@ void ForkChild();
 
 // Reads: the hot path. A read with data only remembers its caller; a read of
 // 0 bytes (asked for more than 0) on a stream socket is the peer's EOF.
-void OnEofSlow(int fd, FdEntry* entry, void* caller);
+void OnEofSlow(int fd, FdEntry* entry);
 
 inline void OnRead(int fd, ssize_t result, size_t requested, void* caller) {
   if (result < 0 || requested == 0) return;
@@ -77,7 +77,7 @@ inline void OnRead(int fd, ssize_t result, size_t requested, void* caller) {
                              std::memory_order_relaxed);
     return;
   }
-  OnEofSlow(fd, entry, caller);
+  OnEofSlow(fd, entry);
 }
 
 }  // namespace closeaudit::shim

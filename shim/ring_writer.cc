@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -37,6 +39,21 @@ bool RingWriter::Create(uint32_t slot_count, uint32_t arena_bytes) {
       wire::kRingHeaderBytes + uint64_t{slot_count} * sizeof(wire::Slot);
   header->arena_bytes = arena_bytes;
   header->arena_used = 8;  // offset 0 means "no blob"
+  // Until the collector takes it, the memfd is the one fd the shim holds.
+  // Keep it out of the low numbers a program expects to get from socket()
+  // or open() after closing everything at start-up.
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    rlim_t floor = lim.rlim_cur > 1024 + 16 ? 1024 : lim.rlim_cur / 2;
+    int high = floor > 3 ? fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(floor))
+                         : -1;
+    if (high >= 0) {
+      Real().close(fd);
+      fd = high;
+    }
+  }
+  struct stat st;
+  fd_inode_ = fstat(fd, &st) == 0 ? st.st_ino : 0;
   header_ = header;
   slots_ = reinterpret_cast<wire::Slot*>(static_cast<uint8_t*>(mem) +
                                          wire::kRingHeaderBytes);
@@ -55,6 +72,11 @@ void RingWriter::Abandon() {
   slots_ = nullptr;
   arena_ = nullptr;
   fd_ = -1;  // a fork child's copy of the fd, if any, is closed by the caller
+}
+
+bool RingWriter::FdStillOurs() const {
+  struct stat st;
+  return fd_ >= 0 && fstat(fd_, &st) == 0 && st.st_ino == fd_inode_;
 }
 
 int RingWriter::ReleaseFd() {

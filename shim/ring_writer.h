@@ -33,6 +33,9 @@ class RingWriter {
 
   // The memfd. -1 after ReleaseFd().
   int fd() const { return fd_; }
+  // False if the program closed the memfd (or put another file on its
+  // number) since Create().
+  bool FdStillOurs() const;
   // Returns the memfd and forgets it; the caller closes it.
   int ReleaseFd();
   uint64_t total_bytes() const { return total_bytes_; }
@@ -46,6 +49,7 @@ class RingWriter {
   uint32_t arena_bytes_ = 0;
   uint64_t total_bytes_ = 0;
   int fd_ = -1;
+  uint64_t fd_inode_ = 0;
 };
 
 }  // namespace closeaudit::shim

@@ -129,6 +129,12 @@ const char* ExePath() { return g_exe; }
 
 bool Register(RingWriter& ring, uint32_t flags) {
   if (ring.fd() < 0) return false;
+  if (!ring.FdStillOurs()) {
+    // The program closed our memfd (close-all at start-up, say): that number
+    // is the program's now, and must never be sent as our ring.
+    ring.ReleaseFd();
+    return false;
+  }
   int sock = Connect();
   if (sock < 0) return false;
 
