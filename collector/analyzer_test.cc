@@ -1,0 +1,827 @@
+// Golden-style tests of the Analyzer: hand-built records in, Report out.
+//
+// The module the stacks point into does not exist on disk, so the (real)
+// Symbolizer answers with one unsymbolized frame per address; that is enough
+// to see which stack a finding carries.
+#include "collector/analyzer.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "collector/records.h"
+#include "collector/report.h"
+#include "collector/symbolizer.h"
+#include "common/wire.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace closeaudit {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kSec = 1000 * kMs;
+constexpr uint64_t kT0 = 5000 * kSec;  // the run's start, CLOCK_MONOTONIC
+
+constexpr uint64_t kBias = 0x555555554000;
+constexpr uint64_t kModStart = kBias + 0x1000;
+constexpr uint64_t kModEnd = kBias + 0x100000;
+constexpr char kModulePath[] = "/nonexistent/closeaudit-analyzer-test/server";
+
+// Arena offsets that name the stacks in every stream.
+constexpr uint32_t kAcceptRef = 8;
+constexpr uint32_t kEofRef = 64;
+constexpr uint32_t kEofRef2 = 128;
+constexpr uint32_t kCloseRef = 192;
+
+const std::vector<uint64_t> kAcceptFrames = {kBias + 0x1100, kBias + 0x1200};
+const std::vector<uint64_t> kEofFrames = {kBias + 0x2100, kBias + 0x2200,
+                                          kBias + 0x2300};
+const std::vector<uint64_t> kEofFrames2 = {kBias + 0x4100, kBias + 0x2300};
+const std::vector<uint64_t> kCloseFrames = {kBias + 0x5100};
+constexpr uint64_t kLastUseIp = kBias + 0x3000;
+
+constexpr uint8_t kTcp = wire::kFlagStream | wire::kFlagInet;
+
+// Builds a run record by record and feeds it to an Analyzer.
+class Feed {
+ public:
+  explicit Feed(uint64_t grace_ns = kSec, AnalyzerOptions options = {})
+      : analyzer_(options) {
+    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec});
+  }
+
+  void Process(uint32_t stream, uint32_t pid, std::string exe = "/srv/server",
+               std::vector<std::string> argv = {"server"}) {
+    ProcessRecord p;
+    p.stream = stream;
+    p.pid = pid;
+    p.ppid = 1;
+    p.start_mono_ns = kT0;
+    p.exe = std::move(exe);
+    p.argv = std::move(argv);
+    analyzer_.Add(p);
+    analyzer_.Add(ModuleRecord{stream, kBias, kModStart, kModEnd, kModulePath, ""});
+    analyzer_.Add(StackRecord{stream, kAcceptRef, kAcceptFrames});
+    analyzer_.Add(StackRecord{stream, kEofRef, kEofFrames});
+    analyzer_.Add(StackRecord{stream, kEofRef2, kEofFrames2});
+    analyzer_.Add(StackRecord{stream, kCloseRef, kCloseFrames});
+  }
+
+  void Event(uint32_t stream, wire::EventType type, int fd, uint64_t cookie,
+             uint64_t t, uint8_t flags, uint32_t blob = 0, uint64_t arg = 0) {
+    EventRecord r;
+    r.stream = stream;
+    r.seq = seq_++;
+    r.event.type = type;
+    r.event.flags = flags;
+    r.event.fd = fd;
+    r.event.tid = 1;
+    r.event.mono_ns = t;
+    r.event.ident.cookie = cookie;
+    r.event.ident.inode = cookie + 1000;
+    r.event.blob = blob;
+    r.event.arg = arg;
+    analyzer_.Add(r);
+  }
+  void Accept(uint32_t stream, int fd, uint64_t cookie, uint64_t t,
+              uint8_t flags = kTcp) {
+    Event(stream, wire::EventType::kAccept, fd, cookie, t, flags, kAcceptRef, 3);
+  }
+  void Eof(uint32_t stream, int fd, uint64_t cookie, uint64_t t,
+           uint32_t ref = kEofRef, uint8_t flags = kTcp) {
+    Event(stream, wire::EventType::kEofSeen, fd, cookie, t, flags, ref,
+          kLastUseIp);
+  }
+  void Close(uint32_t stream, int fd, uint64_t cookie, uint64_t t) {
+    Event(stream, wire::EventType::kClose, fd, cookie, t, 0, kCloseRef);
+  }
+  void Dup(uint32_t stream, int newfd, int oldfd, uint64_t cookie, uint64_t t) {
+    Event(stream, wire::EventType::kDup, newfd, cookie, t, 0, 0,
+          static_cast<uint64_t>(oldfd));
+  }
+  void Exit(uint32_t stream, uint64_t t, int32_t status = 0,
+            uint64_t dropped = 0, uint64_t torn = 0, uint64_t dropped_blobs = 0) {
+    analyzer_.Add(ExitRecord{stream, t, status, dropped, dropped_blobs, torn});
+  }
+  void End(uint64_t t) { analyzer_.Add(EndRecord{t}); }
+
+  Report Build(std::optional<uint64_t> as_of = std::nullopt) {
+    Symbolizer symbolizer;
+    return analyzer_.Build(symbolizer, as_of);
+  }
+  const Analyzer& analyzer() const { return analyzer_; }
+
+ private:
+  Analyzer analyzer_;
+  uint64_t seq_ = 0;
+};
+
+std::vector<uint64_t> Addresses(const std::vector<Frame>& frames) {
+  std::vector<uint64_t> out;
+  for (const Frame& f : frames) out.push_back(f.address);
+  return out;
+}
+
+const std::vector<Frame>* Stack(const Finding& f, std::string_view name) {
+  for (const auto& [n, frames] : f.stacks) {
+    if (n == name) return &frames;
+  }
+  return nullptr;
+}
+
+// Three accepted TCP connections whose peers closed at `eof`, +10 ms, +20 ms.
+void ThreeEofs(Feed& run, uint64_t eof, uint8_t flags = kTcp) {
+  for (int i = 0; i < 3; ++i) {
+    run.Accept(1, 5 + i, 101 + i, kT0 + i * 10 * kMs, flags);
+  }
+  for (int i = 0; i < 3; ++i) {
+    run.Eof(1, 5 + i, 101 + i, eof + i * 10 * kMs, kEofRef, flags);
+  }
+}
+
+// (a)
+TEST(Analyzer, NeverClosedAfterEofIsOneLeakFinding) {
+  Feed run;
+  run.Process(1, 100);
+  const uint64_t eof = kT0 + kSec;
+  ThreeEofs(run, eof);
+  const uint64_t end = eof + 20 * kMs + 3 * kSec;  // 3 s after the last EOF
+  run.End(end);
+
+  Report r = run.Build();
+  ASSERT_EQ(r.findings.size(), 1u);
+  const Finding& f = r.findings[0];
+  EXPECT_EQ(f.kind, "close_wait_leak");
+  EXPECT_EQ(f.severity, "error");
+  EXPECT_EQ(f.count, 3);
+  EXPECT_THAT(f.message, HasSubstr("never closed"));
+  EXPECT_THAT(f.advice, Not(IsEmpty()));
+
+  ASSERT_EQ(f.examples.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    const Example& ex = f.examples[i];  // ordered by EOF time
+    EXPECT_EQ(ex.pid, 100u);
+    EXPECT_EQ(ex.fd, 5 + i);
+    EXPECT_FALSE(ex.closed_after_ms.has_value());
+    EXPECT_EQ(ex.tcp_state, std::optional<std::string>("CLOSE_WAIT"));
+    EXPECT_EQ(ex.eof_to_end_ms, std::optional<int64_t>(3020 - 10 * i));
+    EXPECT_EQ(ex.age_ms, 4020 - 10 * i);  // creation to the end
+  }
+
+  // The stacks: where the EOF was seen, where the socket came from, and the
+  // last read before the EOF, in that order.
+  ASSERT_EQ(f.stacks.size(), 3u);
+  EXPECT_EQ(f.stacks[0].first, "eof_seen");
+  EXPECT_EQ(f.stacks[1].first, "created");
+  EXPECT_EQ(f.stacks[2].first, "last_use");
+  EXPECT_THAT(Addresses(f.stacks[0].second), ElementsAreArray(kEofFrames));
+  EXPECT_THAT(Addresses(f.stacks[1].second), ElementsAreArray(kAcceptFrames));
+  EXPECT_THAT(Addresses(f.stacks[2].second), ElementsAre(kLastUseIp));
+  for (const Frame& frame : f.stacks[0].second) {
+    EXPECT_EQ(frame.module, kModulePath);
+  }
+
+  EXPECT_EQ(r.processes, 1);
+  EXPECT_EQ(r.sockets_tracked, 3);
+  EXPECT_EQ(r.events, 6);
+  EXPECT_EQ(r.events_dropped, 0);
+  EXPECT_EQ(r.grace_ms, 1000u);
+  EXPECT_DOUBLE_EQ(r.duration_s, 4.02);
+}
+
+TEST(Analyzer, NonInetStreamHasNoTcpState) {
+  Feed run;
+  run.Process(1, 100);
+  ThreeEofs(run, kT0 + kSec, wire::kFlagStream);  // AF_UNIX stream
+  run.End(kT0 + 10 * kSec);
+  Report r = run.Build();
+  ASSERT_EQ(r.findings.size(), 1u);
+  ASSERT_FALSE(r.findings[0].examples.empty());
+  for (const Example& ex : r.findings[0].examples) {
+    EXPECT_FALSE(ex.tcp_state.has_value());
+  }
+}
+
+TEST(Analyzer, OpenButWithinGraceIsNotReported) {
+  Feed run;
+  run.Process(1, 100);
+  ThreeEofs(run, kT0 + kSec);
+  run.End(kT0 + kSec + 20 * kMs + 500 * kMs);
+  EXPECT_THAT(run.Build().findings, IsEmpty());
+  // The same data judged later shows the leak.
+  EXPECT_THAT(run.Build(kT0 + 10 * kSec).findings, Not(IsEmpty()));
+}
+
+// (b)
+TEST(Analyzer, ClosedSoonAfterEofIsNotReported) {
+  Feed run;
+  run.Process(1, 100);
+  const uint64_t eof = kT0 + kSec;
+  ThreeEofs(run, eof);
+  for (int i = 0; i < 3; ++i) {
+    run.Close(1, 5 + i, 101 + i, eof + i * 10 * kMs + 100 * kMs);
+  }
+  run.End(eof + 10 * kSec);
+  Report r = run.Build();
+  EXPECT_THAT(r.findings, IsEmpty());
+  EXPECT_EQ(r.sockets_tracked, 3);
+  EXPECT_EQ(r.events, 9);
+}
+
+// (c)
+TEST(Analyzer, LateCloseIsReportedWithClosedAfter) {
+  Feed run(2 * kSec);
+  run.Process(1, 100);
+  const uint64_t eof = kT0 + kSec;
+  run.Accept(1, 5, 101, kT0);
+  run.Eof(1, 5, 101, eof);
+  run.Close(1, 5, 101, eof + 8 * kSec);
+  run.End(eof + 20 * kSec);
+  Report r = run.Build();
+  EXPECT_EQ(r.grace_ms, 2000u);
+  ASSERT_EQ(r.findings.size(), 1u);
+  const Finding& f = r.findings[0];
+  EXPECT_EQ(f.count, 1);
+  EXPECT_THAT(f.message, HasSubstr("came late"));
+  ASSERT_EQ(f.examples.size(), 1u);
+  EXPECT_EQ(f.examples[0].closed_after_ms, std::optional<int64_t>(8000));
+  EXPECT_EQ(f.examples[0].eof_to_end_ms, std::optional<int64_t>(8000));
+  EXPECT_EQ(f.examples[0].age_ms, 9000);
+}
+
+TEST(Analyzer, CloseExactlyAtGraceIsNotReported) {
+  for (uint64_t after : {2 * kSec, 2 * kSec + kMs}) {
+    Feed run(2 * kSec);
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, kT0 + kSec);
+    run.Close(1, 5, 101, kT0 + kSec + after);
+    run.End(kT0 + 60 * kSec);
+    EXPECT_EQ(run.Build().findings.size(), after > 2 * kSec ? 1u : 0u) << after;
+  }
+}
+
+TEST(Analyzer, GraceOptionOverridesTheRunRecord) {
+  AnalyzerOptions options;
+  options.grace_ns = 10 * kSec;
+  Feed run(2 * kSec, options);
+  run.Process(1, 100);
+  run.Accept(1, 5, 101, kT0);
+  run.Eof(1, 5, 101, kT0 + kSec);
+  run.Close(1, 5, 101, kT0 + 9 * kSec);
+  run.End(kT0 + 60 * kSec);
+  Report r = run.Build();
+  EXPECT_EQ(r.grace_ms, 10000u);
+  EXPECT_THAT(r.findings, IsEmpty());
+}
+
+// (d)
+TEST(Analyzer, DifferentEofStacksAreSeparateFindingsByCount) {
+  Feed run;
+  run.Process(1, 100);
+  const uint64_t eof = kT0 + kSec;
+  // One leak through the first EOF stack, three through the second: the
+  // second must still come first.
+  run.Accept(1, 5, 101, kT0);
+  run.Eof(1, 5, 101, eof, kEofRef);
+  for (int i = 0; i < 3; ++i) {
+    run.Accept(1, 6 + i, 201 + i, kT0);
+    run.Eof(1, 6 + i, 201 + i, eof + kMs, kEofRef2);
+  }
+  run.End(eof + 5 * kSec);
+  Report r = run.Build();
+  ASSERT_EQ(r.findings.size(), 2u);
+  EXPECT_EQ(r.findings[0].count, 3);
+  EXPECT_EQ(r.findings[1].count, 1);
+  const std::vector<Frame>* first = Stack(r.findings[0], "eof_seen");
+  const std::vector<Frame>* second = Stack(r.findings[1], "eof_seen");
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  EXPECT_THAT(Addresses(*first), ElementsAreArray(kEofFrames2));
+  EXPECT_THAT(Addresses(*second), ElementsAreArray(kEofFrames));
+  EXPECT_EQ(r.findings[1].examples.at(0).fd, 5);
+}
+
+// (e)
+TEST(Analyzer, DupKeepsTheSocketOpenUntilTheLastClose) {
+  const uint64_t eof = kT0 + kSec;
+  {
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Dup(1, 9, 5, 101, eof + 10 * kMs);
+    run.Close(1, 5, 101, eof + 100 * kMs);  // fd 9 still refers to it
+    run.End(eof + 3 * kSec);
+    Report r = run.Build();
+    ASSERT_EQ(r.findings.size(), 1u);
+    ASSERT_EQ(r.findings[0].examples.size(), 1u);
+    EXPECT_FALSE(r.findings[0].examples[0].closed_after_ms.has_value());
+    EXPECT_EQ(r.findings[0].examples[0].eof_to_end_ms,
+              std::optional<int64_t>(3000));
+  }
+  {
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Dup(1, 9, 5, 101, eof + 10 * kMs);
+    run.Close(1, 5, 101, eof + 100 * kMs);
+    run.Close(1, 9, 101, eof + 5 * kSec);  // the last reference
+    run.End(eof + 6 * kSec);
+    Report r = run.Build();
+    ASSERT_EQ(r.findings.size(), 1u);
+    ASSERT_EQ(r.findings[0].examples.size(), 1u);
+    EXPECT_EQ(r.findings[0].examples[0].closed_after_ms,
+              std::optional<int64_t>(5000));
+    const std::vector<Frame>* created = Stack(r.findings[0], "created");
+    ASSERT_NE(created, nullptr);
+    EXPECT_THAT(Addresses(*created), ElementsAreArray(kAcceptFrames));
+  }
+  {
+    // Both references closed soon: nothing to report.
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Dup(1, 9, 5, 101, eof + 10 * kMs);
+    run.Close(1, 9, 101, eof + 20 * kMs);
+    run.Close(1, 5, 101, eof + 100 * kMs);
+    run.End(eof + 6 * kSec);
+    EXPECT_THAT(run.Build().findings, IsEmpty());
+  }
+}
+
+// (f)
+TEST(Analyzer, ProcessExitClosesWhatItHeld) {
+  const uint64_t eof = kT0 + kSec;
+  {
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Exit(1, eof + 500 * kMs, 0);
+    run.End(eof + 10 * kSec);
+    Report r = run.Build();
+    EXPECT_THAT(r.findings, IsEmpty());
+    ASSERT_EQ(r.process_list.size(), 1u);
+    EXPECT_EQ(r.process_list[0].exit_status, std::optional<int32_t>(0));
+  }
+  {
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Exit(1, eof + 3 * kSec, 137);
+    run.End(eof + 10 * kSec);
+    Report r = run.Build();
+    ASSERT_EQ(r.findings.size(), 1u);
+    ASSERT_EQ(r.findings[0].examples.size(), 1u);
+    const Example& ex = r.findings[0].examples[0];
+    EXPECT_FALSE(ex.closed_after_ms.has_value());  // the kernel closed it
+    EXPECT_EQ(ex.eof_to_end_ms, std::optional<int64_t>(3000));
+    ASSERT_EQ(r.process_list.size(), 1u);
+    EXPECT_EQ(r.process_list[0].exit_status, std::optional<int32_t>(137));
+  }
+}
+
+TEST(Analyzer, ForkChildHoldingTheSocketKeepsItInCloseWait) {
+  const uint64_t eof = kT0 + kSec;
+  Feed run;
+  run.Process(1, 100);
+  run.Process(2, 101);  // a fork child
+  run.Accept(1, 5, 101, kT0);
+  run.Event(2, wire::EventType::kInherited, 5, 101, kT0 + 10 * kMs, kTcp);
+  run.Eof(1, 5, 101, eof);
+  run.Close(1, 5, 101, eof + 50 * kMs);  // the parent is done with it...
+  run.Exit(2, eof + 4 * kSec, 0);       // ...but the child held it till exit
+  run.End(eof + 10 * kSec);
+  Report r = run.Build();
+  ASSERT_EQ(r.findings.size(), 1u);
+  ASSERT_EQ(r.findings[0].examples.size(), 1u);
+  EXPECT_EQ(r.findings[0].examples[0].eof_to_end_ms,
+            std::optional<int64_t>(4000));
+  EXPECT_EQ(r.findings[0].examples[0].pid, 100u);  // where the EOF was seen
+  // Its age counts from the accept, not from the child's inheriting it.
+  EXPECT_EQ(r.findings[0].examples[0].age_ms, 5000);
+  // The child's inherit did not replace where the socket was created.
+  const std::vector<Frame>* created = Stack(r.findings[0], "created");
+  ASSERT_NE(created, nullptr);
+  EXPECT_THAT(Addresses(*created), ElementsAreArray(kAcceptFrames));
+}
+
+// (g)
+TEST(Analyzer, NonStreamSocketsNeverProduceFindings) {
+  Feed run;
+  run.Process(1, 100);
+  ThreeEofs(run, kT0 + kSec, wire::kFlagInet);  // e.g. UDP
+  run.End(kT0 + 100 * kSec);
+  Report r = run.Build();
+  EXPECT_THAT(r.findings, IsEmpty());
+  EXPECT_EQ(r.sockets_tracked, 3);
+}
+
+// (h)
+TEST(Analyzer, SummaryCountsAndDropWarning) {
+  Feed run;
+  run.Process(1, 100, "/srv/a", {"a", "-x"});
+  run.Process(2, 200, "/srv/b", {"b"});
+  run.Accept(1, 5, 101, kT0);
+  run.Accept(2, 5, 201, kT0);
+  run.Event(2, wire::EventType::kSocket, 6, 202, kT0, wire::kFlagInet, kAcceptRef);
+  run.Close(2, 6, 202, kT0 + kMs);
+  run.Exit(1, kT0 + 2 * kSec, 0, /*dropped=*/5, /*torn=*/2,
+           /*dropped_blobs=*/100);
+  run.Exit(2, kT0 + 3 * kSec, -1, /*dropped=*/1);
+  run.End(kT0 + 4 * kSec);
+  Report r = run.Build();
+  EXPECT_EQ(r.processes, 2);
+  EXPECT_EQ(r.sockets_tracked, 3);
+  EXPECT_EQ(r.events, 4);
+  EXPECT_EQ(r.events_dropped, 8);  // dropped + torn; lost stacks are not events
+  EXPECT_DOUBLE_EQ(r.duration_s, 4.0);
+  ASSERT_EQ(r.process_list.size(), 2u);
+  EXPECT_EQ(r.process_list[0].pid, 100u);
+  EXPECT_EQ(r.process_list[0].exe, "/srv/a");
+  EXPECT_THAT(r.process_list[0].argv, ElementsAre("a", "-x"));
+  EXPECT_EQ(r.process_list[0].exit_status, std::optional<int32_t>(0));
+  EXPECT_EQ(r.process_list[1].pid, 200u);
+  EXPECT_FALSE(r.process_list[1].exit_status.has_value());  // unknown
+  EXPECT_THAT(r.warnings, testing::Contains(HasSubstr("8 events were dropped")));
+}
+
+TEST(Analyzer, NoDropWarningWithoutDrops) {
+  Feed run;
+  run.Process(1, 100);
+  run.Accept(1, 5, 101, kT0);
+  run.Exit(1, kT0 + kSec, 0, 0, 0, /*dropped_blobs=*/3);
+  run.End(kT0 + 2 * kSec);
+  Report r = run.Build();
+  EXPECT_EQ(r.events_dropped, 0);
+  EXPECT_THAT(r.warnings, testing::Not(testing::Contains(HasSubstr("dropped"))));
+}
+
+// (i)
+TEST(Analyzer, FdReuseWithoutCloseEndsTheOldSocketThere) {
+  const uint64_t eof = kT0 + kSec;
+  {
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Accept(1, 5, 102, eof + 3 * kSec);  // fd 5 is another socket now
+    run.End(eof + 20 * kSec);
+    Report r = run.Build();
+    ASSERT_EQ(r.findings.size(), 1u);
+    EXPECT_EQ(r.findings[0].count, 1);
+    ASSERT_EQ(r.findings[0].examples.size(), 1u);
+    const Example& ex = r.findings[0].examples[0];
+    EXPECT_FALSE(ex.closed_after_ms.has_value());
+    EXPECT_EQ(ex.eof_to_end_ms, std::optional<int64_t>(3000));  // not 20000
+    EXPECT_EQ(r.sockets_tracked, 2);
+  }
+  {
+    Feed run;
+    run.Process(1, 100);
+    run.Accept(1, 5, 101, kT0);
+    run.Eof(1, 5, 101, eof);
+    run.Accept(1, 5, 102, eof + 500 * kMs);
+    run.End(eof + 20 * kSec);
+    EXPECT_THAT(run.Build().findings, IsEmpty());
+  }
+}
+
+TEST(Analyzer, RecordsOfUnknownStreamsAreIgnored) {
+  Feed run;
+  run.Process(1, 100);
+  run.Accept(7, 5, 101, kT0);
+  run.Eof(7, 5, 101, kT0 + kSec);
+  run.Exit(7, kT0 + 2 * kSec, 0, 50);
+  run.End(kT0 + 60 * kSec);
+  Report r = run.Build();
+  EXPECT_THAT(r.findings, IsEmpty());
+  EXPECT_EQ(r.processes, 1);
+  EXPECT_EQ(r.events_dropped, 0);
+}
+
+TEST(Analyzer, WithoutEndRecordTheLatestTimeIsTheEnd) {
+  Feed run;
+  run.Process(1, 100);
+  run.Accept(1, 5, 101, kT0);
+  run.Eof(1, 5, 101, kT0 + kSec);
+  run.Accept(1, 6, 102, kT0 + 4 * kSec);  // the latest event seen
+  Report r = run.Build();
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].examples.at(0).eof_to_end_ms,
+            std::optional<int64_t>(3000));
+}
+
+// --- RenderJson --------------------------------------------------------------
+
+// A strict JSON parser: enough to prove the output is valid and to read it.
+struct Json {
+  enum Type { kNull, kBool, kNumber, kString, kArray, kObject };
+  Type type = kNull;
+  bool boolean = false;
+  double number = 0;
+  std::string string;  // \u00XX escapes decode to the single byte XX
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> members;
+
+  const Json& operator[](std::string_view key) const {
+    static const Json missing;
+    for (const auto& [k, v] : members) {
+      if (k == key) return v;
+    }
+    ADD_FAILURE() << "no key " << key;
+    return missing;
+  }
+  const Json& operator[](size_t i) const {
+    static const Json missing;
+    if (i < items.size()) return items[i];
+    ADD_FAILURE() << "no item " << i;
+    return missing;
+  }
+  bool Has(std::string_view key) const {
+    for (const auto& m : members) {
+      if (m.first == key) return true;
+    }
+    return false;
+  }
+};
+
+class JsonParser {
+ public:
+  // `in` must outlive the parser.
+  explicit JsonParser(std::string_view in) : in_(in) {}
+
+  bool Parse(Json* out) {
+    Ws();
+    if (!Value(out, 0)) return false;
+    Ws();
+    return Fail(pos_ == in_.size(), "trailing data");
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool Fail(bool ok, const char* what) {
+    if (!ok && error_.empty()) {
+      error_ = std::string(what) + " at byte " + std::to_string(pos_);
+    }
+    return ok;
+  }
+  void Ws() {
+    while (pos_ < in_.size() && (in_[pos_] == ' ' || in_[pos_] == '\n' ||
+                                 in_[pos_] == '\r' || in_[pos_] == '\t')) {
+      ++pos_;
+    }
+  }
+  bool Eat(char c) {
+    if (pos_ < in_.size() && in_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  bool Literal(std::string_view word) {
+    if (in_.substr(pos_, word.size()) != word) return Fail(false, "bad literal");
+    pos_ += word.size();
+    return true;
+  }
+  bool Value(Json* out, int depth) {
+    if (!Fail(depth < 64, "too deep") || !Fail(pos_ < in_.size(), "eof")) {
+      return false;
+    }
+    char c = in_[pos_];
+    if (c == '{') return Object(out, depth);
+    if (c == '[') return Array(out, depth);
+    if (c == '"') {
+      out->type = Json::kString;
+      return String(&out->string);
+    }
+    if (c == 't') {
+      out->type = Json::kBool;
+      out->boolean = true;
+      return Literal("true");
+    }
+    if (c == 'f') {
+      out->type = Json::kBool;
+      return Literal("false");
+    }
+    if (c == 'n') {
+      out->type = Json::kNull;
+      return Literal("null");
+    }
+    return Number(out);
+  }
+  bool Digits() {
+    size_t start = pos_;
+    while (pos_ < in_.size() && in_[pos_] >= '0' && in_[pos_] <= '9') ++pos_;
+    return Fail(pos_ > start, "digit expected");
+  }
+  bool Number(Json* out) {
+    size_t start = pos_;
+    Eat('-');
+    if (!Fail(pos_ < in_.size(), "eof in number")) return false;
+    if (in_[pos_] == '0') {
+      ++pos_;
+    } else if (!Digits()) {
+      return false;
+    }
+    if (Eat('.') && !Digits()) return false;
+    if (Eat('e') || Eat('E')) {
+      if (!Eat('+')) Eat('-');
+      if (!Digits()) return false;
+    }
+    out->type = Json::kNumber;
+    out->number = std::stod(std::string(in_.substr(start, pos_ - start)));
+    return true;
+  }
+  bool String(std::string* out) {
+    if (!Fail(Eat('"'), "quote expected")) return false;
+    for (;;) {
+      if (!Fail(pos_ < in_.size(), "unterminated string")) return false;
+      unsigned char c = static_cast<unsigned char>(in_[pos_++]);
+      if (c == '"') return true;
+      if (!Fail(c >= 0x20, "raw control character in string")) return false;
+      if (!Fail(c < 0x80, "raw non-ASCII byte in string")) return false;
+      if (c != '\\') {
+        out->push_back(static_cast<char>(c));
+        continue;
+      }
+      if (!Fail(pos_ < in_.size(), "eof in escape")) return false;
+      char e = in_[pos_++];
+      switch (e) {
+        case '"': out->push_back('"'); break;
+        case '\\': out->push_back('\\'); break;
+        case '/': out->push_back('/'); break;
+        case 'b': out->push_back('\b'); break;
+        case 'f': out->push_back('\f'); break;
+        case 'n': out->push_back('\n'); break;
+        case 'r': out->push_back('\r'); break;
+        case 't': out->push_back('\t'); break;
+        case 'u': {
+          if (!Fail(pos_ + 4 <= in_.size(), "short \\u")) return false;
+          unsigned v = 0;
+          for (int i = 0; i < 4; ++i) {
+            char h = in_[pos_++];
+            v <<= 4;
+            if (h >= '0' && h <= '9') v |= h - '0';
+            else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
+            else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
+            else return Fail(false, "bad hex digit");
+          }
+          if (!Fail(v < 0x100, "code point beyond Latin-1")) return false;
+          out->push_back(static_cast<char>(v));
+          break;
+        }
+        default:
+          return Fail(false, "bad escape");
+      }
+    }
+  }
+  bool Array(Json* out, int depth) {
+    out->type = Json::kArray;
+    ++pos_;
+    Ws();
+    if (Eat(']')) return true;
+    for (;;) {
+      Ws();
+      out->items.emplace_back();
+      if (!Value(&out->items.back(), depth + 1)) return false;
+      Ws();
+      if (Eat(']')) return true;
+      if (!Fail(Eat(','), "',' or ']' expected")) return false;
+    }
+  }
+  bool Object(Json* out, int depth) {
+    out->type = Json::kObject;
+    ++pos_;
+    Ws();
+    if (Eat('}')) return true;
+    for (;;) {
+      Ws();
+      std::string key;
+      if (!String(&key)) return false;
+      if (!Fail(!out->Has(key), "duplicate key")) return false;
+      Ws();
+      if (!Fail(Eat(':'), "':' expected")) return false;
+      Ws();
+      out->members.emplace_back(std::move(key), Json{});
+      if (!Value(&out->members.back().second, depth + 1)) return false;
+      Ws();
+      if (Eat('}')) return true;
+      if (!Fail(Eat(','), "',' or '}' expected")) return false;
+    }
+  }
+
+  std::string_view in_;
+  size_t pos_ = 0;
+  std::string error_;
+};
+
+TEST(JsonChecker, RejectsInvalidJson) {
+  for (std::string_view bad :
+       {"", "{", "{\"a\":1,}", "[1 2]", "\"a\nb\"", "\"\xff\"", "{\"a\" 1}",
+        "01", "1.", "\"\\x\"", "[1],", "{\"a\":1,\"a\":2}", "nul"}) {
+    Json j;
+    EXPECT_FALSE(JsonParser(bad).Parse(&j)) << bad;
+  }
+  Json j;
+  EXPECT_TRUE(JsonParser("{\"a\":[1,-2.5e3,true,null,\"\\u00ff\"]}").Parse(&j));
+  EXPECT_EQ(j["a"][4].string, "\xff");
+}
+
+TEST(RenderJson, IsValidAndEscapesBytes) {
+  const std::string exe = "/srv/we\"ird\\dir/ser\xffver";
+  const std::vector<std::string> argv = {
+      "server", "say \"hi\"", "line\nbreak", "\xff\xfe", std::string("\x01\x7f", 2),
+      "tab\there", "back\\slash", "caf\xc3\xa9"};
+  Feed run;
+  run.Process(1, 100, exe, argv);
+  ThreeEofs(run, kT0 + kSec);
+  run.Exit(1, kT0 + 30 * kSec, 0, 1, 0);
+  run.End(kT0 + 30 * kSec);
+  Report report = run.Build();
+  ASSERT_EQ(report.findings.size(), 1u);
+  std::string json = RenderJson(report);
+
+  for (unsigned char c : json) {
+    ASSERT_LT(c, 0x80) << "non-ASCII byte in the JSON output";
+  }
+  EXPECT_THAT(json, HasSubstr("say \\\"hi\\\""));
+  EXPECT_THAT(json, HasSubstr("line\\nbreak"));
+  EXPECT_THAT(json, HasSubstr("\\u00ff\\u00fe"));
+
+  Json root;
+  JsonParser parser(json);
+  ASSERT_TRUE(parser.Parse(&root)) << parser.error() << "\n" << json;
+  ASSERT_EQ(root.type, Json::kObject);
+  EXPECT_EQ(root["tool"].string, "closeaudit");
+  EXPECT_EQ(root["format_version"].number, kReportFormatVersion);
+
+  const Json& summary = root["summary"];
+  EXPECT_EQ(summary["processes"].number, 1);
+  EXPECT_EQ(summary["sockets_tracked"].number, 3);
+  EXPECT_EQ(summary["events"].number, 6);
+  EXPECT_EQ(summary["events_dropped"].number, 1);
+  EXPECT_EQ(summary["findings"].number, 1);
+  EXPECT_EQ(summary["grace_ms"].number, 1000);
+  EXPECT_EQ(summary["duration_s"].number, 30);
+  ASSERT_EQ(root["warnings"].type, Json::kArray);
+  EXPECT_FALSE(root["warnings"].items.empty());
+
+  const Json& proc = root["processes"][0];
+  EXPECT_EQ(proc["pid"].number, 100);
+  EXPECT_EQ(proc["exe"].string, exe);  // every byte survives the escaping
+  ASSERT_EQ(proc["argv"].items.size(), argv.size());
+  for (size_t i = 0; i < argv.size(); ++i) {
+    EXPECT_EQ(proc["argv"][i].string, argv[i]) << i;
+  }
+  EXPECT_EQ(proc["exit_status"].number, 0);
+
+  const Json& f = root["findings"][0];
+  EXPECT_EQ(f["kind"].string, "close_wait_leak");
+  EXPECT_EQ(f["severity"].string, "error");
+  EXPECT_EQ(f["count"].number, 3);
+  EXPECT_EQ(f["confirmed_by_kernel"].type, Json::kBool);
+  ASSERT_EQ(f["stacks"].type, Json::kObject);
+  const Json& eof = f["stacks"]["eof_seen"];
+  ASSERT_EQ(eof.items.size(), kEofFrames.size());
+  for (size_t i = 0; i < kEofFrames.size(); ++i) {
+    EXPECT_EQ(std::stoull(eof[i]["address"].string, nullptr, 16), kEofFrames[i]);
+    EXPECT_EQ(eof[i]["module"].string, kModulePath);
+    EXPECT_EQ(eof[i]["inlined"].type, Json::kBool);
+  }
+  ASSERT_EQ(f["examples"].items.size(), 3u);
+  const Json& ex = f["examples"][0];
+  EXPECT_EQ(ex["fd"].number, 5);
+  EXPECT_EQ(ex["closed_after_ms"].type, Json::kNull);
+  EXPECT_EQ(ex["tcp_state"].string, "CLOSE_WAIT");
+  EXPECT_EQ(ex["local"].type, Json::kNull);  // no address event
+  EXPECT_EQ(ex["eof_to_end_ms"].type, Json::kNumber);
+}
+
+TEST(RenderJson, EmptyReportIsValid) {
+  Report report;
+  const std::string json = RenderJson(report);
+  Json root;
+  JsonParser parser(json);
+  ASSERT_TRUE(parser.Parse(&root)) << parser.error();
+  EXPECT_EQ(root["findings"].type, Json::kArray);
+  EXPECT_TRUE(root["findings"].items.empty());
+  EXPECT_TRUE(root["processes"].items.empty());
+}
+
+}  // namespace
+}  // namespace closeaudit

@@ -193,7 +193,10 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
     if (event.type == wire::EventType::kModule) {
       if (!ReadBlob(event.blob, wire::BlobKind::kModule, &blob)) continue;
       wire::ModuleBlob m;
-      if (blob.size() < sizeof(m)) continue;
+      if (blob.size() < sizeof(m)) {
+        ++bad_blobs_;
+        continue;
+      }
       std::memcpy(&m, blob.data(), sizeof(m));
       if (uint64_t{sizeof(m)} + m.path_len + m.build_id_len > blob.size() ||
           m.path_len > wire::kMaxPathBytes ||
@@ -213,11 +216,10 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
     }
     if (HasStack(event.type) && event.blob != 0 &&
         !sent_stacks_.contains(event.blob)) {
-      wire::StackBlob s;
-      if (ReadBlob(event.blob, wire::BlobKind::kStack, &blob) &&
-          blob.size() >= sizeof(s)) {
-        std::memcpy(&s, blob.data(), sizeof(s));
-        if (s.frame_count <= wire::kMaxFrames &&
+      wire::StackBlob s{};
+      if (ReadBlob(event.blob, wire::BlobKind::kStack, &blob)) {
+        if (blob.size() >= sizeof(s)) std::memcpy(&s, blob.data(), sizeof(s));
+        if (blob.size() >= sizeof(s) && s.frame_count <= wire::kMaxFrames &&
             sizeof(s) + uint64_t{s.frame_count} * 8 <= blob.size()) {
           StackRecord rec;
           rec.stream = stream;

@@ -1,0 +1,462 @@
+// Record encoding and the trace file, in the spirit of leveldb's log_test:
+// every kind round-trips, and every way a file can be cut short or damaged
+// yields the intact prefix plus a warning, never a crash.
+#include "collector/trace.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace closeaudit {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+// One record of every kind, with every field set to something non-zero and
+// distinct, and strings holding awkward bytes.
+std::vector<Record> Samples() {
+  std::vector<Record> out;
+  out.push_back(RunRecord{2'000'000'000, 111, 222});
+  ProcessRecord p;
+  p.stream = 3;
+  p.pid = 4001;
+  p.ppid = 4000;
+  p.flags = wire::kHelloForked;
+  p.start_mono_ns = 333;
+  p.start_real_ns = 444;
+  p.exe = std::string("/usr/bin/se\0rver\xff", 17);
+  p.argv = {"server", "", std::string("--x=\0y", 6), "\"\n"};
+  out.push_back(p);
+  ModuleRecord m;
+  m.stream = 3;
+  m.load_bias = 0x7f0000000000;
+  m.start = 0x7f0000001000;
+  m.end = 0x7f0000090000;
+  m.path = "/usr/lib/libc.so.6";
+  m.build_id = std::string("\x00\x01\xfe\xff", 4);
+  out.push_back(m);
+  StackRecord s;
+  s.stream = 3;
+  s.ref = 0x48;
+  s.frames = {0x401000, 0x402000, 0xffffffffffffffff};
+  out.push_back(s);
+  EventRecord e;
+  e.stream = 3;
+  e.seq = 0x123456789a;
+  e.event.type = wire::EventType::kEofSeen;
+  e.event.flags = wire::kFlagStream | wire::kFlagInet;
+  e.event.reserved = 0x5a5a;
+  e.event.fd = -7;
+  e.event.tid = 99;
+  e.event.err = 104;
+  e.event.mono_ns = 555;
+  e.event.ident = {0xc00c1e, 0x1d0de};
+  e.event.blob = 0x48;
+  e.event.aux = 0xaabbccdd;
+  e.event.arg = 0x401234;
+  out.push_back(e);
+  out.push_back(ExitRecord{3, 666, 137, 5, 6, 7});
+  out.push_back(EndRecord{777});
+  return out;
+}
+
+// An empty stack and an empty process, which have lengths of zero inside.
+std::vector<Record> EdgeSamples() {
+  std::vector<Record> out;
+  out.push_back(ProcessRecord{});
+  out.push_back(StackRecord{});
+  out.push_back(ModuleRecord{});
+  return out;
+}
+
+void ExpectSame(const Record& got, const Record& want) {
+  ASSERT_EQ(got.index(), want.index());
+  struct Check {
+    const Record& want;
+    void operator()(const RunRecord& g) const {
+      const auto& w = std::get<RunRecord>(want);
+      EXPECT_EQ(g.grace_ns, w.grace_ns);
+      EXPECT_EQ(g.start_mono_ns, w.start_mono_ns);
+      EXPECT_EQ(g.start_real_ns, w.start_real_ns);
+    }
+    void operator()(const ProcessRecord& g) const {
+      const auto& w = std::get<ProcessRecord>(want);
+      EXPECT_EQ(g.stream, w.stream);
+      EXPECT_EQ(g.pid, w.pid);
+      EXPECT_EQ(g.ppid, w.ppid);
+      EXPECT_EQ(g.flags, w.flags);
+      EXPECT_EQ(g.start_mono_ns, w.start_mono_ns);
+      EXPECT_EQ(g.start_real_ns, w.start_real_ns);
+      EXPECT_EQ(g.exe, w.exe);
+      EXPECT_EQ(g.argv, w.argv);
+    }
+    void operator()(const ModuleRecord& g) const {
+      const auto& w = std::get<ModuleRecord>(want);
+      EXPECT_EQ(g.stream, w.stream);
+      EXPECT_EQ(g.load_bias, w.load_bias);
+      EXPECT_EQ(g.start, w.start);
+      EXPECT_EQ(g.end, w.end);
+      EXPECT_EQ(g.path, w.path);
+      EXPECT_EQ(g.build_id, w.build_id);
+    }
+    void operator()(const StackRecord& g) const {
+      const auto& w = std::get<StackRecord>(want);
+      EXPECT_EQ(g.stream, w.stream);
+      EXPECT_EQ(g.ref, w.ref);
+      EXPECT_EQ(g.frames, w.frames);
+    }
+    void operator()(const EventRecord& g) const {
+      const auto& w = std::get<EventRecord>(want);
+      EXPECT_EQ(g.stream, w.stream);
+      EXPECT_EQ(g.seq, w.seq);
+      EXPECT_EQ(g.event.type, w.event.type);
+      EXPECT_EQ(g.event.fd, w.event.fd);
+      EXPECT_EQ(g.event.ident.cookie, w.event.ident.cookie);
+      EXPECT_EQ(g.event.arg, w.event.arg);
+      EXPECT_EQ(std::memcmp(&g.event, &w.event, sizeof(wire::Event)), 0);
+    }
+    void operator()(const ExitRecord& g) const {
+      const auto& w = std::get<ExitRecord>(want);
+      EXPECT_EQ(g.stream, w.stream);
+      EXPECT_EQ(g.mono_ns, w.mono_ns);
+      EXPECT_EQ(g.exit_status, w.exit_status);
+      EXPECT_EQ(g.dropped_events, w.dropped_events);
+      EXPECT_EQ(g.dropped_blobs, w.dropped_blobs);
+      EXPECT_EQ(g.torn_events, w.torn_events);
+    }
+    void operator()(const EndRecord& g) const {
+      EXPECT_EQ(g.mono_ns, std::get<EndRecord>(want).mono_ns);
+    }
+  };
+  std::visit(Check{want}, got);
+}
+
+void ExpectSameList(const std::vector<Record>& got,
+                    const std::vector<Record>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(i);
+    ExpectSame(got[i], want[i]);
+  }
+}
+
+// A trace file's bytes, framed as TraceWriter frames them.
+std::string Frame(std::string_view payload) {
+  uint32_t len = static_cast<uint32_t>(payload.size());
+  uint32_t crc = Crc32c(payload);
+  std::string out(reinterpret_cast<const char*>(&len), 4);
+  out.append(reinterpret_cast<const char*>(&crc), 4);
+  out.append(payload);
+  return out;
+}
+
+std::string TraceBytes(const std::vector<Record>& records) {
+  std::string out(kTraceMagic, sizeof(kTraceMagic));
+  for (const Record& r : records) out += Frame(EncodeRecord(r));
+  return out;
+}
+
+std::vector<Record> ReadBytes(std::string_view bytes, std::string* warning) {
+  std::vector<Record> out;
+  warning->clear();
+  ReadTraceBytes(bytes, [&](const Record& r) { out.push_back(r); }, warning);
+  return out;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = ::testing::TempDir() + "trace_test.XXXXXX";
+    path_ = mkdtemp(tmpl.data()) ? tmpl : "";
+  }
+  ~TempDir() {
+    if (!path_.empty()) std::filesystem::remove_all(path_);
+  }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  bool ok() const { return !path_.empty(); }
+
+ private:
+  std::string path_;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(Crc32c, KnownValues) {
+  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(Crc32c(""), 0u);
+  EXPECT_NE(Crc32c("a"), Crc32c("b"));
+}
+
+TEST(TraceRecord, EveryKindRoundTrips) {
+  std::vector<Record> samples = Samples();
+  // Every alternative of Record is covered.
+  std::vector<bool> seen(std::variant_size_v<Record>, false);
+  for (const Record& r : samples) seen[r.index()] = true;
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_TRUE(seen[i]) << i;
+
+  for (const Record& r : samples) {
+    SCOPED_TRACE(r.index());
+    std::string bytes = EncodeRecord(r);
+    absl::StatusOr<Record> back = DecodeRecord(bytes);
+    ASSERT_TRUE(back.ok()) << back.status();
+    ExpectSame(*back, r);
+  }
+  for (const Record& r : EdgeSamples()) {
+    absl::StatusOr<Record> back = DecodeRecord(EncodeRecord(r));
+    ASSERT_TRUE(back.ok()) << back.status();
+    ExpectSame(*back, r);
+  }
+}
+
+TEST(TraceRecord, KindsAreDistinct) {
+  std::vector<Record> samples = Samples();
+  for (size_t i = 0; i < samples.size(); ++i) {
+    for (size_t j = i + 1; j < samples.size(); ++j) {
+      EXPECT_NE(EncodeRecord(samples[i])[0], EncodeRecord(samples[j])[0]);
+    }
+  }
+}
+
+TEST(TraceRecord, RejectsEmpty) {
+  EXPECT_FALSE(DecodeRecord("").ok());
+}
+
+TEST(TraceRecord, RejectsUnknownKind) {
+  std::string bytes = EncodeRecord(EndRecord{1});
+  for (int kind : {0, 8, 9, 0x7f, 0x80, 0xff}) {
+    bytes[0] = static_cast<char>(kind);
+    absl::StatusOr<Record> r = DecodeRecord(bytes);
+    EXPECT_FALSE(r.ok()) << kind;
+    EXPECT_THAT(r.status().message(), HasSubstr("unknown")) << kind;
+  }
+}
+
+TEST(TraceRecord, RejectsEveryTruncation) {
+  std::vector<Record> all = Samples();
+  for (const Record& r : EdgeSamples()) all.push_back(r);
+  for (const Record& r : all) {
+    std::string bytes = EncodeRecord(r);
+    for (size_t n = 0; n < bytes.size(); ++n) {
+      EXPECT_FALSE(DecodeRecord(std::string_view(bytes).substr(0, n)).ok())
+          << "kind " << r.index() << " cut to " << n << " of " << bytes.size();
+    }
+  }
+}
+
+TEST(TraceRecord, RejectsTrailingBytes) {
+  for (const Record& r : Samples()) {
+    std::string bytes = EncodeRecord(r) + '\0';
+    absl::StatusOr<Record> d = DecodeRecord(bytes);
+    EXPECT_FALSE(d.ok()) << r.index();
+    EXPECT_THAT(d.status().message(), HasSubstr("trailing")) << r.index();
+  }
+}
+
+TEST(TraceRecord, RejectsHostileLengths) {
+  // A string claiming 4 GiB.
+  ProcessRecord p;
+  p.exe = "abc";
+  std::string bytes = EncodeRecord(p);
+  size_t exe_len_at = 1 + 4 * 4 + 8 * 2;
+  uint32_t huge = 0xffffffffu;
+  std::memcpy(&bytes[exe_len_at], &huge, 4);
+  EXPECT_FALSE(DecodeRecord(bytes).ok());
+
+  // An exe over the path limit, and a huge argument count.
+  ProcessRecord long_exe;
+  long_exe.exe.assign(wire::kMaxPathBytes + 1, 'x');
+  EXPECT_FALSE(DecodeRecord(EncodeRecord(long_exe)).ok());
+  ProcessRecord argc;
+  bytes = EncodeRecord(argc);
+  std::memcpy(&bytes[bytes.size() - 4], &huge, 4);
+  EXPECT_FALSE(DecodeRecord(bytes).ok());
+
+  // A stack deeper than the shim ever records, and a build-id too long.
+  StackRecord deep;
+  deep.frames.assign(wire::kMaxFrames + 1, 1);
+  EXPECT_FALSE(DecodeRecord(EncodeRecord(deep)).ok());
+  ModuleRecord id;
+  id.build_id.assign(wire::kMaxBuildIdBytes + 1, 'b');
+  EXPECT_FALSE(DecodeRecord(EncodeRecord(id)).ok());
+}
+
+TEST(Trace, WriterAndReaderRoundTrip) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string path = dir.File("trace");
+  std::vector<Record> samples = Samples();
+  {
+    TraceWriter w;
+    EXPECT_FALSE(w.is_open());
+    ASSERT_TRUE(w.Open(path).ok());
+    EXPECT_TRUE(w.is_open());
+    for (const Record& r : samples) w.Append(r);
+    ASSERT_TRUE(w.Flush().ok());
+    // Records appended after the last Flush reach the file on destruction.
+    w.Append(samples.back());
+  }
+  std::vector<Record> want = samples;
+  want.push_back(samples.back());
+
+  std::vector<Record> got;
+  std::string warning;  // ReadTrace only ever sets it
+  ASSERT_TRUE(
+      ReadTrace(path, [&](const Record& r) { got.push_back(r); }, &warning).ok());
+  EXPECT_THAT(warning, IsEmpty());
+  ExpectSameList(got, want);
+  // The file is exactly the documented framing.
+  EXPECT_EQ(Slurp(path), TraceBytes(want));
+}
+
+TEST(Trace, EmptyTraceHasNoRecordsAndNoWarning) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string path = dir.File("trace");
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(path).ok());
+  }
+  std::vector<Record> got;
+  std::string warning;
+  ASSERT_TRUE(
+      ReadTrace(path, [&](const Record& r) { got.push_back(r); }, &warning).ok());
+  EXPECT_THAT(got, IsEmpty());
+  EXPECT_THAT(warning, IsEmpty());
+}
+
+TEST(Trace, MissingFileIsAnError) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string warning;
+  EXPECT_FALSE(
+      ReadTrace(dir.File("nope"), [](const Record&) {}, &warning).ok());
+  TraceWriter w;
+  EXPECT_FALSE(w.Open(dir.File("no/such/dir")).ok());
+}
+
+TEST(Trace, TruncatedLastFrameYieldsPrefixAndWarning) {
+  std::vector<Record> samples = Samples();
+  std::vector<Record> prefix(samples.begin(), samples.end() - 1);
+  std::string full = TraceBytes(samples);
+  size_t last = TraceBytes(prefix).size();  // where the last frame starts
+  ASSERT_LT(last, full.size());
+
+  std::string warning;
+  // Cut exactly at the frame boundary: a clean, shorter trace.
+  ExpectSameList(ReadBytes(std::string_view(full).substr(0, last), &warning),
+                 prefix);
+  EXPECT_THAT(warning, IsEmpty());
+  for (size_t cut = last + 1; cut < full.size(); ++cut) {
+    SCOPED_TRACE(cut);
+    std::vector<Record> got =
+        ReadBytes(std::string_view(full).substr(0, cut), &warning);
+    ExpectSameList(got, prefix);
+    EXPECT_THAT(warning, Not(IsEmpty()));
+    EXPECT_THAT(warning, HasSubstr("truncated"));
+  }
+}
+
+TEST(Trace, TruncatedFileOnDisk) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string path = dir.File("trace");
+  std::vector<Record> samples = Samples();
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(path).ok());
+    for (const Record& r : samples) w.Append(r);
+  }
+  std::string full = Slurp(path);
+  ASSERT_EQ(truncate(path.c_str(), static_cast<off_t>(full.size() - 3)), 0);
+  std::vector<Record> got;
+  std::string warning;
+  ASSERT_TRUE(
+      ReadTrace(path, [&](const Record& r) { got.push_back(r); }, &warning).ok());
+  ExpectSameList(got, std::vector<Record>(samples.begin(), samples.end() - 1));
+  EXPECT_THAT(warning, HasSubstr("truncated"));
+}
+
+TEST(Trace, FlippedPayloadByteStopsAtChecksum) {
+  std::vector<Record> samples = Samples();
+  constexpr size_t kDamaged = 3;
+  std::vector<Record> before(samples.begin(), samples.begin() + kDamaged);
+  std::string full = TraceBytes(samples);
+  size_t frame = TraceBytes(before).size();
+  size_t len = EncodeRecord(samples[kDamaged]).size();
+  for (size_t i = 0; i < len; ++i) {
+    for (uint8_t flip : {0x01, 0x80, 0xff}) {
+      std::string bad = full;
+      bad[frame + 8 + i] = static_cast<char>(bad[frame + 8 + i] ^ flip);
+      std::string warning;
+      std::vector<Record> got = ReadBytes(bad, &warning);
+      SCOPED_TRACE(i);
+      ExpectSameList(got, before);
+      EXPECT_THAT(warning, HasSubstr("checksum"));
+    }
+  }
+  // A damaged checksum field itself is caught the same way.
+  std::string bad = full;
+  bad[frame + 4] = static_cast<char>(bad[frame + 4] ^ 0x10);
+  std::string warning;
+  ExpectSameList(ReadBytes(bad, &warning), before);
+  EXPECT_THAT(warning, HasSubstr("checksum"));
+}
+
+TEST(Trace, OversizedFrameLengthStops) {
+  std::vector<Record> samples = Samples();
+  std::string bytes = TraceBytes({samples[0]});
+  uint32_t len = kMaxTraceFrame + 1;
+  std::string frame(reinterpret_cast<const char*>(&len), 4);
+  frame.append(4, '\0');
+  bytes += frame;
+  bytes.append(kMaxTraceFrame + 1, 'x');  // even if the bytes are there
+  std::string warning;
+  ExpectSameList(ReadBytes(bytes, &warning), {samples[0]});
+  EXPECT_THAT(warning, Not(IsEmpty()));
+}
+
+TEST(Trace, UndecodablePayloadWithGoodChecksumStops) {
+  std::vector<Record> samples = Samples();
+  std::string bytes = TraceBytes({samples[0], samples[1]});
+  bytes += Frame("\x63garbage");
+  bytes += Frame(EncodeRecord(samples[2]));  // never reached
+  std::string warning;
+  ExpectSameList(ReadBytes(bytes, &warning), {samples[0], samples[1]});
+  EXPECT_THAT(warning, HasSubstr("cannot be decoded"));
+}
+
+TEST(Trace, BadMagicGivesWarningAndNoRecords) {
+  std::string bytes = TraceBytes(Samples());
+  for (size_t i = 0; i < sizeof(kTraceMagic); ++i) {
+    std::string bad = bytes;
+    bad[i] = static_cast<char>(bad[i] ^ 0x20);
+    std::string warning;
+    EXPECT_THAT(ReadBytes(bad, &warning), IsEmpty()) << i;
+    EXPECT_THAT(warning, HasSubstr("magic")) << i;
+  }
+  for (size_t n = 0; n < sizeof(kTraceMagic); ++n) {
+    std::string warning;
+    EXPECT_THAT(ReadBytes(std::string_view(bytes).substr(0, n), &warning),
+                IsEmpty());
+    EXPECT_THAT(warning, Not(IsEmpty())) << n;
+  }
+}
+
+}  // namespace
+}  // namespace closeaudit

@@ -91,7 +91,7 @@ bool RingWriter::Push(const wire::Event& event) {
 }
 
 uint32_t RingWriter::AllocBlob(uint32_t bytes, void** out) {
-  if (!header_) return 0;
+  if (!header_ || bytes > arena_bytes_) return 0;  // also keeps AlignBlob from wrapping
   bytes = wire::AlignBlob(bytes);
   uint64_t offset = ring::Atomic(header_->arena_used)
                         .fetch_add(bytes, std::memory_order_relaxed);
