@@ -59,7 +59,7 @@ int Serve(const SessionOptions& options, absl::Duration idle, int ready_fd) {
   uint32_t reported = 0;
   uint64_t idle_since = MonoNowNs();
   while (!g_stop.load()) {
-    session.collector().Poll(kDrainIntervalMs);
+    session.Poll(kDrainIntervalMs);
     if (session.collector().live_streams() > 0) {
       idle_since = MonoNowNs();
       continue;

@@ -182,13 +182,13 @@ absl::StatusOr<RunResult> RunAudited(
   bool exited = false;
   while (!exited) {
     if (int sig = g_signal.exchange(0)) kill(*child, sig);
-    session.collector().Poll(kDrainIntervalMs);
+    session.Poll(kDrainIntervalMs);
     siginfo_t info{};
     if (waitid(P_PID, static_cast<id_t>(*child), &info,
                WEXITED | WNOHANG | WNOWAIT) == 0 &&
         info.si_pid == *child) {
       // Let the collector see the exit (and the status) before reaping.
-      session.collector().Poll(0);
+      session.Poll(0);
       while (waitpid(*child, &status, 0) < 0 && errno == EINTR) {
       }
       exited = true;
@@ -196,7 +196,7 @@ absl::StatusOr<RunResult> RunAudited(
   }
   if (driver_thread.joinable()) driver_thread.join();
   // Late hellos of short-lived descendants are still in the socket queue.
-  for (int i = 0; i < 5; ++i) session.collector().Poll(kDrainIntervalMs);
+  for (int i = 0; i < 5; ++i) session.Poll(kDrainIntervalMs);
   bool registered = session.collector().streams_seen() > 0;
   absl::StatusOr<Report> report = session.Finish();
   RemoveSocketDir(*socket_path);

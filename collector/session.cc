@@ -93,15 +93,21 @@ absl::Status Session::Start() {
 void Session::Sink(Record record) {
   trace_.Append(record);
   analyzer_.Add(record);
+  FlushIfDue();
+}
+
+void Session::FlushIfDue() {
   uint64_t now = MonoNowNs();
-  // The trace reaches the kernel at least every 100 ms, so a collector
-  // killed with SIGKILL loses well under a second.
-  if (now - last_flush_ns_ > 100'000'000) {
-    last_flush_ns_ = now;
-    if (absl::Status s = trace_.Flush(); !s.ok()) {
-      fprintf(stderr, "closeaudit: %s\n", std::string(s.message()).c_str());
-    }
+  if (now - last_flush_ns_ < 100'000'000) return;
+  last_flush_ns_ = now;
+  if (absl::Status s = trace_.Flush(); !s.ok()) {
+    fprintf(stderr, "closeaudit: %s\n", std::string(s.message()).c_str());
   }
+}
+
+void Session::Poll(int timeout_ms) {
+  collector_.Poll(timeout_ms);
+  FlushIfDue();
 }
 
 absl::StatusOr<Report> Session::Finish() {

@@ -36,6 +36,10 @@ class Session {
   absl::Status Start();
   Collector& collector() { return collector_; }
 
+  // One turn of the collector's loop, then the trace goes to the kernel if
+  // it has waited 100 ms: a collector killed with SIGKILL loses at most that.
+  void Poll(int timeout_ms);
+
   // Ends the session: drains everything, writes report.json and report.txt
   // into the output directory (and the JSON to json_path) and returns the
   // report.
@@ -49,6 +53,7 @@ class Session {
 
  private:
   void Sink(Record record);
+  void FlushIfDue();
 
   SessionOptions options_;
   Analyzer analyzer_;
