@@ -58,7 +58,7 @@ std::vector<Record> Samples() {
   e.seq = 0x123456789a;
   e.event.type = wire::EventType::kEofSeen;
   e.event.flags = wire::kFlagStream | wire::kFlagInet;
-  e.event.reserved = 0x5a5a;
+  e.event.state = 0x5a5a;
   e.event.fd = -7;
   e.event.tid = 99;
   e.event.err = 104;

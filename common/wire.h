@@ -107,12 +107,34 @@ enum class EventType : uint8_t {
   kCloseUntracked = 7,  // close() failed with EBADF on an fd we don't know
   kDup = 8,         // fd = new fd, arg = old fd, ident of the socket
   kLinger = 9,      // setsockopt(SO_LINGER): aux = l_onoff<<16 | l_linger
-  kFork = 10,       // arg = child pid, stack
-  kInherited = 11,  // a socket found at start or carried over a fork
+  kFork = 10,       // arg = child pid, stack, aux = ForkKind
+  kInherited = 11,  // aux: 0 found at start, 1 carried over a fork, 2 received (SCM_RIGHTS)
   kAddress = 12,    // the payload is an AddressEvent
   kModule = 13,     // blob = ModuleBlob
-  kExec = 14,       // about to exec; stack
+  kExec = 14,       // about to exec (fork child, not vfork); stack
   kListen = 15,     // listen() succeeded
+};
+
+enum class ForkKind : uint32_t {
+  kFork = 0,
+  kVfork = 1,
+  kSpawn = 2,   // posix_spawn / posix_spawnp
+  kClone = 3,   // clone() without CLONE_VM
+  kDaemon = 4,  // daemon(): sent by the child, the parent is gone
+  kUnderscoreFork = 5,  // _Fork()
+};
+
+// Event::state: what the shim knew about the fd when the event happened.
+enum EventState : uint16_t {
+  kStateStream = 1u << 0,
+  kStateInet = 1u << 1,
+  kStateConnected = 1u << 2,
+  kStateEofSeen = 1u << 3,
+  kStateListening = 1u << 4,
+  kStateCloexec = 1u << 5,
+  kStateLinger0 = 1u << 6,   // SO_LINGER {1, 0}: close sends RST
+  kStateShutWr = 1u << 7,
+  kStateUsed = 1u << 8,      // a read through this fd returned data
 };
 
 enum EventFlags : uint8_t {
@@ -132,7 +154,7 @@ struct SocketIdent {
 struct Event {
   EventType type;
   uint8_t flags;      // EventFlags
-  uint16_t reserved;
+  uint16_t state;     // EventState
   int32_t fd;
   uint32_t tid;
   int32_t err;        // errno of the call, or 0
@@ -140,7 +162,7 @@ struct Event {
   SocketIdent ident;
   uint32_t blob;      // arena offset of a stack or module blob; 0 = none
   uint32_t aux;
-  uint64_t arg;
+  uint64_t arg;       // kClose: 1 + bytes still queued (SIOCOUTQ) for linger-0 sockets
 };
 static_assert(sizeof(Event) == 56);
 

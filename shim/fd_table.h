@@ -16,18 +16,21 @@
 #include <atomic>
 #include <cstdint>
 
+#include "common/wire.h"
+
 namespace closeaudit::shim {
 
-enum FdState : uint32_t {
-  kStateStream = 1u << 0,     // SOCK_STREAM
-  kStateInet = 1u << 1,       // AF_INET/AF_INET6
-  kStateConnected = 1u << 2,  // accepted, or connect() went through
-  kStateEofSeen = 1u << 3,    // a read returned 0
-  kStateListening = 1u << 4,
-  kStateCloexec = 1u << 5,
-  kStateLinger0 = 1u << 6,    // SO_LINGER {1, 0}: close will send RST
-  kStateShutWr = 1u << 7,
-};
+// The fd's state bits are the ones events carry (wire::EventState).
+using FdState = uint32_t;
+using wire::kStateConnected;
+using wire::kStateCloexec;
+using wire::kStateEofSeen;
+using wire::kStateInet;
+using wire::kStateLinger0;
+using wire::kStateListening;
+using wire::kStateShutWr;
+using wire::kStateStream;
+using wire::kStateUsed;
 
 struct FdEntry {
   std::atomic<uint64_t> cookie;  // 0: not a tracked socket

@@ -59,6 +59,22 @@ bool ResolveHooks() {
       CA_HOOK(recvfrom_chk, "__recvfrom_chk", false),
       CA_HOOK(recvmsg, "recvmsg", true),
       CA_HOOK(fork, "fork", true),
+      CA_HOOK(underscore_fork, "_Fork", false),
+      CA_HOOK(vfork, "vfork", true),
+      CA_HOOK(posix_spawn, "posix_spawn", true),
+      CA_HOOK(posix_spawnp, "posix_spawnp", true),
+      CA_HOOK(daemon, "daemon", false),
+      CA_HOOK(clone, "clone", true),
+      CA_HOOK(execve, "execve", true),
+      CA_HOOK(execveat, "execveat", false),
+      CA_HOOK(fexecve, "fexecve", false),
+      CA_HOOK(execv, "execv", true),
+      CA_HOOK(execvp, "execvp", true),
+      CA_HOOK(execvpe, "execvpe", false),
+      CA_HOOK(close_range, "close_range", false),
+      CA_HOOK(closefrom, "closefrom", false),
+      CA_HOOK(fclose, "fclose", true),
+      CA_HOOK(syscall, "syscall", true),
   };
 #undef CA_HOOK
   bool ok = true;

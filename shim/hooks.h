@@ -11,6 +11,8 @@
 #define CLOSEAUDIT_SHIM_HOOKS_H_
 
 #include <dirent.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -42,6 +44,24 @@ struct Hooks {
                           socklen_t*);
   ssize_t (*recvmsg)(int, msghdr*, int);
   pid_t (*fork)();
+  pid_t (*underscore_fork)();
+  pid_t (*vfork)();
+  int (*posix_spawn)(pid_t*, const char*, const posix_spawn_file_actions_t*,
+                     const posix_spawnattr_t*, char* const[], char* const[]);
+  int (*posix_spawnp)(pid_t*, const char*, const posix_spawn_file_actions_t*,
+                      const posix_spawnattr_t*, char* const[], char* const[]);
+  int (*daemon)(int, int);
+  int (*clone)(int (*)(void*), void*, int, void*, ...);
+  int (*execve)(const char*, char* const[], char* const[]);
+  int (*execveat)(int, const char*, char* const[], char* const[], int);
+  int (*fexecve)(int, char* const[], char* const[]);
+  int (*execv)(const char*, char* const[]);
+  int (*execvp)(const char*, char* const[]);
+  int (*execvpe)(const char*, char* const[], char* const[]);
+  int (*close_range)(unsigned, unsigned, int);
+  void (*closefrom)(int);
+  int (*fclose)(FILE*);
+  long (*syscall)(long, ...);
 };
 
 // The table. Zero until Resolve() has run.

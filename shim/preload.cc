@@ -13,6 +13,11 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <sys/socket.h>
+#include <alloca.h>
+#include <sched.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -200,6 +205,7 @@ CA_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen,
 
 CA_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   ssize_t r = Real().recvmsg(fd, msg, flags);
+  if (r >= 0 && msg && msg->msg_controllen > 0) core::ReceivedFds(msg, flags);
   if (r >= 0) {
     core::OnRead(fd, r, msg ? IovBytes(msg->msg_iov, static_cast<int>(msg->msg_iovlen)) : 0,
                  __builtin_return_address(0));
@@ -208,12 +214,244 @@ CA_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
 }
 
 CA_EXPORT pid_t fork() {
-  uint32_t stack = core::ForkPrepare();
+  core::ForkToken token = core::ForkPrepare();
   pid_t pid = Real().fork();
   if (pid == 0) {
-    core::ForkChild();
+    core::ForkChild(core::ForkKind::kFork);
   } else if (pid > 0) {
-    core::ForkParent(pid, stack);
+    core::ForkParent(pid, token, core::ForkKind::kFork);
   }
   return pid;
+}
+
+// _Fork runs no atfork handlers, but the child still has its own process:
+// it needs its own ring like any fork child.
+CA_EXPORT pid_t _Fork() {
+  if (!Real().underscore_fork) {
+    errno = ENOSYS;
+    return -1;
+  }
+  core::ForkToken token = core::ForkPrepare();
+  pid_t pid = Real().underscore_fork();
+  if (pid == 0) {
+    core::ForkChild(core::ForkKind::kUnderscoreFork);
+  } else if (pid > 0) {
+    core::ForkParent(pid, token, core::ForkKind::kUnderscoreFork);
+  }
+  return pid;
+}
+
+// vfork itself is in vfork_x86_64.S: a C wrapper would return into the
+// child through a frame the parent still needs.
+
+CA_EXPORT int posix_spawn(pid_t* pid, const char* path,
+                          const posix_spawn_file_actions_t* actions,
+                          const posix_spawnattr_t* attr, char* const argv[],
+                          char* const envp[]) {
+  core::ForkToken token = core::ForkPrepare();
+  pid_t child = -1;
+  int r = Real().posix_spawn(&child, path, actions, attr, argv, envp);
+  if (r == 0) core::ForkParent(child, token, core::ForkKind::kSpawn);
+  if (pid && r == 0) *pid = child;
+  return r;
+}
+
+CA_EXPORT int posix_spawnp(pid_t* pid, const char* file,
+                           const posix_spawn_file_actions_t* actions,
+                           const posix_spawnattr_t* attr, char* const argv[],
+                           char* const envp[]) {
+  core::ForkToken token = core::ForkPrepare();
+  pid_t child = -1;
+  int r = Real().posix_spawnp(&child, file, actions, attr, argv, envp);
+  if (r == 0) core::ForkParent(child, token, core::ForkKind::kSpawn);
+  if (pid && r == 0) *pid = child;
+  return r;
+}
+
+// daemon() forks inside libc, where no wrapper sees it, and only the child
+// returns.
+CA_EXPORT int daemon(int nochdir, int noclose) {
+  if (!Real().daemon) {
+    errno = ENOSYS;
+    return -1;
+  }
+  core::ForkPrepare();
+  int r = Real().daemon(nochdir, noclose);
+  if (r == 0) core::ForkChild(core::ForkKind::kDaemon);
+  return r;
+}
+
+namespace {
+
+// What a clone() child without CLONE_VM runs first. The record lives on the
+// parent's stack; the child sees its own copy of that stack.
+struct CloneStart {
+  int (*fn)(void*);
+  void* arg;
+};
+
+int CloneTrampoline(void* p) {
+  const CloneStart* start = static_cast<const CloneStart*>(p);
+  core::ForkChild(core::ForkKind::kClone);
+  return start->fn(start->arg);
+}
+
+}  // namespace
+
+CA_EXPORT int clone(int (*fn)(void*), void* stack, int flags, void* arg, ...) {
+  va_list ap;
+  va_start(ap, arg);
+  void* parent_tid = va_arg(ap, void*);
+  void* tls = va_arg(ap, void*);
+  void* child_tid = va_arg(ap, void*);
+  va_end(ap);
+  if (flags & CLONE_VM) {
+    // A thread, or a vfork-like child sharing our memory: nothing to do.
+    return Real().clone(fn, stack, flags, arg, parent_tid, tls, child_tid);
+  }
+  core::ForkToken token = core::ForkPrepare();
+  CloneStart start{fn, arg};
+  int pid = Real().clone(CloneTrampoline, stack, flags, &start, parent_tid,
+                         tls, child_tid);
+  if (pid > 0) core::ForkParent(pid, token, core::ForkKind::kClone);
+  return pid;
+}
+
+CA_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
+  core::OnExec();
+  return Real().execve(path, argv, envp);
+}
+
+CA_EXPORT int execveat(int dirfd, const char* path, char* const argv[],
+                       char* const envp[], int flags) {
+  if (!Real().execveat) {
+    errno = ENOSYS;
+    return -1;
+  }
+  core::OnExec();
+  return Real().execveat(dirfd, path, argv, envp, flags);
+}
+
+CA_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
+  if (!Real().fexecve) {
+    errno = ENOSYS;
+    return -1;
+  }
+  core::OnExec();
+  return Real().fexecve(fd, argv, envp);
+}
+
+CA_EXPORT int execv(const char* path, char* const argv[]) {
+  core::OnExec();
+  return Real().execv(path, argv);
+}
+
+CA_EXPORT int execvp(const char* file, char* const argv[]) {
+  core::OnExec();
+  return Real().execvp(file, argv);
+}
+
+CA_EXPORT int execvpe(const char* file, char* const argv[],
+                      char* const envp[]) {
+  if (!Real().execvpe) {
+    errno = ENOSYS;
+    return -1;
+  }
+  core::OnExec();
+  return Real().execvpe(file, argv, envp);
+}
+
+// The execl family calls libc's execve internally, out of our reach, so each
+// is rebuilt here on its execv counterpart. The argument vector lives on the
+// stack, as in libc (no heap: the child may be anything).
+#define CA_COLLECT_ARGS(first, last_named, argv, envp_out)               \
+  size_t argc = 1;                                                      \
+  {                                                                     \
+    va_list count;                                                      \
+    va_start(count, last_named);                                        \
+    while (va_arg(count, const char*) != nullptr) ++argc;               \
+    va_end(count);                                                      \
+  }                                                                     \
+  const char** argv =                                                   \
+      static_cast<const char**>(alloca((argc + 1) * sizeof(char*)));    \
+  argv[0] = first;                                                      \
+  {                                                                     \
+    va_list ap;                                                         \
+    va_start(ap, last_named);                                           \
+    for (size_t i = 1; i <= argc; ++i) argv[i] = va_arg(ap, const char*); \
+    envp_out = va_arg(ap, char* const*);                                \
+    va_end(ap);                                                         \
+  }
+
+CA_EXPORT int execl(const char* path, const char* arg, ...) {
+  char* const* unused_env = nullptr;
+  CA_COLLECT_ARGS(arg, arg, argv, unused_env);
+  (void)unused_env;
+  core::OnExec();
+  return Real().execv(path, const_cast<char* const*>(argv));
+}
+
+CA_EXPORT int execlp(const char* file, const char* arg, ...) {
+  char* const* unused_env = nullptr;
+  CA_COLLECT_ARGS(arg, arg, argv, unused_env);
+  (void)unused_env;
+  core::OnExec();
+  return Real().execvp(file, const_cast<char* const*>(argv));
+}
+
+CA_EXPORT int execle(const char* path, const char* arg, ...) {
+  char* const* envp = nullptr;
+  CA_COLLECT_ARGS(arg, arg, argv, envp);
+  core::OnExec();
+  return Real().execve(path, const_cast<char* const*>(argv), envp);
+}
+#undef CA_COLLECT_ARGS
+
+CA_EXPORT int close_range(unsigned first, unsigned last, int flags) {
+  if (!Real().close_range) {
+    errno = ENOSYS;
+    return -1;
+  }
+  core::BeforeCloseRange(first, last, static_cast<unsigned>(flags));
+  return Real().close_range(first, last, flags);
+}
+
+CA_EXPORT void closefrom(int lowfd) {
+  if (lowfd >= 0) core::BeforeCloseRange(static_cast<unsigned>(lowfd), ~0u, 0);
+  if (Real().closefrom) {
+    Real().closefrom(lowfd);
+  } else if (Real().close_range) {
+    Real().close_range(static_cast<unsigned>(lowfd), ~0u, 0);
+  }
+}
+
+CA_EXPORT int fclose(FILE* stream) {
+  int fd = stream ? fileno(stream) : -1;
+  core::CloseClaim claim = core::ClaimClose(fd);
+  int r = Real().fclose(stream);
+  if (claim.cookie) core::FinishClose(fd, claim, r, r ? errno : 0);
+  return r;
+}
+
+// syscall() takes up to six register arguments; passing six on is exact for
+// every system call, whatever it really uses.
+CA_EXPORT long syscall(long number, ...) {
+  va_list ap;
+  va_start(ap, number);
+  long a[6];
+  for (long& v : a) v = va_arg(ap, long);
+  va_end(ap);
+  if (number == SYS_close) {
+    int fd = static_cast<int>(a[0]);
+    core::CloseClaim claim = core::ClaimClose(fd);
+    long r = Real().syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+    core::FinishClose(fd, claim, r == 0 ? 0 : -1, r == 0 ? 0 : errno);
+    return r;
+  }
+  if (number == SYS_close_range) {
+    core::BeforeCloseRange(static_cast<unsigned>(a[0]),
+                           static_cast<unsigned>(a[1]),
+                           static_cast<unsigned>(a[2]));
+  }
+  return Real().syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

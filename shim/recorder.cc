@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -19,10 +21,17 @@
 #include "shim/stacks.h"
 #include "shim/transport.h"
 
+extern "C" {
+__thread int closeaudit_vfork_child __attribute__((tls_model("initial-exec"))) = 0;
+__thread uintptr_t closeaudit_vfork_return
+    __attribute__((tls_model("initial-exec"))) = 0;
+}
+
 namespace closeaudit::shim {
 
 FdTable g_fds;
 thread_local int t_busy __attribute__((tls_model("initial-exec"))) = 0;
+thread_local ForkToken t_vfork_token __attribute__((tls_model("initial-exec")));
 
 namespace {
 
@@ -41,6 +50,7 @@ std::atomic<uint64_t> g_last_register_try{0};
 uint32_t g_slots = kDefaultSlots;
 uint32_t g_arena = kDefaultArenaBytes;
 thread_local pid_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
+ForkToken g_fork;
 
 // Keeps errno and marks the thread busy for the duration of a slow path.
 class Scope {
@@ -79,6 +89,7 @@ Event MakeEvent(EventType type, int fd, uint64_t cookie, uint64_t inode,
   Event e{};
   e.type = type;
   e.flags = WireFlags(state);
+  e.state = static_cast<uint16_t>(state);
   e.fd = fd;
   e.tid = Tid();
   e.mono_ns = NowNs();
@@ -186,6 +197,31 @@ void PushAddress(int fd, uint64_t cookie) {
   g_ring.Push(e);
 }
 
+// Starts tracking a socket the program got without creating it: inherited
+// (aux 0), or received over a Unix socket (aux 2). Not a socket: ignored.
+void TrackExisting(int fd, uint32_t aux, bool cloexec) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  int type = 0, domain = 0, listening = 0;
+  socklen_t len = sizeof(int);
+  getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+  len = sizeof(int);
+  getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+  len = sizeof(int);
+  getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+  uint32_t state = StateFor(domain, type);
+  int fdflags = fcntl(fd, F_GETFD);
+  if (cloexec || (fdflags > 0 && (fdflags & FD_CLOEXEC))) state |= kStateCloexec;
+  if (listening) state |= kStateListening;
+  sockaddr_storage peer;
+  socklen_t plen = sizeof(peer);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
+    state |= kStateConnected;
+  }
+  Track(EventType::kInherited, fd, state, aux,
+        (uint64_t(domain) << 16) | (uint64_t(type) & 0xffff), false);
+}
+
 // Sockets the process already had when the shim arrived (inherited across
 // exec, or opened by constructors that ran before ours).
 void ScanExistingSockets() {
@@ -201,29 +237,7 @@ void ScanExistingSockets() {
       char* end;
       long fd = strtol(d->d_name, &end, 10);
       if (*end != '\0' || end == d->d_name || fd == dir) continue;
-      struct stat st;
-      if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) {
-        continue;
-      }
-      int type = 0, domain = 0, listening = 0;
-      socklen_t len = sizeof(int);
-      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
-      len = sizeof(int);
-      getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
-      len = sizeof(int);
-      getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
-      uint32_t state = StateFor(domain, type);
-      int fdflags = fcntl(static_cast<int>(fd), F_GETFD);
-      if (fdflags > 0 && (fdflags & FD_CLOEXEC)) state |= kStateCloexec;
-      if (listening) state |= kStateListening;
-      sockaddr_storage peer;
-      socklen_t plen = sizeof(peer);
-      if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer),
-                      &plen) == 0) {
-        state |= kStateConnected;
-      }
-      Track(EventType::kInherited, static_cast<int>(fd), state,
-            (uint32_t(domain) << 16) | (uint32_t(type) & 0xffff), 0, false);
+      TrackExisting(static_cast<int>(fd), /*aux=*/0, false);
     }
   }
   Real().close(dir);
@@ -248,7 +262,12 @@ void SayDisabled(const char* why) {
 
 }  // namespace
 
-bool Recording() { return g_recording.load(std::memory_order_relaxed); }
+bool Recording() {
+  // A vfork child shares the parent's memory: it must not touch the parent's
+  // table or ring until it execs.
+  return g_recording.load(std::memory_order_relaxed) &&
+         !closeaudit_vfork_child;
+}
 
 bool StartRecording() {
   Scope scope;
@@ -404,9 +423,28 @@ CloseClaim ClaimClose(int fd) {
   if (!Recording()) return claim;
   FdEntry copy{};
   claim.cookie = g_fds.Release(fd, &copy);
+  if (claim.cookie == 0) return claim;
   claim.inode = copy.inode.load(std::memory_order_relaxed);
   claim.state = copy.state.load(std::memory_order_relaxed);
   claim.generation = copy.generation.load(std::memory_order_relaxed);
+  if (copy.last_use_ip.load(std::memory_order_relaxed) != 0) {
+    claim.state |= kStateUsed;
+  }
+  Scope scope;
+  constexpr uint32_t kTcp = kStateStream | kStateInet | kStateConnected;
+  if ((claim.state & kTcp) == kTcp) {
+    if (claim.state & kStateLinger0) {
+      // What an abortive close throws away: bytes not yet sent or acked.
+      int queued = 0;
+      if (ioctl(fd, SIOCOUTQ, &queued) == 0 && queued >= 0) {
+        claim.unsent = static_cast<uint64_t>(queued) + 1;
+      }
+    } else if (!(claim.state & kStateEofSeen)) {
+      // Closing before the peer did: this side may end in TIME_WAIT, and
+      // the report counts those by peer.
+      PushAddress(fd, claim.cookie);
+    }
+  }
   return claim;
 }
 
@@ -419,7 +457,61 @@ void FinishClose(int fd, const CloseClaim& claim, int result, int err) {
   Event ev = MakeEvent(type, fd, claim.cookie, claim.inode, claim.state);
   ev.err = result == 0 ? 0 : err;
   ev.aux = claim.generation;
+  ev.arg = claim.unsent;
   Push(ev, true);
+}
+
+void BeforeCloseRange(unsigned first, unsigned last, unsigned flags) {
+  if (!Recording() || first > last) return;
+  Scope scope;
+  long top = last >= static_cast<unsigned>(FdTable::kMaxFd)
+                 ? FdTable::kMaxFd - 1
+                 : static_cast<long>(last);
+  if (flags & kCloseRangeCloexec) {
+    for (long fd = first; fd <= top; ++fd) {
+      FdEntry* e = g_fds.Find(static_cast<int>(fd));
+      if (e && e->cookie.load(std::memory_order_relaxed) != 0) {
+        e->state.fetch_or(kStateCloexec, std::memory_order_relaxed);
+      }
+    }
+    return;
+  }
+  // One stack for the whole sweep.
+  uint32_t stack = 0;
+  bool have_stack = false;
+  for (long fd = first; fd <= top; ++fd) {
+    if (!g_fds.Find(static_cast<int>(fd))) {
+      fd |= FdTable::kChunkSize - 1;  // no chunk: skip to the next one
+      continue;
+    }
+    CloseClaim claim = ClaimClose(static_cast<int>(fd));
+    if (claim.cookie == 0) continue;
+    if (!have_stack) {
+      stack = t_busy == 1 ? CaptureStack(g_ring) : 0;
+      have_stack = true;
+    }
+    Event ev = MakeEvent(EventType::kClose, static_cast<int>(fd), claim.cookie,
+                         claim.inode, claim.state);
+    ev.aux = claim.generation;
+    ev.arg = claim.unsent;
+    ev.blob = stack;
+    Push(ev, false);
+  }
+}
+
+void ReceivedFds(const msghdr* msg, int flags) {
+  if (!Recording() || msg == nullptr || msg->msg_controllen == 0) return;
+  Scope scope;
+  for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(msg), c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      TrackExisting(fd, /*aux=*/2, (flags & MSG_CMSG_CLOEXEC) != 0);
+    }
+  }
 }
 
 void OnDup(int oldfd, int newfd, bool cloexec) {
@@ -447,22 +539,29 @@ void OnDup2(int oldfd, int newfd, bool cloexec) {
   OnDup(oldfd, newfd, cloexec);
 }
 
-uint32_t ForkPrepare() {
-  if (!Recording()) return 0;
+ForkToken ForkPrepare() {
+  ForkToken token{};
+  if (!Recording()) return token;
   Scope scope;
-  return t_busy == 1 ? CaptureStack(g_ring) : 0;
+  token.stack = t_busy == 1 ? CaptureStack(g_ring) : 0;
+  token.mono_ns = NowNs();
+  token.parent = getpid();
+  g_fork = token;  // the child's copy of memory carries it over
+  return token;
 }
 
-void ForkParent(pid_t child, uint32_t stack) {
+void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
   if (!Recording() || child <= 0) return;
   Scope scope;
   Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
+  ev.mono_ns = token.mono_ns;
   ev.arg = static_cast<uint64_t>(child);
-  ev.blob = stack;
+  ev.blob = token.stack;
+  ev.aux = static_cast<uint32_t>(kind);
   Push(ev, false);
 }
 
-void ForkChild() {
+void ForkChild(ForkKind kind) {
   if (!Recording()) return;
   Scope scope;
   t_tid = 0;
@@ -481,15 +580,52 @@ void ForkChild() {
     return;
   }
   ResendModules(g_ring);
+  if (kind == ForkKind::kDaemon) {
+    // daemon()'s parent exits inside daemon() and cannot say it forked: the
+    // child says it, with its own stack (the parent's is in the old ring).
+    Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
+    ev.mono_ns = g_fork.mono_ns;
+    ev.arg = static_cast<uint64_t>(g_fork.parent);
+    ev.aux = static_cast<uint32_t>(kind);
+    ev.blob = CaptureStack(g_ring);
+    g_ring.Push(ev);
+  }
+  // Every socket the parent had is now held here too, since the fork.
   g_fds.ForEach([](int fd, FdEntry& e) {
     uint32_t state = e.state.load(std::memory_order_relaxed);
     Event ev = MakeEvent(EventType::kInherited, fd,
                          e.cookie.load(std::memory_order_relaxed),
                          e.inode.load(std::memory_order_relaxed), state);
-    ev.aux = 1;  // carried over a fork
+    ev.mono_ns = g_fork.mono_ns;
+    ev.aux = 1;
+    // Reads in the parent are not reads in the child.
+    e.last_use_ip.store(0, std::memory_order_relaxed);
     g_ring.Push(ev);
   });
   TryRegister(wire::kHelloForked);
 }
 
+void OnExec() {
+  if (!Recording()) return;
+  Scope scope;
+  Event ev = MakeEvent(EventType::kExec, -1, 0, 0, 0);
+  Push(ev, true);
+}
+
+}  // namespace closeaudit::shim
+
+// The vfork trampoline (vfork_x86_64.S) calls these two, in the parent only.
+using closeaudit::shim::ForkKind;
+
+extern "C" void* closeaudit_vfork_prepare() {
+  closeaudit::shim::t_vfork_token = closeaudit::shim::ForkPrepare();
+  return reinterpret_cast<void*>(closeaudit::shim::Real().vfork);
+}
+
+extern "C" void closeaudit_vfork_parent(int pid) {
+  closeaudit::shim::ForkParent(pid, closeaudit::shim::t_vfork_token,
+                               ForkKind::kVfork);
+}
+
+namespace closeaudit::shim {
 }  // namespace closeaudit::shim

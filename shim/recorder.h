@@ -18,6 +18,14 @@
 
 #include "shim/fd_table.h"
 
+// Set by the vfork trampoline while a vfork child runs on this thread's
+// memory (the parent thread is suspended meanwhile); the return address it
+// parks. Plain C TLS so that assembly can reach them.
+extern "C" __thread int closeaudit_vfork_child
+    __attribute__((tls_model("initial-exec")));
+extern "C" __thread uintptr_t closeaudit_vfork_return
+    __attribute__((tls_model("initial-exec")));
+
 namespace closeaudit::shim {
 
 extern FdTable g_fds;
@@ -51,15 +59,37 @@ struct CloseClaim {
   uint64_t inode;
   uint32_t state;
   uint32_t generation;
+  uint64_t unsent;  // 1 + bytes queued, for linger-0 sockets; 0 = unknown
 };
 CloseClaim ClaimClose(int fd);
 void FinishClose(int fd, const CloseClaim& claim, int result, int err);
 
-// fork(): Prepare before (captures the fork stack), then exactly one of the
-// other two in each process.
-uint32_t ForkPrepare();
-void ForkParent(pid_t child, uint32_t stack);
-void ForkChild();
+// close_range()/closefrom(): records the closes (or, with
+// CLOSE_RANGE_CLOEXEC, the new flags) before the real call.
+inline constexpr unsigned kCloseRangeCloexec = 1u << 2;
+void BeforeCloseRange(unsigned first, unsigned last, unsigned flags);
+
+// recvmsg(): sockets that arrived as SCM_RIGHTS are new references.
+void ReceivedFds(const msghdr* msg, int flags);
+
+// Process creation. Prepare runs in the parent before the real call
+// (it takes the stack); then ForkParent in the parent and, for the kinds that
+// copy memory, ForkChild in the child.
+using wire::ForkKind;
+struct ForkToken {
+  uint32_t stack;
+  uint64_t mono_ns;
+  pid_t parent;
+};
+// The vfork trampoline's token, between prepare and parent.
+extern thread_local ForkToken t_vfork_token
+    __attribute__((tls_model("initial-exec")));
+ForkToken ForkPrepare();
+void ForkParent(pid_t child, const ForkToken& token, ForkKind kind);
+void ForkChild(ForkKind kind);
+
+// exec*(): called just before the real call (a failed exec is harmless).
+void OnExec();
 
 // Reads: the hot path. A read with data only remembers its caller; a read of
 // 0 bytes (asked for more than 0) on a stream socket is the peer's EOF.
