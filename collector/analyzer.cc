@@ -1,7 +1,9 @@
+// Building the socket registry from records. The findings themselves are
+// derived in findings.cc.
 #include "collector/analyzer.h"
 
 #include <algorithm>
-#include <map>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,24 +27,6 @@ std::string FormatEndpoint(uint8_t family, const uint8_t* addr,
   return absl::StrCat(out, "]:", port);
 }
 
-int64_t Ms(uint64_t ns) { return static_cast<int64_t>(ns / 1000000); }
-
-// The first frame that names a function, for one-line summaries.
-const Frame* TopFrame(const std::vector<Frame>& frames) {
-  for (const Frame& f : frames) {
-    if (!f.function.empty()) return &f;
-  }
-  return frames.empty() ? nullptr : &frames.front();
-}
-
-std::string Where(const std::vector<Frame>& frames) {
-  const Frame* f = TopFrame(frames);
-  if (!f || f->function.empty()) return "unknown code";
-  if (f->file.empty()) return f->function;
-  std::string file = f->file.substr(f->file.rfind('/') + 1);
-  return absl::StrFormat("%s (%s:%d)", f->function, file, f->line);
-}
-
 }  // namespace
 
 Analyzer::Analyzer(AnalyzerOptions options) : options_(options) {
@@ -53,10 +37,7 @@ void Analyzer::Add(const Record& record) {
   if (const auto* r = std::get_if<RunRecord>(&record)) {
     run_ = *r;
   } else if (const auto* p = std::get_if<ProcessRecord>(&record)) {
-    if (!streams_.contains(p->stream)) stream_order_.push_back(p->stream);
-    Stream& s = streams_[p->stream];
-    s.process = *p;
-    latest_ns_ = std::max(latest_ns_, p->start_mono_ns);
+    OnProcess(*p);
   } else if (const auto* m = std::get_if<ModuleRecord>(&record)) {
     auto it = streams_.find(m->stream);
     if (it != streams_.end()) it->second.modules.push_back(*m);
@@ -79,14 +60,40 @@ void Analyzer::Add(const Record& record) {
     dropped_ += static_cast<int64_t>(x->dropped_events + x->torn_events);
     latest_ns_ = std::max(latest_ns_, x->mono_ns);
     // The kernel closes whatever the process still held.
-    std::vector<std::pair<int, uint64_t>> held(s.fds.begin(), s.fds.end());
-    for (const auto& [fd, cookie] : held) {
-      DropHolder(s, x->stream, fd, cookie, x->mono_ns, false, 0);
+    EndAllHolds(s, x->stream, x->mono_ns, End::kExit);
+    auto live = live_stream_by_pid_.find(s.process.pid);
+    if (live != live_stream_by_pid_.end() && live->second == x->stream) {
+      live_stream_by_pid_.erase(live);
     }
+  } else if (const auto* k = std::get_if<KernelRecord>(&record)) {
+    OnKernel(*k);
   } else if (const auto* end = std::get_if<EndRecord>(&record)) {
     have_end_ = true;
     end_ns_ = end->mono_ns;
   }
+}
+
+void Analyzer::OnProcess(const ProcessRecord& p) {
+  if (streams_.contains(p.stream)) return;  // a repeated id: keep the first
+  stream_order_.push_back(p.stream);
+  Stream& s = streams_[p.stream];
+  s.process = p;
+  latest_ns_ = std::max(latest_ns_, p.start_mono_ns);
+  // A new image under a pid we follow: that process exec'd. Its old image's
+  // fds went away at the exec; the ones without CLOEXEC come back as the new
+  // image announces what it found open.
+  auto live = live_stream_by_pid_.find(p.pid);
+  if (live != live_stream_by_pid_.end() && live->second != p.stream) {
+    auto old = streams_.find(live->second);
+    if (old != streams_.end() && !old->second.exited) {
+      Stream& o = old->second;
+      uint64_t when = o.exec_ns ? o.exec_ns : p.start_mono_ns;
+      EndAllHolds(o, live->second, when, End::kExec);
+      o.replaced = true;
+      s.exec_from = live->second;
+    }
+  }
+  live_stream_by_pid_[p.pid] = p.stream;
 }
 
 uint32_t Analyzer::InternModule(const ModuleRecord& module) {
@@ -129,34 +136,120 @@ uint32_t Analyzer::StackFor(const Stream& stream, uint32_t ref) const {
   return it == stream.stacks.end() ? 0 : it->second;
 }
 
-void Analyzer::AddHolder(Stream& stream, uint32_t stream_id, int fd,
-                         uint64_t cookie, uint64_t now) {
+void Analyzer::OpenHold(Stream& stream, uint32_t stream_id, int fd,
+                        uint64_t cookie, uint64_t ns, Origin origin) {
   auto it = stream.fds.find(fd);
   if (it != stream.fds.end() && it->second != cookie) {
     // The number was reused without a close we saw (a raw syscall, say):
     // the old socket is no longer held here.
-    DropHolder(stream, stream_id, fd, it->second, now, false, 0);
+    EndHold(stream, stream_id, fd, it->second, ns, End::kReuse);
+  } else if (it != stream.fds.end()) {
+    return;  // already held under this fd
   }
   stream.fds[fd] = cookie;
-  sockets_[cookie].holders.insert({stream_id, fd});
+  auto lc = stream.last_close.find(fd);
+  if (lc != stream.last_close.end()) lc->second.reopened = true;
+  auto [sit, inserted] = sockets_.try_emplace(cookie);
+  if (inserted) socket_order_.push_back(cookie);
+  Hold h;
+  h.stream = stream_id;
+  h.fd = fd;
+  h.origin = origin;
+  h.from = ns;
+  sit->second.holds.push_back(h);
 }
 
-void Analyzer::DropHolder(Stream& stream, uint32_t stream_id, int fd,
-                          uint64_t cookie, uint64_t now,
-                          bool closed_by_program, uint32_t stack) {
+Analyzer::Hold* Analyzer::EndHold(Stream& stream, uint32_t stream_id, int fd,
+                                  uint64_t cookie, uint64_t ns, End end) {
   auto fit = stream.fds.find(fd);
-  if (fit != stream.fds.end() && fit->second == cookie) stream.fds.erase(fit);
+  if (fit == stream.fds.end() || fit->second != cookie) return nullptr;
+  stream.fds.erase(fit);
   auto sit = sockets_.find(cookie);
-  if (sit == sockets_.end()) return;
-  Socket& sock = sit->second;
-  sock.holders.erase({stream_id, fd});
-  if (!sock.holders.empty() || sock.gone_ns != 0) return;
-  // close() sends FIN only when the last reference to the socket goes.
-  sock.gone_ns = now;
-  if (closed_by_program) {
-    sock.closed_ns = now;
-    sock.close_stack = stack;
+  if (sit == sockets_.end()) return nullptr;
+  for (Hold& h : sit->second.holds) {
+    if (h.fd == fd && h.end == End::kOpen && h.stream == stream_id) {
+      h.end = end;
+      h.to = std::max(ns, h.from);
+      return &h;
+    }
   }
+  return nullptr;
+}
+
+void Analyzer::EndAllHolds(Stream& stream, uint32_t stream_id, uint64_t ns,
+                           End end) {
+  std::vector<std::pair<int, uint64_t>> held(stream.fds.begin(),
+                                             stream.fds.end());
+  for (const auto& [fd, cookie] : held) {
+    EndHold(stream, stream_id, fd, cookie, ns, end);
+  }
+}
+
+void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
+                       const wire::Event& e) {
+  uint64_t cookie = e.ident.cookie;
+  uint32_t stack = StackFor(stream, e.blob);
+  Stream::LastClose previous;
+  bool had_previous = false;
+  if (auto lc = stream.last_close.find(e.fd); lc != stream.last_close.end()) {
+    previous = lc->second;
+    had_previous = true;
+  }
+  if (e.type == EventType::kCloseUntracked) {
+    BadClose bad;
+    bad.stream = stream_id;
+    bad.fd = e.fd;
+    bad.ns = e.mono_ns;
+    bad.stack = stack;
+    bad.tid = e.tid;
+    if (had_previous && !previous.reopened) bad.previous = previous;
+    bad_closes_.push_back(bad);
+    return;
+  }
+  if (cookie == 0) return;
+  auto [sit, inserted] = sockets_.try_emplace(cookie);
+  if (inserted) socket_order_.push_back(cookie);
+  Socket& sock = sit->second;
+  sock.state |= e.state;
+  // The same thread closing this number again, now that another thread put
+  // a new socket on it that this thread never touched: the second close hit
+  // the wrong socket.
+  if (had_previous && previous.cookie != cookie && previous.tid == e.tid &&
+      sock.created_here && sock.creator_tid != e.tid &&
+      sock.created_ns > previous.ns && sock.eof_ns == 0 &&
+      sock.shutdown_ns == 0 && !(e.state & wire::kStateUsed)) {
+    reused_closes_.push_back({stream_id, e.fd, cookie, stack, previous});
+  }
+  Hold* h = EndHold(stream, stream_id, e.fd, cookie, e.mono_ns, End::kClose);
+  if (h == nullptr) {
+    // Another thread may have reused the number and had its event
+    // committed first: that ended our hold as a reuse; it was this close.
+    for (Hold& r : sock.holds) {
+      if (r.stream == stream_id && r.fd == e.fd && r.end == End::kReuse) {
+        r.end = End::kClose;
+        r.to = std::max(r.from, std::min(r.to, e.mono_ns));
+        h = &r;
+      }
+    }
+  }
+  if (h == nullptr) {
+    // A close of a socket we never saw opened here (it predates what we
+    // received): record it as a hold that ends now.
+    Hold closed;
+    closed.stream = stream_id;
+    closed.fd = e.fd;
+    closed.origin = Origin::kStart;
+    closed.from = e.mono_ns;
+    sock.holds.push_back(closed);
+    h = &sock.holds.back();
+    h->end = End::kClose;
+    h->to = e.mono_ns;
+  }
+  h->close_stack = stack;
+  h->close_state = e.state;
+  h->close_tid = e.tid;
+  h->unsent = e.arg;
+  stream.last_close[e.fd] = {cookie, e.mono_ns, stack, e.tid, false};
 }
 
 void Analyzer::OnEvent(const EventRecord& record) {
@@ -168,27 +261,42 @@ void Analyzer::OnEvent(const EventRecord& record) {
   uint64_t cookie = e.ident.cookie;
   switch (e.type) {
     case EventType::kSocket:
-    case EventType::kAccept:
-    case EventType::kInherited: {
+    case EventType::kAccept: {
       if (cookie == 0) return;
+      OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns,
+               Origin::kCreated);
       Socket& sock = sockets_[cookie];
       sock.flags |= e.flags;
-      if (e.type != EventType::kInherited || sock.created_ns == 0) {
+      sock.state |= e.state;
+      sock.created_ns = e.mono_ns;
+      sock.creator_stream = record.stream;
+      sock.creator_tid = e.tid;
+      sock.created_here = true;
+      sock.created_stack = StackFor(stream, e.blob);
+      break;
+    }
+    case EventType::kInherited: {
+      if (cookie == 0) return;
+      Origin origin = e.aux == 1   ? Origin::kFork
+                      : e.aux == 2 ? Origin::kReceived
+                                   : Origin::kStart;
+      OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns, origin);
+      Socket& sock = sockets_[cookie];
+      sock.flags |= e.flags;
+      sock.state |= e.state & ~wire::kStateUsed;
+      if (sock.created_ns == 0) {
         sock.created_ns = e.mono_ns;
         sock.creator_stream = record.stream;
       }
-      if (e.type != EventType::kInherited) {
-        sock.created_stack = StackFor(stream, e.blob);
-        // A fresh socket under a reused cookie is impossible; a fresh one
-        // under a reused fd number is not, and AddHolder handles it.
-        sock.gone_ns = 0;
-      }
-      AddHolder(stream, record.stream, e.fd, cookie, e.mono_ns);
       break;
     }
     case EventType::kDup:
       if (cookie == 0) return;
-      AddHolder(stream, record.stream, e.fd, cookie, e.mono_ns);
+      OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns, Origin::kDup);
+      break;
+    case EventType::kConnect:
+    case EventType::kListen:
+      if (cookie != 0) sockets_[cookie].state |= e.state;
       break;
     case EventType::kEofSeen: {
       if (cookie == 0) return;
@@ -200,6 +308,22 @@ void Analyzer::OnEvent(const EventRecord& record) {
       sock.eof_stream = record.stream;
       sock.eof_fd = e.fd;
       if (e.arg != 0) sock.last_use_stack = InternFrames(stream, {e.arg});
+      break;
+    }
+    case EventType::kShutdown: {
+      if (cookie == 0 || e.err != 0) return;
+      Socket& sock = sockets_[cookie];
+      if (sock.shutdown_ns == 0 && (e.aux == 1 || e.aux == 2)) {  // WR, RDWR
+        sock.shutdown_ns = e.mono_ns;
+        sock.shutdown_stack = StackFor(stream, e.blob);
+        sock.shutdown_stream = record.stream;
+      }
+      break;
+    }
+    case EventType::kLinger: {
+      if (cookie == 0) return;
+      bool abortive = (e.aux >> 16) != 0 && (e.aux & 0xffff) == 0;
+      sockets_[cookie].linger_stack = abortive ? StackFor(stream, e.blob) : 0;
       break;
     }
     case EventType::kAddress: {
@@ -214,142 +338,57 @@ void Analyzer::OnEvent(const EventRecord& record) {
       break;
     }
     case EventType::kClose:
-      if (cookie == 0) return;
-      sockets_.try_emplace(cookie);
-      DropHolder(stream, record.stream, e.fd, cookie, e.mono_ns, true,
-                 StackFor(stream, e.blob));
+    case EventType::kCloseUntracked:
+      OnClose(stream, record.stream, e);
+      break;
+    case EventType::kFork: {
+      ForkInfo f;
+      f.stack = StackFor(stream, e.blob);
+      f.kind = e.aux;
+      f.ns = e.mono_ns;
+      if (e.aux == static_cast<uint32_t>(wire::ForkKind::kDaemon)) {
+        f.child_pid = stream.process.pid;  // told by the child itself
+      } else {
+        f.parent_stream = record.stream;
+        f.child_pid = static_cast<uint32_t>(e.arg);
+      }
+      forks_.push_back(f);
+      break;
+    }
+    case EventType::kExec:
+      stream.exec_ns = e.mono_ns;
+      stream.exec_stack = StackFor(stream, e.blob);
       break;
     default:
-      break;  // recorded for later finding kinds
+      break;
   }
+}
+
+void Analyzer::OnKernel(const KernelRecord& k) {
+  latest_ns_ = std::max(latest_ns_, k.mono_ns);
+  auto it = sockets_.find(k.cookie);
+  Socket* sock = nullptr;
+  if (it != sockets_.end()) {
+    sock = &it->second;
+  } else if (k.inode != 0 && !k.owners.empty()) {
+    sock = &untracked_[k.inode];
+    sock->kernel_owners = k.owners;
+    sock->flags |= wire::kFlagStream | wire::kFlagInet;
+  } else {
+    return;
+  }
+  sock->kernel_state = k.state;
+  if (k.state == 8) {  // CLOSE_WAIT
+    if (sock->kernel_close_wait_ns == 0) sock->kernel_close_wait_ns = k.mono_ns;
+    sock->kernel_close_wait_last_ns = k.mono_ns;
+  }
+  if (k.state == 5 && sock->kernel_fin_wait2_ns == 0) {  // FIN_WAIT2
+    sock->kernel_fin_wait2_ns = k.mono_ns;
+  }
+  if (sock->local.empty()) sock->local = k.local;
+  if (sock->peer.empty()) sock->peer = k.peer;
 }
 
 uint64_t Analyzer::EndNs() const { return have_end_ ? end_ns_ : latest_ns_; }
-
-std::vector<Frame> Analyzer::Symbolize(uint32_t stack,
-                                       Symbolizer& symbolizer) const {
-  std::vector<Frame> out;
-  if (stack == 0 || stack >= stacks_.size()) return out;
-  for (const NormFrame& f : stacks_[stack]) {
-    if (f.module == kNoModule) {
-      Frame unknown;
-      unknown.address = f.address;
-      out.push_back(unknown);
-      continue;
-    }
-    const ModuleRecord& m = modules_[f.module];
-    std::vector<Frame> frames =
-        symbolizer.Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset);
-    for (Frame& frame : frames) {
-      frame.address = f.address;
-      out.push_back(std::move(frame));
-    }
-  }
-  return out;
-}
-
-void Analyzer::BuildCloseWaitLeaks(Symbolizer& symbolizer, uint64_t end_ns,
-                                   Report& report) const {
-  uint64_t grace = options_.grace_ns.value_or(run_.grace_ns);
-  struct Group {
-    std::vector<const std::pair<const uint64_t, Socket>*> sockets;
-  };
-  std::map<std::pair<uint32_t, uint32_t>, Group> groups;
-  for (const auto& entry : sockets_) {
-    const Socket& s = entry.second;
-    if (s.eof_ns == 0 || !(s.flags & wire::kFlagStream)) continue;
-    uint64_t until = s.closed_ns ? s.closed_ns : (s.gone_ns ? s.gone_ns : end_ns);
-    if (until < s.eof_ns || until - s.eof_ns <= grace) continue;
-    groups[{s.created_stack, s.eof_stack}].sockets.push_back(
-        &entry);
-  }
-  for (auto& [key, group] : groups) {
-    std::sort(group.sockets.begin(), group.sockets.end(),
-              [](auto* a, auto* b) { return a->second.eof_ns < b->second.eof_ns; });
-    Finding f;
-    f.kind = "close_wait_leak";
-    f.severity = "error";
-    f.count = static_cast<int64_t>(group.sockets.size());
-    auto [created, eof] = key;
-    // The last read before the EOF, from the earliest socket of the group.
-    uint32_t last_use = group.sockets.front()->second.last_use_stack;
-    std::vector<Frame> eof_frames = Symbolize(eof, symbolizer);
-    f.stacks.emplace_back("eof_seen", eof_frames);
-    f.stacks.emplace_back("created", Symbolize(created, symbolizer));
-    f.stacks.emplace_back("last_use", Symbolize(last_use, symbolizer));
-    int64_t closed_late = 0;
-    for (const auto* entry : group.sockets) {
-      const Socket& s = entry->second;
-      if (s.closed_ns) ++closed_late;
-      if (f.examples.size() >= 5) continue;
-      Example ex;
-      auto st = streams_.find(s.eof_stream);
-      ex.pid = st == streams_.end() ? 0 : st->second.process.pid;
-      ex.fd = s.eof_fd;
-      ex.local = s.local;
-      ex.peer = s.peer;
-      uint64_t until = s.closed_ns ? s.closed_ns : (s.gone_ns ? s.gone_ns : end_ns);
-      ex.age_ms = Ms(until - std::min(until, s.created_ns ? s.created_ns : s.eof_ns));
-      ex.eof_to_end_ms = Ms(until - s.eof_ns);
-      if (s.closed_ns) ex.closed_after_ms = Ms(s.closed_ns - s.eof_ns);
-      if (s.flags & wire::kFlagInet) ex.tcp_state = "CLOSE_WAIT";
-      f.examples.push_back(ex);
-    }
-    std::string where = Where(eof_frames);
-    if (closed_late == f.count) {
-      f.message = absl::StrFormat(
-          "%d connection%s sat in CLOSE_WAIT for longer than the %d ms grace "
-          "period: the peer closed, %s saw the EOF, and close() came late",
-          f.count, f.count == 1 ? "" : "s", Ms(grace), where);
-    } else {
-      f.message = absl::StrFormat(
-          "%d connection%s left in CLOSE_WAIT: the peer closed, %s saw the EOF "
-          "(a read returned 0), and %s never closed",
-          f.count, f.count == 1 ? "" : "s", where,
-          closed_late ? "most were" : "the socket was");
-    }
-    f.advice =
-        "close() the socket on the path where the read returns 0 (see "
-        "eof_seen); every exit from the handler needs a close().";
-    report.findings.push_back(std::move(f));
-  }
-}
-
-Report Analyzer::Build(Symbolizer& symbolizer,
-                       std::optional<uint64_t> as_of) const {
-  Report report;
-  uint64_t end_ns = as_of.value_or(EndNs());
-  report.processes = static_cast<int64_t>(streams_.size());
-  report.sockets_tracked = static_cast<int64_t>(sockets_.size());
-  report.events = events_;
-  report.events_dropped = dropped_;
-  report.grace_ms = static_cast<uint64_t>(Ms(options_.grace_ns.value_or(run_.grace_ns)));
-  if (run_.start_mono_ns && end_ns > run_.start_mono_ns) {
-    report.duration_s = static_cast<double>(end_ns - run_.start_mono_ns) / 1e9;
-  }
-  for (uint32_t id : stream_order_) {
-    const Stream& s = streams_.at(id);
-    ProcessSummary p;
-    p.pid = s.process.pid;
-    p.ppid = s.process.ppid;
-    p.exe = s.process.exe;
-    p.argv = s.process.argv;
-    if (s.exited && s.exit_status >= 0) p.exit_status = s.exit_status;
-    report.process_list.push_back(std::move(p));
-  }
-  BuildCloseWaitLeaks(symbolizer, end_ns, report);
-  std::stable_sort(report.findings.begin(), report.findings.end(),
-                   [](const Finding& a, const Finding& b) {
-                     return a.count > b.count;
-                   });
-  if (dropped_ > 0) {
-    report.warnings.push_back(absl::StrFormat(
-        "%d events were dropped (the collector fell behind); findings may be "
-        "incomplete",
-        dropped_));
-  }
-  for (const std::string& w : symbolizer.warnings()) report.warnings.push_back(w);
-  return report;
-}
 
 }  // namespace closeaudit

@@ -3,20 +3,23 @@
 //
 // It consumes Records (collector/records.h) in arrival order, from the live
 // collector or from a trace file, and Build() turns what it learned into a
-// Report. Sockets are keyed by the kernel's cookie, never by fd number, so
-// events of different processes may arrive in any order relative to each
-// other. Not thread-safe.
+// Report. Sockets are keyed by the kernel's cookie, never by fd number. Every
+// reference a process holds is kept as a time interval (a Hold), so events of
+// different processes may arrive in any order relative to each other: the
+// findings are decided at Build() time from the whole history. Not
+// thread-safe.
 #ifndef CLOSEAUDIT_COLLECTOR_ANALYZER_H_
 #define CLOSEAUDIT_COLLECTOR_ANALYZER_H_
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "collector/records.h"
 #include "collector/report.h"
 #include "collector/symbolizer.h"
@@ -40,57 +43,130 @@ class Analyzer {
                std::optional<uint64_t> as_of = std::nullopt) const;
 
   int64_t events() const { return events_; }
+  // Whether the shim reported this socket (the kernel sampler asks).
+  bool Tracks(uint64_t cookie) const { return sockets_.contains(cookie); }
 
   // Implementation details follow.
  private:
-  struct NormFrame {
-    uint32_t module;  // index into modules_; kNoModule if unknown
-    uint64_t offset;  // address - load bias, or the address if no module
-    uint64_t address;  // as seen in the first process that had it
-  };
+  friend class FindingBuilder;
+  static constexpr uint64_t kOpen = std::numeric_limits<uint64_t>::max();
   static constexpr uint32_t kNoModule = ~0u;
 
-  struct Stream {
-    ProcessRecord process;
-    std::vector<ModuleRecord> modules;
-    absl::flat_hash_map<uint32_t, uint32_t> stacks;  // ref -> stack id
-    absl::flat_hash_map<int, uint64_t> fds;          // fd -> cookie
-    bool exited = false;
-    uint64_t exit_ns = 0;
-    int32_t exit_status = -1;
+  struct NormFrame {
+    uint32_t module;   // index into modules_; kNoModule if unknown
+    uint64_t offset;   // address - load bias, or the address if no module
+    uint64_t address;  // as seen in the first process that had it
+  };
+
+  enum class Origin : uint8_t { kCreated, kStart, kFork, kReceived, kDup };
+  enum class End : uint8_t { kOpen, kClose, kExit, kExec, kReuse };
+
+  // One process's reference to a socket, from `from` to `to`.
+  struct Hold {
+    uint32_t stream = 0;
+    int fd = -1;
+    Origin origin = Origin::kCreated;
+    End end = End::kOpen;
+    uint64_t from = 0;
+    uint64_t to = kOpen;
+    uint32_t close_stack = 0;
+    uint16_t close_state = 0;  // wire::EventState at the close
+    uint32_t close_tid = 0;
+    uint64_t unsent = 0;  // 1 + bytes queued at an abortive close
   };
 
   struct Socket {
-    uint8_t flags = 0;  // wire::EventFlags
+    uint8_t flags = 0;    // wire::EventFlags
+    uint16_t state = 0;   // wire::EventState seen so far (or-ed)
     uint32_t created_stack = 0;  // stack ids start at 1; 0 = unknown
     uint64_t created_ns = 0;
     uint32_t creator_stream = 0;
+    uint32_t creator_tid = 0;
+    bool created_here = false;  // by socket()/accept() in an audited process
     uint64_t eof_ns = 0;
     uint32_t eof_stack = 0;
     uint32_t last_use_stack = 0;
     uint32_t eof_stream = 0;
     int eof_fd = -1;
-    uint64_t closed_ns = 0;  // the program closed its last reference
-    uint64_t gone_ns = 0;    // the last reference went, by close or exit
-    uint32_t close_stack = 0;
-    absl::flat_hash_set<std::pair<uint32_t, int>> holders;  // (stream, fd)
+    uint64_t shutdown_ns = 0;
+    uint32_t shutdown_stack = 0;
+    uint32_t shutdown_stream = 0;
+    uint32_t linger_stack = 0;  // setsockopt(SO_LINGER {1, 0})
+    std::vector<Hold> holds;
     std::string local, peer;
+    // Kernel samples (sock_diag).
+    uint64_t kernel_close_wait_ns = 0;  // first sample in CLOSE_WAIT
+    uint64_t kernel_close_wait_last_ns = 0;  // latest sample in CLOSE_WAIT
+    uint64_t kernel_fin_wait2_ns = 0;   // first sample in FIN_WAIT2
+    int kernel_state = 0;               // latest sampled state
+    std::vector<std::pair<uint32_t, int32_t>> kernel_owners;  // untracked
   };
 
+  struct Stream {
+    ProcessRecord process;
+    std::vector<ModuleRecord> modules;
+    absl::flat_hash_map<uint32_t, uint32_t> stacks;  // ref -> stack id
+    // Open holds: fd -> cookie.
+    absl::flat_hash_map<int, uint64_t> fds;
+    // The latest close of each fd number (for bad_close).
+    struct LastClose {
+      uint64_t cookie = 0;
+      uint64_t ns = 0;
+      uint32_t stack = 0;
+      uint32_t tid = 0;
+      bool reopened = false;  // something was opened on the number since
+    };
+    absl::flat_hash_map<int, LastClose> last_close;
+    bool exited = false;
+    bool replaced = false;  // exec'd into a newer stream
+    uint64_t exit_ns = 0;
+    int32_t exit_status = -1;
+    uint64_t exec_ns = 0;
+    uint32_t exec_stack = 0;
+    uint32_t exec_from = 0;  // the stream this image replaced, if any
+  };
+
+  struct ForkInfo {
+    uint32_t parent_stream = 0;  // 0 if only the child told (daemon)
+    uint32_t child_pid = 0;
+    uint32_t stack = 0;
+    uint32_t kind = 0;  // wire::ForkKind
+    uint64_t ns = 0;
+  };
+
+  // A close() that failed with EBADF.
+  struct BadClose {
+    uint32_t stream = 0;
+    int fd = -1;
+    uint64_t ns = 0;
+    uint32_t stack = 0;
+    uint32_t tid = 0;
+    std::optional<Stream::LastClose> previous;
+  };
+
+  // A close that hit a number another thread had reused.
+  struct ReusedClose {
+    uint32_t stream = 0;
+    int fd = -1;
+    uint64_t victim = 0;  // the socket that was closed by mistake
+    uint32_t stack = 0;
+    Stream::LastClose previous;
+  };
+
+  void OnProcess(const ProcessRecord& p);
   void OnEvent(const EventRecord& record);
-  void AddHolder(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
-                 uint64_t now);
-  // Drops (stream, fd) as a holder of cookie; closed_by_program says whether
-  // it was the program's own close().
-  void DropHolder(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
-                  uint64_t now, bool closed_by_program, uint32_t stack);
+  void OnKernel(const KernelRecord& k);
+  void OnClose(Stream& stream, uint32_t stream_id, const wire::Event& e);
+  void OpenHold(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
+                uint64_t ns, Origin origin);
+  // Ends the open hold of (stream, fd) on cookie, if there is one.
+  Hold* EndHold(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
+                uint64_t ns, End end);
+  void EndAllHolds(Stream& stream, uint32_t stream_id, uint64_t ns, End end);
   uint32_t StackFor(const Stream& stream, uint32_t ref) const;
   uint32_t InternFrames(const Stream& stream,
                         const std::vector<uint64_t>& frames);
   uint32_t InternModule(const ModuleRecord& module);
-  std::vector<Frame> Symbolize(uint32_t stack, Symbolizer& symbolizer) const;
-  void BuildCloseWaitLeaks(Symbolizer& symbolizer, uint64_t end_ns,
-                           Report& report) const;
   uint64_t EndNs() const;
 
   AnalyzerOptions options_;
@@ -101,13 +177,21 @@ class Analyzer {
   int64_t events_ = 0;
   int64_t dropped_ = 0;
   std::vector<uint32_t> stream_order_;
-  absl::flat_hash_map<uint32_t, Stream> streams_;
+  // node maps: references to elements stay valid while others are added.
+  absl::node_hash_map<uint32_t, Stream> streams_;
+  absl::flat_hash_map<uint32_t, uint32_t> live_stream_by_pid_;
   std::vector<ModuleRecord> modules_;
   absl::flat_hash_map<std::pair<std::string, std::string>, uint32_t>
       module_ids_;
   std::vector<std::vector<NormFrame>> stacks_;  // index 0 unused
   absl::flat_hash_map<std::string, uint32_t> stack_ids_;
-  absl::flat_hash_map<uint64_t, Socket> sockets_;
+  absl::node_hash_map<uint64_t, Socket> sockets_;
+  std::vector<uint64_t> socket_order_;  // cookies in first-seen order
+  std::vector<ForkInfo> forks_;
+  std::vector<BadClose> bad_closes_;
+  std::vector<ReusedClose> reused_closes_;
+  // Kernel samples of sockets the shim never saw, by inode.
+  absl::node_hash_map<uint64_t, Socket> untracked_;
 };
 
 }  // namespace closeaudit

@@ -181,7 +181,12 @@ absl::StatusOr<RunResult> RunAudited(
   int status = 0;
   bool exited = false;
   while (!exited) {
-    if (int sig = g_signal.exchange(0)) kill(*child, sig);
+    if (int sig = g_signal.exchange(0)) {
+      // What the kernel says now, before the signal tears the sockets down.
+      session.collector().DrainAll();
+      session.SampleKernel();
+      kill(*child, sig);
+    }
     session.Poll(kDrainIntervalMs);
     siginfo_t info{};
     if (waitid(P_PID, static_cast<id_t>(*child), &info,

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -66,13 +67,26 @@ struct ExitRecord {
   uint64_t torn_events = 0;
 };
 
+// What the kernel said about one socket of an audited process at one moment
+// (a sock_diag sample). Owners are filled in for sockets the shim never
+// tracked (they predate it), from /proc/PID/fd.
+struct KernelRecord {
+  uint64_t mono_ns = 0;
+  uint64_t cookie = 0;
+  uint64_t inode = 0;
+  int32_t state = 0;  // TCP state, kernel numbering (collector/kernel.h)
+  uint32_t send_queue = 0;
+  std::string local, peer;
+  std::vector<std::pair<uint32_t, int32_t>> owners;  // (pid, fd)
+};
+
 // The end of observation (the report is made as of this moment).
 struct EndRecord {
   uint64_t mono_ns = 0;
 };
 
 using Record = std::variant<RunRecord, ProcessRecord, ModuleRecord, StackRecord,
-                            EventRecord, ExitRecord, EndRecord>;
+                            EventRecord, ExitRecord, EndRecord, KernelRecord>;
 
 }  // namespace closeaudit
 

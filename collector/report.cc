@@ -52,12 +52,38 @@ std::string FrameJson(const Frame& f) {
 
 std::string ExampleJson(const Example& e) {
   return absl::StrFormat(
-      "{\"pid\":%d,\"fd\":%d,\"local\":%s,\"peer\":%s,\"age_ms\":%d,"
-      "\"eof_to_end_ms\":%s,\"closed_after_ms\":%s,\"tcp_state\":%s}",
-      e.pid, e.fd, e.local.empty() ? "null" : Quote(e.local),
+      "{\"pid\":%d,\"fd\":%d,\"exe\":%s,\"local\":%s,\"peer\":%s,"
+      "\"age_ms\":%d,\"eof_to_end_ms\":%s,\"closed_after_ms\":%s,"
+      "\"tcp_state\":%s,\"unsent_bytes\":%s}",
+      e.pid, e.fd, e.exe.empty() ? "null" : Quote(e.exe),
+      e.local.empty() ? "null" : Quote(e.local),
       e.peer.empty() ? "null" : Quote(e.peer), e.age_ms,
       OptionalNumber(e.eof_to_end_ms), OptionalNumber(e.closed_after_ms),
-      e.tcp_state ? Quote(*e.tcp_state) : "null");
+      e.tcp_state ? Quote(*e.tcp_state) : "null",
+      OptionalNumber(e.unsent_bytes));
+}
+
+// Fields only some kinds have.
+std::string KindExtras(const Finding& f) {
+  std::string out;
+  if (!f.holders.empty()) {
+    std::vector<std::string> hs;
+    for (const Holder& h : f.holders) {
+      hs.push_back(absl::StrFormat("{\"pid\":%d,\"fd\":%d,\"exe\":%s}", h.pid,
+                                   h.fd, Quote(h.exe)));
+    }
+    absl::StrAppend(&out, ",\"holders\":[", absl::StrJoin(hs, ","), "]");
+  }
+  if (!f.reason.empty()) absl::StrAppend(&out, ",\"reason\":", Quote(f.reason));
+  if (!f.peers.empty()) {
+    std::vector<std::string> ps;
+    for (const PeerCount& p : f.peers) {
+      ps.push_back(absl::StrFormat("{\"peer\":%s,\"count\":%d}", Quote(p.peer),
+                                   p.count));
+    }
+    absl::StrAppend(&out, ",\"peers\":[", absl::StrJoin(ps, ","), "]");
+  }
+  return out;
 }
 
 std::string FindingJson(const Finding& f) {
@@ -71,10 +97,10 @@ std::string FindingJson(const Finding& f) {
   for (const Example& e : f.examples) examples.push_back(ExampleJson(e));
   return absl::StrFormat(
       "{\"kind\":%s,\"severity\":%s,\"count\":%d,\"confirmed_by_kernel\":%s,"
-      "\"message\":%s,\"advice\":%s,\"stacks\":{%s},\"examples\":[%s]}",
+      "\"message\":%s,\"advice\":%s%s,\"stacks\":{%s},\"examples\":[%s]}",
       Quote(f.kind), Quote(f.severity), f.count,
       f.confirmed_by_kernel ? "true" : "false", Quote(f.message),
-      Quote(f.advice), absl::StrJoin(stacks, ","),
+      Quote(f.advice), KindExtras(f), absl::StrJoin(stacks, ","),
       absl::StrJoin(examples, ",\n    "));
 }
 

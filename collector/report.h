@@ -25,6 +25,21 @@ struct Example {
   std::optional<int64_t> eof_to_end_ms;  // how long it sat after the EOF
   std::optional<int64_t> closed_after_ms;  // EOF to close; none if never
   std::optional<std::string> tcp_state;
+  std::string exe;  // the process's executable, where the kind names it
+  std::optional<int64_t> unsent_bytes;  // abortive_close: queued at close
+};
+
+// A process that still held a socket (fork_held).
+struct Holder {
+  uint32_t pid = 0;
+  int fd = -1;
+  std::string exe;
+};
+
+// How many sockets of a time_wait finding went to one peer address.
+struct PeerCount {
+  std::string peer;
+  int64_t count = 0;
 };
 
 struct Finding {
@@ -37,6 +52,9 @@ struct Finding {
   // Named stacks, in the order they should be shown.
   std::vector<std::pair<std::string, std::vector<Frame>>> stacks;
   std::vector<Example> examples;
+  std::vector<Holder> holders;   // fork_held
+  std::string reason;            // bad_close: ebadf, double_close, reused_fd
+  std::vector<PeerCount> peers;  // time_wait
 };
 
 struct ProcessSummary {

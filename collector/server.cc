@@ -120,6 +120,14 @@ size_t Collector::live_streams() const {
   return n;
 }
 
+std::vector<uint32_t> Collector::live_pids() const {
+  std::vector<uint32_t> pids;
+  for (const auto& s : streams_) {
+    if (s->alive) pids.push_back(static_cast<uint32_t>(s->pid));
+  }
+  return pids;
+}
+
 void Collector::Drop(Pending& pending, const std::string& why) {
   Log(absl::StrFormat("dropped connection from pid %d: %s", pending.peer_pid,
                       why));

@@ -41,6 +41,8 @@ class Collector {
 
   // Streams whose process is still alive.
   size_t live_streams() const;
+  // The pids of the processes still alive.
+  std::vector<uint32_t> live_pids() const;
   // Streams ever accepted.
   uint32_t streams_seen() const { return next_stream_ - 1; }
   const std::string& socket_path() const { return socket_path_; }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "collector/kernel.h"
 
 namespace closeaudit {
 
@@ -107,11 +108,56 @@ void Session::FlushIfDue() {
 
 void Session::Poll(int timeout_ms) {
   collector_.Poll(timeout_ms);
+  if (MonoNowNs() - last_sample_ns_ >= kKernelSampleMs * 1000000) {
+    SampleKernel();
+  }
   FlushIfDue();
+}
+
+void Session::SampleKernel() {
+  last_sample_ns_ = MonoNowNs();
+  std::vector<uint32_t> pids = collector_.live_pids();
+  if (pids.empty()) return;
+  absl::StatusOr<std::vector<KernelSocket>> sockets =
+      DumpTcpSockets(StateBit(kTcpCloseWait) | StateBit(kTcpFinWait2));
+  if (!sockets.ok()) {
+    if (!kernel_warned_) {
+      kernel_warned_ = true;
+      fprintf(stderr,
+              "closeaudit: cannot read the kernel's socket table (%s); "
+              "findings will be inferred from the program's calls only\n",
+              std::string(sockets.status().message()).c_str());
+    }
+    return;
+  }
+  uint64_t now = MonoNowNs();
+  absl::flat_hash_set<uint64_t> untracked;
+  for (const KernelSocket& k : *sockets) {
+    if (!analyzer_.Tracks(k.cookie) && k.inode != 0) untracked.insert(k.inode);
+  }
+  absl::flat_hash_map<uint64_t, std::vector<FdOwner>> owners;
+  if (!untracked.empty()) owners = FindSocketOwners(pids, untracked);
+  for (const KernelSocket& k : *sockets) {
+    KernelRecord rec;
+    if (!analyzer_.Tracks(k.cookie)) {
+      auto it = owners.find(k.inode);
+      if (it == owners.end()) continue;  // not an audited process's socket
+      for (const FdOwner& o : it->second) rec.owners.emplace_back(o.pid, o.fd);
+    }
+    rec.mono_ns = now;
+    rec.cookie = k.cookie;
+    rec.inode = k.inode;
+    rec.state = k.state;
+    rec.send_queue = k.send_queue;
+    rec.local = k.local;
+    rec.peer = k.peer;
+    Sink(std::move(rec));
+  }
 }
 
 absl::StatusOr<Report> Session::Finish() {
   collector_.DrainAll();
+  SampleKernel();
   Sink(EndRecord{MonoNowNs()});
   if (absl::Status s = trace_.Flush(); !s.ok()) return s;
   Symbolizer symbolizer;

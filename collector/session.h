@@ -21,6 +21,7 @@
 namespace closeaudit {
 
 inline constexpr char kTraceFileName[] = "trace.catrace";
+inline constexpr uint64_t kKernelSampleMs = 500;
 
 struct SessionOptions {
   uint64_t grace_ns = 5'000'000'000;
@@ -45,6 +46,11 @@ class Session {
   // report.
   absl::StatusOr<Report> Finish();
 
+  // Asks the kernel which sockets of the audited processes sit in
+  // CLOSE_WAIT or FIN_WAIT2, and records what it says. Poll() does this
+  // every kKernelSampleMs; call it also just before the processes go away.
+  void SampleKernel();
+
   // Writes the reports as of now without ending the session (the daemon
   // does this whenever its last traced process has gone).
   absl::Status WriteSnapshot();
@@ -60,6 +66,8 @@ class Session {
   TraceWriter trace_;
   Collector collector_;
   uint64_t last_flush_ns_ = 0;
+  uint64_t last_sample_ns_ = 0;
+  bool kernel_warned_ = false;
 };
 
 // Regenerates the reports of a finished session from its trace file.

@@ -19,6 +19,7 @@ enum class Kind : uint8_t {
   kEvent = 5,
   kExit = 6,
   kEnd = 7,
+  kKernel = 8,
 };
 
 class Writer {
@@ -77,6 +78,8 @@ class Reader {
 
 constexpr uint32_t kMaxArgs = 4096;
 constexpr uint32_t kMaxString = 64 * 1024;
+constexpr uint32_t kMaxEndpoint = 64;
+constexpr uint32_t kMaxOwners = 4096;
 
 std::array<uint32_t, 256> MakeCrcTable() {
   std::array<uint32_t, 256> table{};
@@ -152,6 +155,22 @@ std::string EncodeRecord(const Record& record) {
       w.Put(r.dropped_events);
       w.Put(r.dropped_blobs);
       w.Put(r.torn_events);
+      return w.Take();
+    }
+    std::string operator()(const KernelRecord& r) {
+      Writer w(Kind::kKernel);
+      w.Put(r.mono_ns);
+      w.Put(r.cookie);
+      w.Put(r.inode);
+      w.Put(r.state);
+      w.Put(r.send_queue);
+      w.PutString(r.local);
+      w.PutString(r.peer);
+      w.Put<uint32_t>(static_cast<uint32_t>(r.owners.size()));
+      for (const auto& [pid, fd] : r.owners) {
+        w.Put(pid);
+        w.Put(fd);
+      }
       return w.Take();
     }
     std::string operator()(const EndRecord& r) {
@@ -232,6 +251,25 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       v.dropped_blobs = r.Get<uint64_t>();
       v.torn_events = r.Get<uint64_t>();
       out = v;
+      break;
+    }
+    case Kind::kKernel: {
+      KernelRecord v;
+      v.mono_ns = r.Get<uint64_t>();
+      v.cookie = r.Get<uint64_t>();
+      v.inode = r.Get<uint64_t>();
+      v.state = r.Get<int32_t>();
+      v.send_queue = r.Get<uint32_t>();
+      v.local = r.GetString(kMaxEndpoint);
+      v.peer = r.GetString(kMaxEndpoint);
+      uint32_t n = r.Get<uint32_t>();
+      if (n > kMaxOwners) return absl::DataLossError("too many socket owners");
+      for (uint32_t i = 0; i < n && r.ok(); ++i) {
+        uint32_t pid = r.Get<uint32_t>();
+        int32_t fd = r.Get<int32_t>();
+        v.owners.emplace_back(pid, fd);
+      }
+      out = std::move(v);
       break;
     }
     case Kind::kEnd: {

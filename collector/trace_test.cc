@@ -70,6 +70,16 @@ std::vector<Record> Samples() {
   out.push_back(e);
   out.push_back(ExitRecord{3, 666, 137, 5, 6, 7});
   out.push_back(EndRecord{777});
+  KernelRecord k;
+  k.mono_ns = 77;
+  k.cookie = 0xabc;
+  k.inode = 991;
+  k.state = 8;
+  k.send_queue = 3;
+  k.local = "127.0.0.1:80";
+  k.peer = "[::1]:4000";
+  k.owners = {{4001, 5}, {4002, 6}};
+  out.push_back(k);
   return out;
 }
 
@@ -139,6 +149,17 @@ void ExpectSame(const Record& got, const Record& want) {
     }
     void operator()(const EndRecord& g) const {
       EXPECT_EQ(g.mono_ns, std::get<EndRecord>(want).mono_ns);
+    }
+    void operator()(const KernelRecord& g) const {
+      const auto& w = std::get<KernelRecord>(want);
+      EXPECT_EQ(g.mono_ns, w.mono_ns);
+      EXPECT_EQ(g.cookie, w.cookie);
+      EXPECT_EQ(g.inode, w.inode);
+      EXPECT_EQ(g.state, w.state);
+      EXPECT_EQ(g.send_queue, w.send_queue);
+      EXPECT_EQ(g.local, w.local);
+      EXPECT_EQ(g.peer, w.peer);
+      EXPECT_EQ(g.owners, w.owners);
     }
   };
   std::visit(Check{want}, got);
@@ -239,7 +260,7 @@ TEST(TraceRecord, RejectsEmpty) {
 
 TEST(TraceRecord, RejectsUnknownKind) {
   std::string bytes = EncodeRecord(EndRecord{1});
-  for (int kind : {0, 8, 9, 0x7f, 0x80, 0xff}) {
+  for (int kind : {0, 9, 10, 0x7f, 0x80, 0xff}) {
     bytes[0] = static_cast<char>(kind);
     absl::StatusOr<Record> r = DecodeRecord(bytes);
     EXPECT_FALSE(r.ok()) << kind;

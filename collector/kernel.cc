@@ -1,0 +1,373 @@
+#include "collector/kernel.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace closeaudit {
+namespace {
+
+// Large enough for any one netlink dump skb: the kernel sizes dump skbs from
+// the reader's previous recvmsg() buffer, capped at 32 KiB of data
+// (netlink_dump()), so 64 KiB never truncates. MSG_TRUNC is checked anyway.
+constexpr size_t kRecvBufferSize = 64 * 1024;
+
+// How long one recv() may wait for the kernel before we give up. A dump is
+// answered synchronously by the kernel, so this only bounds pathological
+// cases.
+constexpr int kRecvTimeoutSeconds = 5;
+
+// Closes an fd on scope exit.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Copies a T out of possibly unaligned bytes. The caller has checked that
+// at least sizeof(T) bytes are there.
+template <typename T>
+T Load(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Formats the address and port of an inet_diag_sockid half. `addr` is the
+// kernel's __be32[4]; for AF_INET only addr[0] is meaningful. `port_be` is in
+// network byte order.
+std::string FormatEndpoint(int family, const __be32 addr[4], __be16 port_be) {
+  char text[INET6_ADDRSTRLEN] = {};
+  const unsigned port = ntohs(port_be);
+  if (family == AF_INET) {
+    in_addr a;
+    std::memcpy(&a, addr, sizeof(a));
+    if (inet_ntop(AF_INET, &a, text, sizeof(text)) == nullptr) return "?";
+    return absl::StrCat(text, ":", port);
+  }
+  in6_addr a;
+  static_assert(sizeof(a) == 4 * sizeof(__be32));
+  std::memcpy(&a, addr, sizeof(a));
+  if (inet_ntop(AF_INET6, &a, text, sizeof(text)) == nullptr) return "[?]";
+  return absl::StrCat("[", text, "]:", port);
+}
+
+// One inet_diag_msg (the payload of a SOCK_DIAG_BY_FAMILY reply) to a row.
+absl::StatusOr<KernelSocket> ParseInetDiagMsg(std::string_view payload) {
+  if (payload.size() < sizeof(inet_diag_msg)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("inet_diag_msg payload of %d bytes, need %d",
+                        payload.size(), sizeof(inet_diag_msg)));
+  }
+  const auto msg = Load<inet_diag_msg>(payload.data());
+  if (msg.idiag_family != AF_INET && msg.idiag_family != AF_INET6) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "inet_diag_msg with address family %d", msg.idiag_family));
+  }
+  KernelSocket s;
+  s.cookie = static_cast<uint64_t>(msg.id.idiag_cookie[0]) |
+             static_cast<uint64_t>(msg.id.idiag_cookie[1]) << 32;
+  s.inode = msg.idiag_inode;
+  s.state = msg.idiag_state;
+  s.family = msg.idiag_family;
+  s.local = FormatEndpoint(s.family, msg.id.idiag_src, msg.id.idiag_sport);
+  s.peer = FormatEndpoint(s.family, msg.id.idiag_dst, msg.id.idiag_dport);
+  s.uid = msg.idiag_uid;
+  s.send_queue = msg.idiag_wqueue;
+  s.recv_queue = msg.idiag_rqueue;
+  return s;
+}
+
+// The status for a kernel error code as netlink carries it: a negative errno.
+absl::Status NetlinkErrorStatus(int error, const char* what) {
+  // -4095..-1 is the kernel's errno range; anything else is garbage (and
+  // negating INT_MIN would overflow).
+  if (error >= 0 || error < -4095) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s with bad error code %d", what, error));
+  }
+  return absl::ErrnoToStatus(-error, absl::StrCat("sock_diag ", what));
+}
+
+// Sends one SOCK_DIAG_BY_FAMILY dump request and reads replies until
+// NLMSG_DONE, appending rows to *out.
+absl::Status DumpFamily(int fd, int family, uint32_t state_mask, uint32_t seq,
+                        std::vector<KernelSocket>* out) {
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } request;
+  std::memset(&request, 0, sizeof(request));
+  request.nlh.nlmsg_len = sizeof(request);
+  request.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  request.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.nlh.nlmsg_seq = seq;
+  request.req.sdiag_family = static_cast<uint8_t>(family);
+  request.req.sdiag_protocol = IPPROTO_TCP;
+  request.req.idiag_states = state_mask;
+  request.req.idiag_ext = 0;  // No attributes: the fixed header is enough.
+  // id is all zeroes: with NLM_F_DUMP the kernel ignores it apart from the
+  // (zero, so unused) bytecode filter.
+
+  sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;  // nl_pid 0: the kernel.
+  for (;;) {
+    const ssize_t n =
+        sendto(fd, &request, sizeof(request), 0,
+               reinterpret_cast<const sockaddr*>(&kernel), sizeof(kernel));
+    if (n == static_cast<ssize_t>(sizeof(request))) break;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::ErrnoToStatus(errno, "sendto(NETLINK_SOCK_DIAG)");
+    return absl::InternalError(absl::StrFormat(
+        "sendto(NETLINK_SOCK_DIAG) sent %d of %d bytes", n, sizeof(request)));
+  }
+
+  std::vector<char> buffer(kRecvBufferSize);
+  bool done = false;
+  while (!done) {
+    sockaddr_nl from = {};
+    iovec iov = {buffer.data(), buffer.size()};
+    msghdr msg = {};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof(from);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    const ssize_t n = recvmsg(fd, &msg, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return absl::DeadlineExceededError(absl::StrFormat(
+            "no sock_diag reply within %d s", kRecvTimeoutSeconds));
+      }
+      return absl::ErrnoToStatus(errno, "recvmsg(NETLINK_SOCK_DIAG)");
+    }
+    if (n == 0) {
+      return absl::InternalError("recvmsg(NETLINK_SOCK_DIAG) returned 0");
+    }
+    if (msg.msg_flags & MSG_TRUNC) {
+      return absl::InternalError("sock_diag reply truncated");
+    }
+    // Only the kernel (port id 0) may answer; our socket is unbound to
+    // anything else, but checking costs nothing.
+    if (msg.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK ||
+        from.nl_pid != 0) {
+      continue;
+    }
+    absl::Status status = ParseDiagMessages(
+        std::string_view(buffer.data(), static_cast<size_t>(n)), out, &done);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* TcpStateName(int state) {
+  switch (state) {
+    case kTcpEstablished:
+      return "ESTABLISHED";
+    case kTcpSynSent:
+      return "SYN_SENT";
+    case kTcpSynRecv:
+      return "SYN_RECV";
+    case kTcpFinWait1:
+      return "FIN_WAIT1";
+    case kTcpFinWait2:
+      return "FIN_WAIT2";
+    case kTcpTimeWait:
+      return "TIME_WAIT";
+    case kTcpClose:
+      return "CLOSE";
+    case kTcpCloseWait:
+      return "CLOSE_WAIT";
+    case kTcpLastAck:
+      return "LAST_ACK";
+    case kTcpListen:
+      return "LISTEN";
+    case kTcpClosing:
+      return "CLOSING";
+    case kTcpNewSynRecv:
+      return "NEW_SYN_RECV";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+absl::Status ParseDiagMessages(std::string_view bytes,
+                               std::vector<KernelSocket>* out, bool* done) {
+  *done = false;
+  while (!bytes.empty()) {
+    if (bytes.size() < sizeof(nlmsghdr)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "truncated netlink header: %d bytes left", bytes.size()));
+    }
+    const auto header = Load<nlmsghdr>(bytes.data());
+    if (header.nlmsg_len < sizeof(nlmsghdr)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "nlmsg_len %d is smaller than the header", header.nlmsg_len));
+    }
+    if (header.nlmsg_len > bytes.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("nlmsg_len %d exceeds the %d bytes left",
+                          header.nlmsg_len, bytes.size()));
+    }
+    const std::string_view payload =
+        bytes.substr(sizeof(nlmsghdr), header.nlmsg_len - sizeof(nlmsghdr));
+
+    switch (header.nlmsg_type) {
+      case NLMSG_DONE: {
+        // The kernel's netlink_dump_done() puts the dump's final status (an
+        // int, 0 or -errno) in the payload.
+        if (payload.size() >= sizeof(int)) {
+          const int error = Load<int>(payload.data());
+          if (error != 0) return NetlinkErrorStatus(error, "NLMSG_DONE");
+        }
+        *done = true;
+        return absl::OkStatus();
+      }
+      case NLMSG_ERROR: {
+        // struct nlmsgerr: int error, then (a prefix of) the request. Error 0
+        // is an ACK, which a dump without NLM_F_ACK does not send; skip it.
+        if (payload.size() < sizeof(int)) {
+          return absl::InvalidArgumentError("truncated NLMSG_ERROR");
+        }
+        const int error = Load<int>(payload.data());
+        if (error != 0) return NetlinkErrorStatus(error, "NLMSG_ERROR");
+        break;
+      }
+      case NLMSG_NOOP:
+        break;
+      case NLMSG_OVERRUN:
+        return absl::DataLossError("netlink NLMSG_OVERRUN");
+      case SOCK_DIAG_BY_FAMILY: {
+        absl::StatusOr<KernelSocket> row = ParseInetDiagMsg(payload);
+        if (!row.ok()) return row.status();
+        out->push_back(*std::move(row));
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "unexpected netlink message type %d", header.nlmsg_type));
+    }
+
+    // Messages start at NLMSG_ALIGNTO (4-byte) boundaries. The last one in a
+    // buffer may legitimately end without padding.
+    const size_t advance =
+        std::min<size_t>(NLMSG_ALIGN(header.nlmsg_len), bytes.size());
+    bytes.remove_prefix(advance);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<KernelSocket>> DumpTcpSockets(uint32_t state_mask) {
+  std::vector<KernelSocket> result;
+  if (state_mask == 0) return result;
+
+  ScopedFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (fd.get() < 0) {
+    return absl::ErrnoToStatus(errno, "socket(NETLINK_SOCK_DIAG)");
+  }
+  timeval timeout = {};
+  timeout.tv_sec = kRecvTimeoutSeconds;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout,
+                 sizeof(timeout)) != 0) {
+    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVTIMEO)");
+  }
+
+  std::vector<KernelSocket> rows;
+  uint32_t seq = 1;
+  for (const int family : {AF_INET, AF_INET6}) {
+    absl::Status status =
+        DumpFamily(fd.get(), family, state_mask, seq++, &rows);
+    if (!status.ok()) return status;
+  }
+
+  // The kernel filters by idiag_states already; filter again so the contract
+  // holds whatever it adds (e.g. request sockets). A dump resumed between
+  // recv()s can repeat a socket whose hash chain changed; keep the first.
+  absl::flat_hash_set<uint64_t> seen;
+  result.reserve(rows.size());
+  for (KernelSocket& row : rows) {
+    if (row.state < 0 || row.state >= 32) continue;
+    if ((state_mask & StateBit(row.state)) == 0) continue;
+    if (!seen.insert(row.cookie).second) continue;
+    result.push_back(std::move(row));
+  }
+  return result;
+}
+
+absl::flat_hash_map<uint64_t, std::vector<FdOwner>> FindSocketOwners(
+    const std::vector<uint32_t>& pids,
+    const absl::flat_hash_set<uint64_t>& inodes) {
+  absl::flat_hash_map<uint64_t, std::vector<FdOwner>> owners;
+  if (inodes.empty()) return owners;
+
+  std::vector<uint32_t> unique_pids = pids;
+  std::sort(unique_pids.begin(), unique_pids.end());
+  unique_pids.erase(std::unique(unique_pids.begin(), unique_pids.end()),
+                    unique_pids.end());
+
+  constexpr std::string_view kPrefix = "socket:[";
+  for (const uint32_t pid : unique_pids) {
+    if (pid == 0) continue;
+    const std::string dir_path = absl::StrCat("/proc/", pid, "/fd");
+    // ENOENT (gone), EACCES (not ours to look at): skip.
+    DIR* dir = opendir(dir_path.c_str());
+    if (dir == nullptr) continue;
+    const int dir_fd = dirfd(dir);
+    while (const dirent* entry = readdir(dir)) {
+      int fd_number;
+      if (!absl::SimpleAtoi(entry->d_name, &fd_number) || fd_number < 0) {
+        continue;  // "." and "..".
+      }
+      // The link text is "socket:[INODE]" for sockets; anything else (files,
+      // pipes, "anon_inode:...") is not ours. The fd may be closed between
+      // readdir() and readlinkat(); that is ENOENT, skipped.
+      char link[64];
+      const ssize_t n = readlinkat(dir_fd, entry->d_name, link, sizeof(link));
+      if (n <= 0 || static_cast<size_t>(n) >= sizeof(link)) continue;
+      std::string_view target(link, static_cast<size_t>(n));
+      if (target.size() < kPrefix.size() + 2 ||
+          target.substr(0, kPrefix.size()) != kPrefix || target.back() != ']') {
+        continue;
+      }
+      target.remove_prefix(kPrefix.size());
+      target.remove_suffix(1);
+      uint64_t inode;
+      if (!absl::SimpleAtoi(absl::string_view(target.data(), target.size()),
+                            &inode) ||
+          !inodes.contains(inode)) {
+        continue;
+      }
+      owners[inode].push_back(FdOwner{pid, fd_number});
+    }
+    closedir(dir);
+  }
+  return owners;
+}
+
+}  // namespace closeaudit
