@@ -179,14 +179,16 @@ std::string RenderText(const Report& r) {
     absl::StrAppend(&out, "warning: ", w, "\n");
   }
   if (r.findings.empty()) {
-    absl::StrAppendFormat(
-        &out, "No socket stayed in CLOSE_WAIT longer than the %d ms grace period.\n",
-        r.grace_ms);
+    absl::StrAppendFormat(&out,
+                          "No socket problems found (grace period %d ms).\n",
+                          r.grace_ms);
   }
   int n = 0;
   for (const Finding& f : r.findings) {
-    absl::StrAppendFormat(&out, "\n[%d] %s x%d (%s)\n    %s\n", ++n, f.kind,
-                          f.count, f.severity, f.message);
+    absl::StrAppendFormat(&out, "\n[%d] %s x%d (%s%s)\n    %s\n", ++n, f.kind,
+                          f.count, f.severity,
+                          f.confirmed_by_kernel ? ", confirmed by the kernel" : "",
+                          f.message);
     for (const auto& [name, frames] : f.stacks) {
       if (frames.empty()) continue;
       std::string label = absl::StrCat(name, ":");
@@ -202,19 +204,43 @@ std::string RenderText(const Report& r) {
         ++shown;
       }
     }
+    if (!f.reason.empty()) {
+      absl::StrAppendFormat(&out, "    %-13s %s\n", "reason:", f.reason);
+    }
+    for (const Holder& h : f.holders) {
+      absl::StrAppendFormat(&out, "    %-13s pid %d fd %d  %s\n",
+                            &h == &f.holders.front() ? "held by:" : "", h.pid,
+                            h.fd, h.exe);
+    }
+    for (const PeerCount& p : f.peers) {
+      absl::StrAppendFormat(&out, "    %-13s %s x%d\n",
+                            &p == &f.peers.front() ? "peers:" : "", p.peer,
+                            p.count);
+    }
     for (const Example& e : f.examples) {
-      std::string when =
-          e.closed_after_ms
-              ? absl::StrCat("closed ", Duration(*e.closed_after_ms),
-                             " after the EOF")
-              : absl::StrCat("never closed; ",
-                             Duration(e.eof_to_end_ms.value_or(0)),
-                             " after the EOF");
-      absl::StrAppendFormat(&out, "    %-13s pid %d fd %d  %s <- %s  %s%s\n",
-                            &e == &f.examples.front() ? "examples:" : "",
-                            e.pid, e.fd, e.local.empty() ? "?" : e.local,
-                            e.peer.empty() ? "?" : e.peer,
-                            e.tcp_state ? *e.tcp_state + ", " : "", when);
+      std::vector<std::string> notes;
+      if (e.tcp_state) notes.push_back(*e.tcp_state);
+      if (!e.exe.empty()) notes.push_back(e.exe);
+      if (e.unsent_bytes) {
+        notes.push_back(absl::StrCat(*e.unsent_bytes, " bytes unsent"));
+      }
+      if (e.closed_after_ms) {
+        notes.push_back(absl::StrCat("closed ", Duration(*e.closed_after_ms),
+                                     " after the EOF"));
+      } else if (e.eof_to_end_ms) {
+        notes.push_back(absl::StrCat("never closed; ",
+                                     Duration(*e.eof_to_end_ms),
+                                     " after the EOF"));
+      }
+      std::string conn =
+          e.local.empty() && e.peer.empty()
+              ? std::string()
+              : absl::StrCat(" ", e.local.empty() ? "?" : e.local, " <- ",
+                             e.peer.empty() ? "?" : e.peer);
+      absl::StrAppendFormat(
+          &out, "    %-13s pid %d fd %d%s%s\n",
+          &e == &f.examples.front() ? "examples:" : "", e.pid, e.fd, conn,
+          notes.empty() ? "" : "  " + absl::StrJoin(notes, ", "));
     }
     absl::StrAppendFormat(&out, "    %-13s %s\n", "fix:", f.advice);
   }
