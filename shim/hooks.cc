@@ -58,6 +58,7 @@ bool ResolveHooks() {
       CA_HOOK(recvfrom, "recvfrom", true),
       CA_HOOK(recvfrom_chk, "__recvfrom_chk", false),
       CA_HOOK(recvmsg, "recvmsg", true),
+      CA_HOOK(pipe2, "pipe2", true),
       CA_HOOK(fork, "fork", true),
       CA_HOOK(underscore_fork, "_Fork", false),
       CA_HOOK(vfork, "vfork", true),

@@ -43,6 +43,7 @@ struct Hooks {
   ssize_t (*recvfrom_chk)(int, void*, size_t, size_t, int, sockaddr*,
                           socklen_t*);
   ssize_t (*recvmsg)(int, msghdr*, int);
+  int (*pipe2)(int*, int);
   pid_t (*fork)();
   pid_t (*underscore_fork)();
   pid_t (*vfork)();

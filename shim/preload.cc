@@ -21,6 +21,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "shim/high_fd.h"
 #include "shim/hooks.h"
 #include "shim/recorder.h"
 
@@ -212,6 +213,21 @@ CA_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   }
   return r;
 }
+
+// libunwind opens a pipe when it initialises (to validate addresses), and
+// would take the program's lowest free fd numbers for it. Pipes made while
+// the shim itself is running are moved out of the way; the program's own
+// pipes are left alone.
+CA_EXPORT int pipe2(int fds[2], int flags) {
+  int r = Real().pipe2(fds, flags);
+  if (r == 0 && core::t_busy > 0) {
+    fds[0] = closeaudit::shim::MoveFdHigh(fds[0]);
+    fds[1] = closeaudit::shim::MoveFdHigh(fds[1]);
+  }
+  return r;
+}
+
+CA_EXPORT int pipe(int fds[2]) { return pipe2(fds, 0); }
 
 CA_EXPORT pid_t fork() {
   core::ForkToken token = core::ForkPrepare();

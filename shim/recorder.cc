@@ -334,7 +334,8 @@ void OnConnect(int fd, int result, int err) {
   if (cookie == 0) return;
   Scope scope;
   uint32_t state =
-      e->state.fetch_or(kStateConnected, std::memory_order_relaxed);
+      e->state.fetch_or(kStateConnected, std::memory_order_relaxed) |
+      kStateConnected;
   Event ev = MakeEvent(EventType::kConnect, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
   ev.err = result == 0 ? 0 : err;
@@ -349,7 +350,8 @@ void OnListen(int fd) {
   if (cookie == 0) return;
   Scope scope;
   uint32_t state =
-      e->state.fetch_or(kStateListening, std::memory_order_relaxed);
+      e->state.fetch_or(kStateListening, std::memory_order_relaxed) |
+      kStateListening;
   Event ev = MakeEvent(EventType::kListen, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
   Push(ev, false);
@@ -363,6 +365,7 @@ void OnEofSlow(int fd, FdEntry* entry) {
   if (!(state & kStateStream) || (state & kStateEofSeen)) return;
   state = entry->state.fetch_or(kStateEofSeen, std::memory_order_relaxed);
   if (state & kStateEofSeen) return;
+  state |= kStateEofSeen;
   Scope scope;
   uint64_t cookie = entry->cookie.load(std::memory_order_relaxed);
   Event ev = MakeEvent(EventType::kEofSeen, fd, cookie,
@@ -382,7 +385,8 @@ void OnShutdown(int fd, int how, int result, int err) {
   Scope scope;
   uint32_t state = e->state.load(std::memory_order_relaxed);
   if (result == 0 && (how == SHUT_WR || how == SHUT_RDWR)) {
-    state = e->state.fetch_or(kStateShutWr, std::memory_order_relaxed);
+    state = e->state.fetch_or(kStateShutWr, std::memory_order_relaxed) |
+            kStateShutWr;
   }
   Event ev = MakeEvent(EventType::kShutdown, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
@@ -407,9 +411,11 @@ void OnSetsockopt(int fd, int level, int name, const void* value,
   std::memcpy(&l, value, sizeof(l));
   uint32_t state;
   if (l.l_onoff && l.l_linger == 0) {
-    state = e->state.fetch_or(kStateLinger0, std::memory_order_relaxed);
+    state = e->state.fetch_or(kStateLinger0, std::memory_order_relaxed) |
+            kStateLinger0;
   } else {
-    state = e->state.fetch_and(~kStateLinger0, std::memory_order_relaxed);
+    state = e->state.fetch_and(~kStateLinger0, std::memory_order_relaxed) &
+            ~kStateLinger0;
   }
   Event ev = MakeEvent(EventType::kLinger, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
@@ -433,16 +439,17 @@ CloseClaim ClaimClose(int fd) {
   Scope scope;
   constexpr uint32_t kTcp = kStateStream | kStateInet | kStateConnected;
   if ((claim.state & kTcp) == kTcp) {
+    if (!(claim.state & kStateEofSeen)) {
+      // Closing before the peer did: this side may end in TIME_WAIT (or,
+      // with linger 0, reset the peer), and the report names the peers.
+      PushAddress(fd, claim.cookie);
+    }
     if (claim.state & kStateLinger0) {
       // What an abortive close throws away: bytes not yet sent or acked.
       int queued = 0;
       if (ioctl(fd, SIOCOUTQ, &queued) == 0 && queued >= 0) {
         claim.unsent = static_cast<uint64_t>(queued) + 1;
       }
-    } else if (!(claim.state & kStateEofSeen)) {
-      // Closing before the peer did: this side may end in TIME_WAIT, and
-      // the report counts those by peer.
-      PushAddress(fd, claim.cookie);
     }
   }
   return claim;

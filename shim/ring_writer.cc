@@ -2,12 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/ring.h"
+#include "shim/high_fd.h"
 #include "shim/hooks.h"
 
 namespace closeaudit::shim {
@@ -40,18 +40,7 @@ bool RingWriter::Create(uint32_t slot_count, uint32_t arena_bytes) {
   header->arena_bytes = arena_bytes;
   header->arena_used = 8;  // offset 0 means "no blob"
   // Until the collector takes it, the memfd is the one fd the shim holds.
-  // Keep it out of the low numbers a program expects to get from socket()
-  // or open() after closing everything at start-up.
-  rlimit lim;
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
-    rlim_t floor = lim.rlim_cur > 1024 + 16 ? 1024 : lim.rlim_cur / 2;
-    int high = floor > 3 ? fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(floor))
-                         : -1;
-    if (high >= 0) {
-      Real().close(fd);
-      fd = high;
-    }
-  }
+  fd = MoveFdHigh(fd);
   struct stat st;
   fd_inode_ = fstat(fd, &st) == 0 ? st.st_ino : 0;
   header_ = header;

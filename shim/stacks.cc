@@ -82,6 +82,10 @@ void InitStacks() {
   unw_set_cache_size(unw_local_addr_space, 1024, 0);
   dl_iterate_phdr(FindSelf, reinterpret_cast<void*>(&InitStacks));
   g_table = MapTable();
+  // Let libunwind finish its own set-up now, inside the shim (see pipe2 in
+  // preload.cc), rather than at the program's first socket call.
+  void* warm[4];
+  Backtrace(warm, 4);
 }
 
 void ResetStacks() {
