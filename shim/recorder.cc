@@ -31,6 +31,7 @@ namespace closeaudit::shim {
 
 FdTable g_fds;
 thread_local int t_busy __attribute__((tls_model("initial-exec"))) = 0;
+thread_local int t_unwinding __attribute__((tls_model("initial-exec"))) = 0;
 thread_local ForkToken t_vfork_token __attribute__((tls_model("initial-exec")));
 
 namespace {
@@ -266,7 +267,7 @@ bool Recording() {
   // A vfork child shares the parent's memory: it must not touch the parent's
   // table or ring until it execs.
   return g_recording.load(std::memory_order_relaxed) &&
-         !closeaudit_vfork_child;
+         !closeaudit_vfork_child && !t_unwinding;
 }
 
 bool StartRecording() {

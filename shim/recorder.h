@@ -30,6 +30,10 @@ namespace closeaudit::shim {
 
 extern FdTable g_fds;
 
+// Non-zero while this thread is inside libunwind: the files it opens and
+// closes for itself are not the program's, and are not recorded.
+extern thread_local int t_unwinding __attribute__((tls_model("initial-exec")));
+
 // How deep this thread is inside the shim's own code. Events are recorded at
 // any depth; stacks only at depth 1 (see Push in recorder.cc).
 extern thread_local int t_busy __attribute__((tls_model("initial-exec")));

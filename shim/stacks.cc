@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "common/wire.h"
+#include "shim/recorder.h"
 
 namespace closeaudit::shim {
 namespace {
@@ -58,11 +59,14 @@ int FindSelf(dl_phdr_info* info, size_t, void* data) {
 // exiting thread's state, which crashes TSan itself. TSan builds therefore
 // walk the stack with glibc's backtrace(); every other build uses libunwind.
 int Backtrace(void** frames, int max) {
+  ++t_unwinding;
 #if defined(__SANITIZE_THREAD__)
-  return backtrace(frames, max);
+  int n = backtrace(frames, max);
 #else
-  return unw_backtrace(frames, max);
+  int n = unw_backtrace(frames, max);
 #endif
+  --t_unwinding;
+  return n;
 }
 
 uint64_t HashFrames(const uint64_t* frames, int n) {

@@ -1312,6 +1312,9 @@ def case_daemon(opts, tmp):
     check_frame(f, "eof_seen", src, eof_line, "handle_client")
     check_created_stack(f)
     check_examples(f, port, client_ports, daemon[0], nclients)
+    # close_range(3, ~0U) is a sweep, not a bad close, and nothing else in
+    # daemon_server closes an fd that is not open.
+    none_of_kind(rep, "bad_close")
 
 
 # ---- master_worker (master_worker.c) ----
