@@ -27,6 +27,7 @@
 #include "collector/daemon.h"
 #include "collector/demo.h"
 #include "collector/session.h"
+#include "collector/target_check.h"
 #include "common/paths.h"
 
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(5),
@@ -170,6 +171,12 @@ absl::StatusOr<RunResult> RunAudited(
     return s;
   }
   InstallSignalHandlers();
+  std::optional<std::string> unauditable =
+      WhyUnauditable(ResolveProgram(argv[0]));
+  if (unauditable) {
+    fprintf(stderr, "closeaudit: warning: %s. Running it anyway.\n",
+            unauditable->c_str());
+  }
   absl::StatusOr<pid_t> child = Spawn(argv, shim, *socket_path);
   if (!child.ok()) {
     RemoveSocketDir(*socket_path);
@@ -203,20 +210,21 @@ absl::StatusOr<RunResult> RunAudited(
   // Late hellos of short-lived descendants are still in the socket queue.
   for (int i = 0; i < 5; ++i) session.Poll(kDrainIntervalMs);
   bool registered = session.collector().streams_seen() > 0;
+  if (unauditable) {
+    session.AddWarning(*unauditable);
+  } else if (!registered) {
+    session.AddWarning(absl::StrFormat(
+        "%s never reported to the collector: nothing was audited. Statically "
+        "linked programs, setuid programs and programs that make raw system "
+        "calls (Go) cannot be audited with LD_PRELOAD.",
+        argv[0]));
+  }
+  session.SetAudited(registered && !unauditable);
   absl::StatusOr<Report> report = session.Finish();
   RemoveSocketDir(*socket_path);
   if (!report.ok()) return report.status();
   RunResult result;
   result.report = *std::move(report);
-  if (!registered) {
-    result.report.warnings.insert(
-        result.report.warnings.begin(),
-        absl::StrFormat("%s never reported to the collector: nothing was "
-                        "audited. Statically linked programs, setuid programs "
-                        "and programs that make raw system calls (Go) cannot "
-                        "be audited with LD_PRELOAD.",
-                        argv[0]));
-  }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
                                        : 128 + WTERMSIG(status);
   return result;

@@ -151,14 +151,14 @@ std::string RenderJson(const Report& r) {
   std::vector<std::string> warnings;
   for (const std::string& w : r.warnings) warnings.push_back(Quote(w));
   return absl::StrFormat(
-      "{\"tool\":\"closeaudit\",\"format_version\":%d,\n"
+      "{\"tool\":\"closeaudit\",\"format_version\":%d,\"audited\":%s,\n"
       " \"summary\":{\"processes\":%d,\"sockets_tracked\":%d,\"events\":%d,"
       "\"events_dropped\":%d,\"findings\":%d,\"grace_ms\":%d,"
       "\"duration_s\":%.3f},\n"
       " \"warnings\":[%s],\n"
       " \"processes\":[%s],\n"
       " \"findings\":[\n  %s]}\n",
-      kReportFormatVersion, r.processes, r.sockets_tracked, r.events,
+      kReportFormatVersion, r.audited ? "true" : "false", r.processes, r.sockets_tracked, r.events,
       r.events_dropped, r.findings.size(), r.grace_ms, r.duration_s,
       absl::StrJoin(warnings, ","), absl::StrJoin(procs, ",\n   "),
       absl::StrJoin(findings, ",\n  "));
@@ -178,7 +178,11 @@ std::string RenderText(const Report& r) {
   for (const std::string& w : r.warnings) {
     absl::StrAppend(&out, "warning: ", w, "\n");
   }
-  if (r.findings.empty()) {
+  if (!r.audited) {
+    absl::StrAppend(&out,
+                    "NOTHING WAS AUDITED: this report cannot show problems "
+                    "(see the warning above).\n");
+  } else if (r.findings.empty()) {
     absl::StrAppendFormat(&out,
                           "No socket problems found (grace period %d ms).\n",
                           r.grace_ms);

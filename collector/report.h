@@ -66,6 +66,9 @@ struct ProcessSummary {
 };
 
 struct Report {
+  // False when the program could not be audited at all (see warnings): an
+  // empty findings list then means nothing, and the report says so.
+  bool audited = true;
   int64_t processes = 0;
   int64_t sockets_tracked = 0;
   int64_t events = 0;
