@@ -277,6 +277,8 @@ void Analyzer::OnEvent(const EventRecord& record) {
     }
     case EventType::kInherited: {
       if (cookie == 0) return;
+      // aux: 0 open at start, 1 over a fork, 2 received, 3 resync snapshot
+      // after the process moved to a new ring.
       Origin origin = e.aux == 1   ? Origin::kFork
                       : e.aux == 2 ? Origin::kReceived
                                    : Origin::kStart;

@@ -58,7 +58,9 @@ struct Collector::Stream {
   pid_t pid = 0;
   int pidfd = -1;
   bool alive = true;
-  std::unique_ptr<RingReader> ring;
+  // Oldest first. A process whose collector stalled hands over a new ring
+  // and keeps the stream (kHelloReconnect); the old ring is drained first.
+  std::vector<std::unique_ptr<RingReader>> rings;
   ~Stream() {
     if (pidfd >= 0) ::close(pidfd);
   }
@@ -251,21 +253,26 @@ void Collector::StartStream(Pending& p, Hello hello) {
   p.fd = -1;
   // The kernel's word on who connected, not the hello's.
   pid_t pid = p.peer_pid;
-  // A new image of a pid we follow means that process exec'd: its old ring
-  // will get no more events.
   for (auto& s : streams_) {
-    if (s->alive && s->pid == pid) {
-      DrainStream(*s, true);
-      s->alive = false;
-      if (s->pidfd >= 0) ::close(s->pidfd);
-      s->pidfd = -1;
-      s->ring.reset();
+    if (!s->alive || s->pid != pid) continue;
+    if (hello.msg.flags & wire::kHelloReconnect) {
+      // The same process image, moving to a new ring because it thought we
+      // were gone: keep the stream.
+      s->rings.push_back(*std::move(ring));
+      return;
     }
+    // A new image of a pid we follow means that process exec'd: its old
+    // ring will get no more events.
+    DrainStream(*s, true);
+    s->alive = false;
+    if (s->pidfd >= 0) ::close(s->pidfd);
+    s->pidfd = -1;
+    s->rings.clear();
   }
   auto stream = std::make_unique<Stream>();
   stream->id = next_stream_++;
   stream->pid = pid;
-  stream->ring = *std::move(ring);
+  stream->rings.push_back(*std::move(ring));
   stream->pidfd = PidfdOpen(pid);
 
   ProcessRecord rec;
@@ -284,9 +291,15 @@ void Collector::StartStream(Pending& p, Hello hello) {
 }
 
 void Collector::DrainStream(Stream& s, bool producer_dead) {
-  if (!s.ring) return;
-  s.ring->Heartbeat(MonoNs());
-  while (s.ring->Drain(s.id, producer_dead, kDrainBatch, sink_) == kDrainBatch) {
+  uint64_t now = MonoNs();
+  for (size_t i = 0; i < s.rings.size(); ++i) {
+    RingReader& ring = *s.rings[i];
+    ring.Heartbeat(now);
+    // An older ring gets no new events once a newer one exists, except from
+    // pushes already under way: treat its producer as gone after a drain.
+    bool dead = producer_dead || i + 1 < s.rings.size();
+    while (ring.Drain(s.id, dead, kDrainBatch, sink_) == kDrainBatch) {
+    }
   }
 }
 
@@ -306,18 +319,20 @@ void Collector::FinishStream(Stream& s, bool exited) {
                                                    : 128 + info.si_status;
     }
   }
-  if (s.ring) {
-    rec.dropped_events = s.ring->dropped_events();
-    rec.dropped_blobs = s.ring->dropped_blobs();
-    rec.torn_events = s.ring->torn_events();
-    if (s.ring->bad_blobs()) {
-      Log(absl::StrFormat("pid %d sent %d malformed blobs; they were ignored",
-                          s.pid, s.ring->bad_blobs()));
-    }
+  uint64_t bad_blobs = 0;
+  for (const auto& ring : s.rings) {
+    rec.dropped_events += ring->dropped_events();
+    rec.dropped_blobs += ring->dropped_blobs();
+    rec.torn_events += ring->torn_events();
+    bad_blobs += ring->bad_blobs();
+  }
+  if (bad_blobs) {
+    Log(absl::StrFormat("pid %d sent %d malformed blobs; they were ignored",
+                        s.pid, bad_blobs));
   }
   sink_(rec);
   s.alive = false;
-  s.ring.reset();
+  s.rings.clear();
   if (s.pidfd >= 0) ::close(s.pidfd);
   s.pidfd = -1;
 }

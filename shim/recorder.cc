@@ -43,7 +43,20 @@ constexpr uint32_t kDefaultSlots = 1u << 16;         // 4 MiB of slots
 constexpr uint32_t kDefaultArenaBytes = 4u << 20;    // 4 MiB of stacks
 constexpr uint64_t kRetryIntervalNs = 1000000000ull;  // re-register at most 1/s
 
-RingWriter g_ring;
+// The current ring, and the ones before it: after a collector dies the shim
+// moves to a new ring for the next one, but never unmaps the old (another
+// thread may still be pushing into it, and a collector that was only stopped
+// will still drain it). Bounded: after kMaxRings the shim stops reconnecting.
+constexpr int kMaxRings = 4;
+RingWriter g_rings[kMaxRings];
+std::atomic<int> g_ring_index{0};
+RingWriter& Ring() { return g_rings[g_ring_index.load(std::memory_order_acquire)]; }
+// A collector whose heartbeat is older than this is taken for gone.
+constexpr uint64_t kStaleCollectorNs = 3000000000ull;
+std::atomic<uint64_t> g_registered_at{0};
+// What the first hello of this image says (a fork child says so), also when
+// it is sent late because no collector answered at first.
+uint32_t g_hello_flags = 0;
 std::atomic<bool> g_recording{false};
 std::atomic<bool> g_registered{false};
 std::atomic<bool> g_registering{false};
@@ -103,29 +116,71 @@ void TryRegister(uint32_t flags) {
   bool expected = false;
   if (!g_registering.compare_exchange_strong(expected, true)) return;
   g_last_register_try.store(NowNs(), std::memory_order_relaxed);
-  if (Register(g_ring, flags)) g_registered.store(true);
+  if (Register(Ring(), flags)) {
+    g_registered_at.store(NowNs(), std::memory_order_relaxed);
+    g_registered.store(true);
+  }
+  g_registering.store(false);
+}
+
+// Tells a new ring everything the collector needs to know about the sockets
+// already open: the resync snapshot a restarted collector starts from.
+void Snapshot(RingWriter& ring, uint32_t aux, uint64_t mono_ns) {
+  g_fds.ForEach([&](int fd, FdEntry& e) {
+    uint32_t state = e.state.load(std::memory_order_relaxed);
+    Event ev = MakeEvent(EventType::kInherited, fd,
+                         e.cookie.load(std::memory_order_relaxed),
+                         e.inode.load(std::memory_order_relaxed), state);
+    if (mono_ns) ev.mono_ns = mono_ns;
+    ev.aux = aux;
+    ring.Push(ev);
+  });
+}
+
+// The collector stopped draining (killed, or stopped for a long time): make
+// a new ring, fill it with the module maps and a snapshot of the open
+// sockets, and hand it to whichever collector answers now.
+void Reconnect() {
+  bool expected = false;
+  if (!g_registering.compare_exchange_strong(expected, true)) return;
+  g_last_register_try.store(NowNs(), std::memory_order_relaxed);
+  int next = g_ring_index.load(std::memory_order_relaxed) + 1;
+  if (next < kMaxRings && g_rings[next].Create(g_slots, g_arena)) {
+    RingWriter& fresh = g_rings[next];
+    ResendModules(fresh);
+    Snapshot(fresh, /*aux=*/3, 0);
+    if (Register(fresh, wire::kHelloReconnect)) {
+      g_registered_at.store(NowNs(), std::memory_order_relaxed);
+      g_ring_index.store(next, std::memory_order_release);
+    } else {
+      int fd = fresh.ReleaseFd();
+      if (fd >= 0) Real().close(fd);
+      fresh.Abandon();  // never published: nobody else touched it
+    }
+  }
   g_registering.store(false);
 }
 
 // Lifecycle events give a collector that was missing at start another
-// chance, at most once a second.
+// chance, and notice one that has gone, at most once a second.
 void MaybeRegister() {
-  if (g_registered.load(std::memory_order_relaxed)) return;
   uint64_t now = NowNs();
   if (now - g_last_register_try.load(std::memory_order_relaxed) <
       kRetryIntervalNs) {
     return;
   }
-  TryRegister(wire::kHelloReconnect);
+  if (!g_registered.load(std::memory_order_relaxed)) {
+    TryRegister(g_hello_flags);
+    return;
+  }
+  uint64_t beat = Ring().consumer_heartbeat();
+  uint64_t since = beat ? beat : g_registered_at.load(std::memory_order_relaxed);
+  if (now > since && now - since > kStaleCollectorNs) Reconnect();
 }
 
-// Stacks are taken only by the outermost entry into the shim: a signal
-// handler that interrupts the shim (or libunwind calling back into a wrapper)
-// still has its event recorded, without a stack, because libunwind's
-// per-thread cache is not reentrant.
 void Push(Event& event, bool with_stack) {
-  if (with_stack && t_busy == 1) event.blob = CaptureStack(g_ring);
-  g_ring.Push(event);
+  if (with_stack && t_busy == 1) event.blob = CaptureStack(Ring());
+  Ring().Push(event);
   MaybeRegister();
 }
 
@@ -195,7 +250,7 @@ void PushAddress(int fd, uint64_t cookie) {
   Event e;
   static_assert(sizeof(e) == sizeof(a));
   std::memcpy(&e, &a, sizeof(e));
-  g_ring.Push(e);
+  Ring().Push(e);
 }
 
 // Starts tracking a socket the program got without creating it: inherited
@@ -281,15 +336,18 @@ bool StartRecording() {
   g_slots = 1u << (31 - __builtin_clz(g_slots));  // a power of two
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
-  if (!g_ring.Create(g_slots, g_arena)) {
+  if (!Ring().Create(g_slots, g_arena)) {
     SayDisabled("cannot create the event ring");
     return false;
   }
-  SendModules(g_ring);
+  SendModules(Ring());
+  // Events pushed while starting must not trigger a registration of their
+  // own before the one below.
+  g_last_register_try.store(NowNs(), std::memory_order_relaxed);
   g_recording.store(true);
   ScanExistingSockets();
   EnsureDefaultCollector(2000);
-  TryRegister(0);
+  TryRegister(g_hello_flags);
   return true;
 }
 
@@ -495,7 +553,7 @@ void BeforeCloseRange(unsigned first, unsigned last, unsigned flags) {
     CloseClaim claim = ClaimClose(static_cast<int>(fd));
     if (claim.cookie == 0) continue;
     if (!have_stack) {
-      stack = t_busy == 1 ? CaptureStack(g_ring) : 0;
+      stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
       have_stack = true;
     }
     Event ev = MakeEvent(EventType::kClose, static_cast<int>(fd), claim.cookie,
@@ -551,7 +609,7 @@ ForkToken ForkPrepare() {
   ForkToken token{};
   if (!Recording()) return token;
   Scope scope;
-  token.stack = t_busy == 1 ? CaptureStack(g_ring) : 0;
+  token.stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
   token.mono_ns = NowNs();
   token.parent = getpid();
   g_fork = token;  // the child's copy of memory carries it over
@@ -575,19 +633,23 @@ void ForkChild(ForkKind kind) {
   t_tid = 0;
   // The parent's ring stays the parent's: let go of it (and of its memfd,
   // if the parent had not handed it over yet) and start our own.
-  int inherited = g_ring.ReleaseFd();
-  if (inherited >= 0) Real().close(inherited);
-  g_ring.Abandon();
+  for (RingWriter& ring : g_rings) {
+    int inherited = ring.ReleaseFd();
+    if (inherited >= 0) Real().close(inherited);
+    ring.Abandon();
+  }
+  g_ring_index.store(0, std::memory_order_release);
   g_registered.store(false);
   g_registering.store(false);
+  g_last_register_try.store(0, std::memory_order_relaxed);
   ResetStacks();
-  if (!g_ring.Create(g_slots, g_arena)) {
+  if (!Ring().Create(g_slots, g_arena)) {
     g_recording.store(false);
     g_fds.Clear();
     SayDisabled("cannot create the event ring after fork");
     return;
   }
-  ResendModules(g_ring);
+  ResendModules(Ring());
   if (kind == ForkKind::kDaemon) {
     // daemon()'s parent exits inside daemon() and cannot say it forked: the
     // child says it, with its own stack (the parent's is in the old ring).
@@ -595,22 +657,17 @@ void ForkChild(ForkKind kind) {
     ev.mono_ns = g_fork.mono_ns;
     ev.arg = static_cast<uint64_t>(g_fork.parent);
     ev.aux = static_cast<uint32_t>(kind);
-    ev.blob = CaptureStack(g_ring);
-    g_ring.Push(ev);
+    ev.blob = CaptureStack(Ring());
+    Ring().Push(ev);
   }
   // Every socket the parent had is now held here too, since the fork.
-  g_fds.ForEach([](int fd, FdEntry& e) {
-    uint32_t state = e.state.load(std::memory_order_relaxed);
-    Event ev = MakeEvent(EventType::kInherited, fd,
-                         e.cookie.load(std::memory_order_relaxed),
-                         e.inode.load(std::memory_order_relaxed), state);
-    ev.mono_ns = g_fork.mono_ns;
-    ev.aux = 1;
-    // Reads in the parent are not reads in the child.
+  // Reads in the parent are not reads in the child.
+  g_fds.ForEach([](int, FdEntry& e) {
     e.last_use_ip.store(0, std::memory_order_relaxed);
-    g_ring.Push(ev);
   });
-  TryRegister(wire::kHelloForked);
+  Snapshot(Ring(), /*aux=*/1, g_fork.mono_ns);
+  g_hello_flags = wire::kHelloForked;
+  TryRegister(g_hello_flags);
 }
 
 void OnExec() {

@@ -43,6 +43,8 @@ bool RingWriter::Create(uint32_t slot_count, uint32_t arena_bytes) {
   fd = MoveFdHigh(fd);
   struct stat st;
   fd_inode_ = fstat(fd, &st) == 0 ? st.st_ino : 0;
+  static std::atomic<uint32_t> generations{0};
+  generation_ = generations.fetch_add(1, std::memory_order_relaxed) + 1;
   header_ = header;
   slots_ = reinterpret_cast<wire::Slot*>(static_cast<uint8_t*>(mem) +
                                          wire::kRingHeaderBytes);
@@ -61,6 +63,12 @@ void RingWriter::Abandon() {
   slots_ = nullptr;
   arena_ = nullptr;
   fd_ = -1;  // a fork child's copy of the fd, if any, is closed by the caller
+}
+
+uint64_t RingWriter::consumer_heartbeat() const {
+  if (!header_) return 0;
+  return ring::Atomic(header_->consumer_heartbeat_ns)
+      .load(std::memory_order_relaxed);
 }
 
 bool RingWriter::FdStillOurs() const {

@@ -24,6 +24,10 @@ class RingWriter {
   void Abandon();
 
   bool ok() const { return header_ != nullptr; }
+  // Distinguishes the rings this process has had (they are never reused).
+  uint32_t generation() const { return generation_; }
+  // The collector's last drain (CLOCK_MONOTONIC ns), 0 before the first.
+  uint64_t consumer_heartbeat() const;
 
   bool Push(const wire::Event& event);
 
@@ -50,6 +54,7 @@ class RingWriter {
   uint64_t total_bytes_ = 0;
   int fd_ = -1;
   uint64_t fd_inode_ = 0;
+  uint32_t generation_ = 0;
 };
 
 }  // namespace closeaudit::shim

@@ -25,7 +25,10 @@ constexpr int kMaxProbes = 32;
 
 struct StackSlot {
   std::atomic<uint64_t> hash;  // 0: empty
-  std::atomic<uint32_t> blob;  // 0: being written
+  // The ring's generation << 32 | the blob's offset in that ring's arena; 0
+  // while being written. A blob of an earlier ring (before a reconnect) is
+  // written again into the current one.
+  std::atomic<uint64_t> blob;
 };
 
 StackSlot* g_table = nullptr;
@@ -122,9 +125,12 @@ uint32_t CaptureStack(RingWriter& ring) {
       StackSlot& slot = table[(hash + probe) & (kTableSize - 1)];
       uint64_t seen = slot.hash.load(std::memory_order_acquire);
       if (seen == hash) {
-        uint32_t blob = slot.blob.load(std::memory_order_acquire);
-        if (blob != 0) return blob;
-        break;  // another thread is writing it; write our own copy
+        uint64_t blob = slot.blob.load(std::memory_order_acquire);
+        if (blob != 0 && (blob >> 32) == ring.generation()) {
+          return static_cast<uint32_t>(blob);
+        }
+        if (blob != 0) claimed = &slot;  // from an older ring: refresh it
+        break;  // or another thread is writing it: write our own copy
       }
       if (seen == 0) {
         uint64_t expected = 0;
@@ -149,7 +155,10 @@ uint32_t CaptureStack(RingWriter& ring) {
   blob->frame_count = static_cast<uint32_t>(count);
   blob->reserved = 0;
   std::memcpy(blob->frames, frames, sizeof(uint64_t) * count);
-  if (claimed) claimed->blob.store(offset, std::memory_order_release);
+  if (claimed) {
+    claimed->blob.store((uint64_t{ring.generation()} << 32) | offset,
+                        std::memory_order_release);
+  }
   return offset;
 }
 
