@@ -530,6 +530,9 @@ TEST(Analyzer, WithoutEndRecordTheLatestTimeIsTheEnd) {
 
 // A strict JSON parser: enough to prove the output is valid and to read it.
 struct Json {
+  // Defined below the struct: clang with libstdc++ wants Json complete
+  // before std::pair<std::string, Json> is instantiated.
+  Json();
   enum Type { kNull, kBool, kNumber, kString, kArray, kObject };
   Type type = kNull;
   bool boolean = false;
@@ -559,6 +562,8 @@ struct Json {
     return false;
   }
 };
+
+Json::Json() = default;
 
 class JsonParser {
  public:

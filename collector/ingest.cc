@@ -177,6 +177,17 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
                          const RecordSink& sink) {
   size_t consumed = 0;
   std::string blob;
+  if (producer_dead) {
+    // A dead producer claimed at most slot_count positions past read_pos that
+    // could still hold events; a write_pos further ahead is garbage (or a
+    // hostile value), and walking it one skip at a time could take forever.
+    uint64_t read = ring::Atomic(header_->read_pos).load(std::memory_order_relaxed);
+    uint64_t write = ring::Atomic(header_->write_pos).load(std::memory_order_relaxed);
+    if (write > read && write - read > slot_count_) {
+      torn_ += write - read - slot_count_;
+      ring::SkipTo(header_, write - slot_count_);
+    }
+  }
   while (consumed < max) {
     wire::Event event;
     ring::PopResult r =
@@ -186,6 +197,7 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
       if (!producer_dead) break;
       ring::Skip(header_, slots_, slot_count_, shift_);
       ++torn_;
+      ++consumed;  // skips spend the budget too
       continue;
     }
     uint64_t seq = ring::Atomic(header_->read_pos).load(std::memory_order_relaxed) - 1;
@@ -225,8 +237,10 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
           rec.stream = stream;
           rec.ref = event.blob;
           rec.frames.resize(s.frame_count);
-          std::memcpy(rec.frames.data(), blob.data() + sizeof(s),
-                      s.frame_count * 8);
+          if (s.frame_count > 0) {
+            std::memcpy(rec.frames.data(), blob.data() + sizeof(s),
+                        s.frame_count * 8);
+          }
           sent_stacks_.insert(event.blob);
           sink(std::move(rec));
         } else {

@@ -91,6 +91,12 @@ inline void Skip(wire::RingHeader* header, wire::Slot* slots,
   Atomic(header->read_pos).store(pos + 1, std::memory_order_release);
 }
 
+// Moves the consumer to `pos` without reading what lies before it (the
+// positions of a dead producer that cannot hold events).
+inline void SkipTo(wire::RingHeader* header, uint64_t pos) {
+  Atomic(header->read_pos).store(pos, std::memory_order_release);
+}
+
 inline uint32_t Log2(uint32_t power_of_two) {
   return static_cast<uint32_t>(__builtin_ctz(power_of_two));
 }

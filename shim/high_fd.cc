@@ -11,9 +11,22 @@ int MoveFdHigh(int fd) {
   if (fd < 0) return fd;
   rlimit lim;
   if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return fd;
-  rlim_t floor = lim.rlim_cur > 1024 + 16 ? 1024 : lim.rlim_cur / 2;
-  if (floor <= 3 || static_cast<rlim_t>(fd) >= floor) return fd;
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(floor));
+  int high = -1;
+  // Best: just above the soft limit, where the program can never be handed a
+  // number (fds above it stay valid). That takes briefly raising the soft
+  // limit to place it there; the kernel's fd table grows only that far.
+  if (lim.rlim_max == RLIM_INFINITY || lim.rlim_max >= lim.rlim_cur + 32) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_cur + 32;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      high = fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(lim.rlim_cur + 8));
+      setrlimit(RLIMIT_NOFILE, &lim);
+    }
+  }
+  // Otherwise the top of the program's range, the numbers it reaches last.
+  if (high < 0 && lim.rlim_cur > 16) {
+    high = fcntl(fd, F_DUPFD_CLOEXEC, static_cast<int>(lim.rlim_cur - 8));
+  }
   if (high < 0) return fd;
   Real().close(fd);
   return high;

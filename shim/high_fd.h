@@ -8,8 +8,11 @@
 
 namespace closeaudit::shim {
 
-// Moves fd to a number at or above min(1024, RLIMIT_NOFILE / 2), keeping
-// CLOEXEC, and returns the new number; returns fd unchanged if that fails.
+// Moves fd just above the RLIMIT_NOFILE soft limit when the hard limit
+// allows (the program can never get such a number), else to the top of the
+// soft range; sets CLOEXEC. Returns the new number, or fd unchanged if it
+// cannot be moved. Not async-signal-safe with respect to other threads
+// reading the limit: it raises the soft limit for two system calls.
 int MoveFdHigh(int fd);
 
 }  // namespace closeaudit::shim

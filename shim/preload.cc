@@ -24,6 +24,7 @@
 #include "shim/high_fd.h"
 #include "shim/hooks.h"
 #include "shim/recorder.h"
+#include "shim/stacks.h"
 
 using closeaudit::shim::Real;
 namespace core = closeaudit::shim;
@@ -87,6 +88,11 @@ CA_EXPORT int listen(int fd, int backlog) {
 }
 
 CA_EXPORT int close(int fd) {
+  // libunwind closing descriptors of its own is none of the program's doing.
+  if (core::t_unwinding > 0 &&
+      closeaudit::shim::InUnwinder(__builtin_return_address(0))) {
+    return Real().close(fd);
+  }
   core::CloseClaim claim = core::ClaimClose(fd);
   int r = Real().close(fd);
   core::FinishClose(fd, claim, r, r ? errno : 0);
@@ -214,13 +220,13 @@ CA_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   return r;
 }
 
-// libunwind opens a pipe when it initialises (to validate addresses), and
-// would take the program's lowest free fd numbers for it. Pipes made while
-// the shim itself is running are moved out of the way; the program's own
-// pipes are left alone.
+// libunwind opens a pipe when it initialises (it validates addresses by
+// writing them to it) and would take the program's lowest free fd numbers.
+// Pipes made while unwinding are moved out of the program's range.
 CA_EXPORT int pipe2(int fds[2], int flags) {
   int r = Real().pipe2(fds, flags);
-  if (r == 0 && core::t_busy > 0) {
+  if (r == 0 && core::t_unwinding > 0 &&
+      closeaudit::shim::InUnwinder(__builtin_return_address(0))) {
     fds[0] = closeaudit::shim::MoveFdHigh(fds[0]);
     fds[1] = closeaudit::shim::MoveFdHigh(fds[1]);
   }

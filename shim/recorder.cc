@@ -119,6 +119,13 @@ void TryRegister(uint32_t flags) {
   if (Register(Ring(), flags)) {
     g_registered_at.store(NowNs(), std::memory_order_relaxed);
     g_registered.store(true);
+  } else {
+    // No collector: do not hold an fd the program may count on (it may run
+    // at its fd limit). A collector that turns up later gets a new ring.
+    RingWriter& ring = Ring();
+    bool ours = ring.FdStillOurs();
+    int fd = ring.ReleaseFd();
+    if (fd >= 0 && ours) Real().close(fd);
   }
   g_registering.store(false);
 }
@@ -140,18 +147,25 @@ void Snapshot(RingWriter& ring, uint32_t aux, uint64_t mono_ns) {
 // The collector stopped draining (killed, or stopped for a long time): make
 // a new ring, fill it with the module maps and a snapshot of the open
 // sockets, and hand it to whichever collector answers now.
-void Reconnect() {
+void Reconnect(uint32_t flags) {
   bool expected = false;
   if (!g_registering.compare_exchange_strong(expected, true)) return;
   g_last_register_try.store(NowNs(), std::memory_order_relaxed);
-  int next = g_ring_index.load(std::memory_order_relaxed) + 1;
+  int current = g_ring_index.load(std::memory_order_relaxed);
+  int next = current + 1;
   if (next < kMaxRings && g_rings[next].Create(g_slots, g_arena)) {
     RingWriter& fresh = g_rings[next];
     ResendModules(fresh);
     Snapshot(fresh, /*aux=*/3, 0);
-    if (Register(fresh, wire::kHelloReconnect)) {
+    // What no collector will ever read from the old ring counts as lost.
+    if (!g_registered.load(std::memory_order_relaxed)) {
+      fresh.CountDropped(g_rings[current].written() +
+                         g_rings[current].dropped());
+    }
+    if (Register(fresh, flags)) {
       g_registered_at.store(NowNs(), std::memory_order_relaxed);
       g_ring_index.store(next, std::memory_order_release);
+      g_registered.store(true);
     } else {
       int fd = fresh.ReleaseFd();
       if (fd >= 0) Real().close(fd);
@@ -170,12 +184,14 @@ void MaybeRegister() {
     return;
   }
   if (!g_registered.load(std::memory_order_relaxed)) {
-    TryRegister(g_hello_flags);
+    Reconnect(g_hello_flags);
     return;
   }
   uint64_t beat = Ring().consumer_heartbeat();
   uint64_t since = beat ? beat : g_registered_at.load(std::memory_order_relaxed);
-  if (now > since && now - since > kStaleCollectorNs) Reconnect();
+  if (now > since && now - since > kStaleCollectorNs) {
+    Reconnect(wire::kHelloReconnect);
+  }
 }
 
 void Push(Event& event, bool with_stack) {
@@ -322,7 +338,7 @@ bool Recording() {
   // A vfork child shares the parent's memory: it must not touch the parent's
   // table or ring until it execs.
   return g_recording.load(std::memory_order_relaxed) &&
-         !closeaudit_vfork_child && !t_unwinding;
+         !closeaudit_vfork_child;
 }
 
 bool StartRecording() {
@@ -634,8 +650,11 @@ void ForkChild(ForkKind kind) {
   // The parent's ring stays the parent's: let go of it (and of its memfd,
   // if the parent had not handed it over yet) and start our own.
   for (RingWriter& ring : g_rings) {
+    // The parent's memfd, if it still had one: close our copy, unless the
+    // program has put something else on that number meanwhile.
+    bool ours = ring.FdStillOurs();
     int inherited = ring.ReleaseFd();
-    if (inherited >= 0) Real().close(inherited);
+    if (inherited >= 0 && ours) Real().close(inherited);
     ring.Abandon();
   }
   g_ring_index.store(0, std::memory_order_release);

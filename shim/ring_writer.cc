@@ -65,6 +65,22 @@ void RingWriter::Abandon() {
   fd_ = -1;  // a fork child's copy of the fd, if any, is closed by the caller
 }
 
+uint64_t RingWriter::written() const {
+  if (!header_) return 0;
+  return ring::Atomic(header_->write_pos).load(std::memory_order_relaxed);
+}
+
+uint64_t RingWriter::dropped() const {
+  if (!header_) return 0;
+  return ring::Atomic(header_->dropped_events).load(std::memory_order_relaxed);
+}
+
+void RingWriter::CountDropped(uint64_t n) {
+  if (header_) {
+    ring::Atomic(header_->dropped_events).fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
 uint64_t RingWriter::consumer_heartbeat() const {
   if (!header_) return 0;
   return ring::Atomic(header_->consumer_heartbeat_ns)

@@ -26,6 +26,11 @@ class RingWriter {
   bool ok() const { return header_ != nullptr; }
   // Distinguishes the rings this process has had (they are never reused).
   uint32_t generation() const { return generation_; }
+  // Events pushed so far, and events dropped so far.
+  uint64_t written() const;
+  uint64_t dropped() const;
+  // Adds n to the ring's dropped-event count (events lost elsewhere).
+  void CountDropped(uint64_t n);
   // The collector's last drain (CLOCK_MONOTONIC ns), 0 before the first.
   uint64_t consumer_heartbeat() const;
 

@@ -34,6 +34,9 @@ struct StackSlot {
 StackSlot* g_table = nullptr;
 uintptr_t g_self_start = 0;
 uintptr_t g_self_end = 0;
+// The module that holds the unwinder, all of its segments.
+uintptr_t g_unwinder_start = 0;
+uintptr_t g_unwinder_end = 0;
 
 StackSlot* MapTable() {
   void* mem = mmap(nullptr, sizeof(StackSlot) * kTableSize,
@@ -72,6 +75,22 @@ int Backtrace(void** frames, int max) {
   return n;
 }
 
+int FindUnwinder(dl_phdr_info* info, size_t, void* data) {
+  uintptr_t probe = reinterpret_cast<uintptr_t>(data);
+  uintptr_t lo = ~uintptr_t{0}, hi = 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD) continue;
+    uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+    if (start < lo) lo = start;
+    if (start + ph.p_memsz > hi) hi = start + ph.p_memsz;
+  }
+  if (probe < lo || probe >= hi) return 0;
+  g_unwinder_start = lo;
+  g_unwinder_end = hi;
+  return 1;
+}
+
 uint64_t HashFrames(const uint64_t* frames, int n) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
   for (int i = 0; i < n; ++i) {
@@ -85,14 +104,29 @@ uint64_t HashFrames(const uint64_t* frames, int n) {
 }  // namespace
 
 void InitStacks() {
+  dl_iterate_phdr(FindSelf, reinterpret_cast<void*>(&InitStacks));
+#if defined(__SANITIZE_THREAD__)
+  void* unwinder = reinterpret_cast<void*>(&backtrace);
+#else
+  void* unwinder = reinterpret_cast<void*>(&unw_backtrace);
+#endif
+  dl_iterate_phdr(FindUnwinder, unwinder);
+  // libunwind sets itself up on first use (opening a pipe, see pipe2 in
+  // preload.cc): that is unwinding too.
+  ++t_unwinding;
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   unw_set_cache_size(unw_local_addr_space, 1024, 0);
-  dl_iterate_phdr(FindSelf, reinterpret_cast<void*>(&InitStacks));
+  --t_unwinding;
   g_table = MapTable();
   // Let libunwind finish its own set-up now, inside the shim (see pipe2 in
   // preload.cc), rather than at the program's first socket call.
   void* warm[4];
   Backtrace(warm, 4);
+}
+
+bool InUnwinder(const void* ip) {
+  uintptr_t p = reinterpret_cast<uintptr_t>(ip);
+  return p >= g_unwinder_start && p < g_unwinder_end;
 }
 
 void ResetStacks() {

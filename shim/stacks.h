@@ -22,6 +22,11 @@ void InitStacks();
 // recorded (arena full, unwinding failed).
 uint32_t CaptureStack(RingWriter& ring);
 
+// Whether ip lies in the unwinder's own code (libunwind; glibc's unwinder
+// under TSan). Only calls made from there are the unwinder's own: a signal
+// handler that interrupts an unwind is still the program.
+bool InUnwinder(const void* ip);
+
 // Forgets every known stack (the blobs they point at belong to a ring that is
 // being replaced, as in a fork child). Allocation-free.
 void ResetStacks();
