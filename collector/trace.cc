@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 #include <array>
 #include <cstring>
 
@@ -78,6 +80,10 @@ class Reader {
 
 constexpr uint32_t kMaxArgs = 4096;
 constexpr uint32_t kMaxString = 64 * 1024;
+// The kind byte of a frame that holds other frames, compressed.
+constexpr uint8_t kBatchKind = 0x80;
+// Below this, compressing a flush's frames is not worth a block.
+constexpr size_t kMinBatchBytes = 4096;
 constexpr uint32_t kMaxEndpoint = 64;
 constexpr uint32_t kMaxOwners = 4096;
 
@@ -89,6 +95,57 @@ std::array<uint32_t, 256> MakeCrcTable() {
     table[i] = c;
   }
   return table;
+}
+
+}  // namespace
+
+uint32_t Crc32c(std::string_view data);
+
+namespace {
+
+void AppendFrame(std::string_view payload, std::string* out) {
+  uint32_t len = static_cast<uint32_t>(payload.size());
+  uint32_t crc = Crc32c(payload);
+  out->append(reinterpret_cast<const char*>(&len), 4);
+  out->append(reinterpret_cast<const char*>(&crc), 4);
+  out->append(payload);
+}
+
+// A batch frame's payload: kBatchKind, the frames' size (u32), then the
+// frames compressed with zstd. Returns false if compressing does not pay.
+bool Compress(std::string_view frames, std::string* out) {
+  if (frames.size() > kMaxTraceFrame) return false;
+  size_t bound = ZSTD_compressBound(frames.size());
+  out->assign(1, static_cast<char>(kBatchKind));
+  uint32_t raw = static_cast<uint32_t>(frames.size());
+  out->append(reinterpret_cast<const char*>(&raw), 4);
+  size_t head = out->size();
+  out->resize(head + bound);
+  size_t n = ZSTD_compress(out->data() + head, bound, frames.data(),
+                           frames.size(), /*level=*/1);
+  if (ZSTD_isError(n) || head + n >= frames.size()) return false;
+  out->resize(head + n);
+  return out->size() <= kMaxTraceFrame;
+}
+
+bool Decompress(std::string_view body, std::string* out, std::string* error) {
+  uint32_t raw;
+  if (body.size() < 4) {
+    *error = "its header is cut short";
+    return false;
+  }
+  std::memcpy(&raw, body.data(), 4);
+  if (raw > kMaxTraceFrame) {
+    *error = absl::StrFormat("it claims %d bytes", raw);
+    return false;
+  }
+  out->resize(raw);
+  size_t n = ZSTD_decompress(out->data(), raw, body.data() + 4, body.size() - 4);
+  if (ZSTD_isError(n) || n != raw) {
+    *error = ZSTD_isError(n) ? ZSTD_getErrorName(n) : "its size is wrong";
+    return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -304,15 +361,21 @@ absl::Status TraceWriter::Open(const std::string& path) {
 
 void TraceWriter::Append(const Record& record) {
   if (fd_ < 0) return;
-  std::string payload = EncodeRecord(record);
-  uint32_t len = static_cast<uint32_t>(payload.size());
-  uint32_t crc = Crc32c(payload);
-  buffer_.append(reinterpret_cast<const char*>(&len), 4);
-  buffer_.append(reinterpret_cast<const char*>(&crc), 4);
-  buffer_.append(payload);
+  AppendFrame(EncodeRecord(record), &pending_);
 }
 
 absl::Status TraceWriter::Flush() {
+  if (!pending_.empty()) {
+    std::string block;
+    // Frames are repetitive (the same stacks, fds and addresses): a batch
+    // worth compressing usually shrinks several times for little CPU.
+    if (pending_.size() >= kMinBatchBytes && Compress(pending_, &block)) {
+      AppendFrame(block, &buffer_);
+    } else {
+      buffer_.append(pending_);
+    }
+    pending_.clear();
+  }
   size_t done = 0;
   while (done < buffer_.size()) {
     ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
@@ -327,6 +390,80 @@ absl::Status TraceWriter::Flush() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Reads frames from bytes[off...]; returns false (with *warning set) at the
+// first damaged one. `where` names the container in warnings. Batches (see
+// TraceWriter::Flush) are opened once, never nested.
+bool ReadFrames(std::string_view bytes, size_t off, const std::string& where,
+                bool allow_batch, size_t* count,
+                const std::function<void(const Record&)>& fn,
+                std::string* warning) {
+  while (off < bytes.size()) {
+    if (bytes.size() - off < 8) {
+      *warning = absl::StrFormat(
+          "trace is truncated after %d records (a partial frame header at "
+          "byte %d%s); the report covers what came before",
+          *count, off, where);
+      return false;
+    }
+    uint32_t len, crc;
+    std::memcpy(&len, bytes.data() + off, 4);
+    std::memcpy(&crc, bytes.data() + off + 4, 4);
+    if (len > kMaxTraceFrame || bytes.size() - off - 8 < len) {
+      *warning = absl::StrFormat(
+          "trace is truncated or damaged after %d records (frame at byte %d%s "
+          "claims %d bytes); the report covers what came before",
+          *count, off, where, len);
+      return false;
+    }
+    std::string_view payload = bytes.substr(off + 8, len);
+    if (Crc32c(payload) != crc) {
+      *warning = absl::StrFormat(
+          "trace is corrupt after %d records (checksum mismatch at byte %d%s); "
+          "the report covers what came before",
+          *count, off, where);
+      return false;
+    }
+    if (!payload.empty() && static_cast<uint8_t>(payload[0]) == kBatchKind) {
+      std::string inner;
+      std::string error;
+      if (!allow_batch) {
+        error = "a compressed block inside another";
+      } else if (!Decompress(payload.substr(1), &inner, &error)) {
+        // error says why
+      } else if (!ReadFrames(inner, 0,
+                             absl::StrFormat(" of the compressed block at %d", off),
+                             false, count, fn, warning)) {
+        return false;
+      }
+      if (!error.empty()) {
+        *warning = absl::StrFormat(
+            "trace block at byte %d%s cannot be read (%s); the report covers "
+            "what came before",
+            off, where, error);
+        return false;
+      }
+      off += 8 + len;
+      continue;
+    }
+    absl::StatusOr<Record> record = DecodeRecord(payload);
+    if (!record.ok()) {
+      *warning = absl::StrFormat(
+          "trace record %d at byte %d%s cannot be decoded (%s); the report "
+          "covers what came before",
+          *count, off, where, record.status().message());
+      return false;
+    }
+    fn(*record);
+    off += 8 + len;
+    ++*count;
+  }
+  return true;
+}
+
+}  // namespace
+
 void ReadTraceBytes(std::string_view bytes,
                     const std::function<void(const Record&)>& fn,
                     std::string* warning) {
@@ -335,46 +472,8 @@ void ReadTraceBytes(std::string_view bytes,
     *warning = "not a closeaudit trace (bad magic); nothing was read";
     return;
   }
-  size_t off = sizeof(kTraceMagic);
   size_t count = 0;
-  while (off < bytes.size()) {
-    if (bytes.size() - off < 8) {
-      *warning = absl::StrFormat(
-          "trace is truncated after %d records (a partial frame header at "
-          "byte %d); the report covers what came before",
-          count, off);
-      return;
-    }
-    uint32_t len, crc;
-    std::memcpy(&len, bytes.data() + off, 4);
-    std::memcpy(&crc, bytes.data() + off + 4, 4);
-    if (len > kMaxTraceFrame || bytes.size() - off - 8 < len) {
-      *warning = absl::StrFormat(
-          "trace is truncated or damaged after %d records (frame at byte %d "
-          "claims %d bytes); the report covers what came before",
-          count, off, len);
-      return;
-    }
-    std::string_view payload = bytes.substr(off + 8, len);
-    if (Crc32c(payload) != crc) {
-      *warning = absl::StrFormat(
-          "trace is corrupt after %d records (checksum mismatch at byte %d); "
-          "the report covers what came before",
-          count, off);
-      return;
-    }
-    absl::StatusOr<Record> record = DecodeRecord(payload);
-    if (!record.ok()) {
-      *warning = absl::StrFormat(
-          "trace record %d at byte %d cannot be decoded (%s); the report "
-          "covers what came before",
-          count, off, record.status().message());
-      return;
-    }
-    fn(*record);
-    off += 8 + len;
-    ++count;
-  }
+  ReadFrames(bytes, sizeof(kTraceMagic), "", true, &count, fn, warning);
 }
 
 absl::Status ReadTrace(const std::string& path,

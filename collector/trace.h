@@ -3,8 +3,10 @@
 //
 // Layout (docs/wire-format.md, "Trace file"): an 8-byte magic "CATRACE1",
 // then frames of [u32 payload length][u32 CRC-32C of payload][payload]. A
-// reader stops at the first frame that is truncated or fails its checksum and
-// says so; everything before it is used.
+// payload is one record, or (kind 0x80) a zstd-compressed block of frames:
+// what one flush wrote, when it was large enough to be worth compressing. A
+// reader stops at the first frame or block that is truncated, fails its
+// checksum or does not decode, and says so; everything before it is used.
 #ifndef CLOSEAUDIT_COLLECTOR_TRACE_H_
 #define CLOSEAUDIT_COLLECTOR_TRACE_H_
 
@@ -44,7 +46,8 @@ class TraceWriter {
 
  private:
   int fd_ = -1;
-  std::string buffer_;
+  std::string pending_;  // frames appended since the last flush
+  std::string buffer_;   // bytes ready for the file
   std::string path_;
 };
 

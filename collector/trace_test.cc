@@ -481,3 +481,94 @@ TEST(Trace, BadMagicGivesWarningAndNoRecords) {
 
 }  // namespace
 }  // namespace closeaudit
+
+namespace closeaudit {
+namespace {
+
+// Enough events in one flush to be written as a compressed block.
+std::vector<Record> ManyEvents(int n) {
+  std::vector<Record> out;
+  for (int i = 0; i < n; ++i) {
+    EventRecord e;
+    e.stream = 1;
+    e.seq = static_cast<uint64_t>(i);
+    e.event.type = wire::EventType::kClose;
+    e.event.fd = 3 + i % 7;
+    e.event.mono_ns = 1000 + static_cast<uint64_t>(i);
+    e.event.ident.cookie = 0x1000 + static_cast<uint64_t>(i);
+    out.push_back(e);
+  }
+  return out;
+}
+
+std::string WriteTrace(const std::string& path, const std::vector<Record>& rs) {
+  TraceWriter w;
+  EXPECT_TRUE(w.Open(path).ok());
+  for (const Record& r : rs) w.Append(r);
+  EXPECT_TRUE(w.Flush().ok());
+  return Slurp(path);
+}
+
+TEST(TraceBlock, LargeFlushIsCompressedAndReadsBack) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::vector<Record> events = ManyEvents(2000);
+  std::string bytes = WriteTrace(dir.File("trace"), events);
+  // Smaller than the same records framed one by one: it was compressed.
+  EXPECT_LT(bytes.size() * 3, TraceBytes(events).size());
+  std::string warning;
+  ExpectSameList(ReadBytes(bytes, &warning), events);
+  EXPECT_THAT(warning, IsEmpty());
+}
+
+TEST(TraceBlock, DamagedBlockStopsAtItWithAWarning) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::vector<Record> first = Samples();
+  std::string path = dir.File("trace");
+  std::string bytes;
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(path).ok());
+    for (const Record& r : first) w.Append(r);
+    ASSERT_TRUE(w.Flush().ok());  // small: plain frames
+    for (const Record& r : ManyEvents(2000)) w.Append(r);
+    ASSERT_TRUE(w.Flush().ok());  // large: one compressed block
+  }
+  bytes = Slurp(path);
+  size_t block = TraceBytes(first).size();
+  ASSERT_LT(block + 64, bytes.size());
+  std::string warning;
+  // A flipped byte inside the block fails its checksum.
+  std::string bad = bytes;
+  bad[block + 40] = static_cast<char>(bad[block + 40] ^ 0x04);
+  ExpectSameList(ReadBytes(bad, &warning), first);
+  EXPECT_THAT(warning, HasSubstr("checksum"));
+  // Cut anywhere inside the block: the records before it, and a warning.
+  for (size_t cut : {block + 3, block + 9, bytes.size() - 1}) {
+    ExpectSameList(ReadBytes(std::string_view(bytes).substr(0, cut), &warning),
+                   first);
+    EXPECT_THAT(warning, HasSubstr("truncated"));
+  }
+}
+
+TEST(TraceBlock, GarbageInsideAValidChecksumIsRejected) {
+  std::string payload(1, static_cast<char>(0x80));
+  uint32_t raw = 4000;
+  payload.append(reinterpret_cast<const char*>(&raw), 4);
+  payload.append("this is not zstd data at all");
+  std::string bytes = TraceBytes({Samples()[0]}) + Frame(payload);
+  std::string warning;
+  ExpectSameList(ReadBytes(bytes, &warning), {Samples()[0]});
+  EXPECT_THAT(warning, HasSubstr("cannot be read"));
+  // A block may not claim more than a frame can hold.
+  raw = kMaxTraceFrame + 1;
+  std::string huge(1, static_cast<char>(0x80));
+  huge.append(reinterpret_cast<const char*>(&raw), 4);
+  bytes = TraceBytes({Samples()[0]}) + Frame(huge);
+  ExpectSameList(ReadBytes(bytes, &warning), {Samples()[0]});
+  EXPECT_THAT(warning, HasSubstr("cannot be read"));
+}
+
+}  // namespace
+}  // namespace closeaudit
