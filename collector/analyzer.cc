@@ -67,6 +67,9 @@ void Analyzer::Add(const Record& record) {
     }
   } else if (const auto* k = std::get_if<KernelRecord>(&record)) {
     OnKernel(*k);
+  } else if (const auto* note = std::get_if<NoteRecord>(&record)) {
+    notes_.push_back(note->text);
+    unaudited_ = unaudited_ || note->unaudited;
   } else if (const auto* end = std::get_if<EndRecord>(&record)) {
     have_end_ = true;
     end_ns_ = end->mono_ns;

@@ -171,6 +171,8 @@ class Analyzer {
 
   AnalyzerOptions options_;
   RunRecord run_;
+  std::vector<std::string> notes_;
+  bool unaudited_ = false;
   bool have_end_ = false;
   uint64_t end_ns_ = 0;
   uint64_t latest_ns_ = 0;

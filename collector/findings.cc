@@ -703,6 +703,8 @@ Report Analyzer::Build(Symbolizer& symbolizer,
     if (s.exited && s.exit_status >= 0) p.exit_status = s.exit_status;
     report.process_list.push_back(std::move(p));
   }
+  report.audited = !unaudited_;
+  report.warnings = notes_;
   FindingBuilder(*this, symbolizer, end_ns).Run(report);
   // Worst first: errors, then warnings, then information; larger counts
   // first within a severity.

@@ -211,15 +211,16 @@ absl::StatusOr<RunResult> RunAudited(
   for (int i = 0; i < 5; ++i) session.Poll(kDrainIntervalMs);
   bool registered = session.collector().streams_seen() > 0;
   if (unauditable) {
-    session.AddWarning(*unauditable);
+    session.AddWarning(*unauditable, /*unaudited=*/true);
   } else if (!registered) {
-    session.AddWarning(absl::StrFormat(
-        "%s never reported to the collector: nothing was audited. Statically "
-        "linked programs, setuid programs and programs that make raw system "
-        "calls (Go) cannot be audited with LD_PRELOAD.",
-        argv[0]));
+    session.AddWarning(
+        absl::StrFormat(
+            "%s never reported to the collector: nothing was audited. "
+            "Statically linked programs, setuid programs and programs that "
+            "make raw system calls (Go) cannot be audited with LD_PRELOAD.",
+            argv[0]),
+        /*unaudited=*/true);
   }
-  session.SetAudited(registered && !unauditable);
   absl::StatusOr<Report> report = session.Finish();
   RemoveSocketDir(*socket_path);
   if (!report.ok()) return report.status();

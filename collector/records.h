@@ -80,13 +80,21 @@ struct KernelRecord {
   std::vector<std::pair<uint32_t, int32_t>> owners;  // (pid, fd)
 };
 
+// Something the run itself knows about the data, said at the top of every
+// report made from the trace (the program could not be audited, say).
+struct NoteRecord {
+  std::string text;
+  bool unaudited = false;  // nothing in the run could be audited
+};
+
 // The end of observation (the report is made as of this moment).
 struct EndRecord {
   uint64_t mono_ns = 0;
 };
 
 using Record = std::variant<RunRecord, ProcessRecord, ModuleRecord, StackRecord,
-                            EventRecord, ExitRecord, EndRecord, KernelRecord>;
+                            EventRecord, ExitRecord, EndRecord, KernelRecord,
+                            NoteRecord>;
 
 }  // namespace closeaudit
 

@@ -162,9 +162,6 @@ absl::StatusOr<Report> Session::Finish() {
   if (absl::Status s = trace_.Flush(); !s.ok()) return s;
   Symbolizer symbolizer;
   Report report = analyzer_.Build(symbolizer);
-  report.warnings.insert(report.warnings.begin(), warnings_.begin(),
-                         warnings_.end());
-  report.audited = audited_;
   if (absl::Status s = WriteReports(report, options_.out_dir, options_.json_path);
       !s.ok()) {
     return s;

@@ -48,8 +48,10 @@ class Session {
 
   // Said at the top of the report Finish() writes: what the run itself
   // knows about the data (the program could not be audited, say).
-  void AddWarning(std::string warning) { warnings_.push_back(std::move(warning)); }
-  void SetAudited(bool audited) { audited_ = audited; }
+  // Both go into the trace, so `closeaudit report` says them too.
+  void AddWarning(std::string warning, bool unaudited = false) {
+    Sink(NoteRecord{std::move(warning), unaudited});
+  }
 
   // Asks the kernel which sockets of the audited processes sit in
   // CLOSE_WAIT or FIN_WAIT2, and records what it says. Poll() does this
@@ -72,8 +74,7 @@ class Session {
   Collector collector_;
   uint64_t last_flush_ns_ = 0;
   uint64_t last_sample_ns_ = 0;
-  std::vector<std::string> warnings_;
-  bool audited_ = true;
+
   bool kernel_warned_ = false;
 };
 

@@ -22,6 +22,7 @@ enum class Kind : uint8_t {
   kExit = 6,
   kEnd = 7,
   kKernel = 8,
+  kNote = 9,
 };
 
 class Writer {
@@ -230,6 +231,12 @@ std::string EncodeRecord(const Record& record) {
       }
       return w.Take();
     }
+    std::string operator()(const NoteRecord& r) {
+      Writer w(Kind::kNote);
+      w.PutString(r.text);
+      w.Put<uint8_t>(r.unaudited ? 1 : 0);
+      return w.Take();
+    }
     std::string operator()(const EndRecord& r) {
       Writer w(Kind::kEnd);
       w.Put(r.mono_ns);
@@ -326,6 +333,13 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
         int32_t fd = r.Get<int32_t>();
         v.owners.emplace_back(pid, fd);
       }
+      out = std::move(v);
+      break;
+    }
+    case Kind::kNote: {
+      NoteRecord v;
+      v.text = r.GetString(kMaxString);
+      v.unaudited = r.Get<uint8_t>() != 0;
       out = std::move(v);
       break;
     }

@@ -80,6 +80,7 @@ std::vector<Record> Samples() {
   k.peer = "[::1]:4000";
   k.owners = {{4001, 5}, {4002, 6}};
   out.push_back(k);
+  out.push_back(NoteRecord{"a note \xff", true});
   return out;
 }
 
@@ -149,6 +150,11 @@ void ExpectSame(const Record& got, const Record& want) {
     }
     void operator()(const EndRecord& g) const {
       EXPECT_EQ(g.mono_ns, std::get<EndRecord>(want).mono_ns);
+    }
+    void operator()(const NoteRecord& g) const {
+      const auto& w = std::get<NoteRecord>(want);
+      EXPECT_EQ(g.text, w.text);
+      EXPECT_EQ(g.unaudited, w.unaudited);
     }
     void operator()(const KernelRecord& g) const {
       const auto& w = std::get<KernelRecord>(want);
@@ -260,7 +266,7 @@ TEST(TraceRecord, RejectsEmpty) {
 
 TEST(TraceRecord, RejectsUnknownKind) {
   std::string bytes = EncodeRecord(EndRecord{1});
-  for (int kind : {0, 9, 10, 0x7f, 0x80, 0xff}) {
+  for (int kind : {0, 10, 11, 0x7f, 0x80, 0xff}) {
     bytes[0] = static_cast<char>(kind);
     absl::StatusOr<Record> r = DecodeRecord(bytes);
     EXPECT_FALSE(r.ok()) << kind;

@@ -543,6 +543,7 @@ def case_leak(opts, tmp, garbage=False):
         check("closed_after_ms" in e and e["closed_after_ms"] is None,
               f"example closed_after_ms is {e.get('closed_after_ms')!r}, "
               "expected null (never closed by the program)")
+    check_regenerated(opts, tmp, rep)
     if garbage:
         for p in rep["processes"]:
             check(str(p.get("exe")).endswith(program),
@@ -552,6 +553,22 @@ def case_leak(opts, tmp, garbage=False):
         check("dropped" in err.lower(),
               "closeaudit stderr does not mention the rejected connections "
               "(no 'dropped')")
+
+
+def check_regenerated(opts, tmp, rep):
+    """`closeaudit report DIR` must rebuild the same report from the trace."""
+    again = os.path.join(tmp, "regenerated.json")
+    r = subprocess.run([os.path.abspath(opts.closeaudit), "report", tmp,
+                        "--json", again], capture_output=True, text=True,
+                       timeout=60)
+    check(r.returncode == 0, f"closeaudit report failed: {r.stderr}")
+    with open(again, encoding="utf-8") as f:
+        rep2 = json.load(f)
+    for key in ("summary", "processes", "findings", "audited"):
+        check(rep2.get(key) == rep.get(key),
+              f"the regenerated report differs in {key!r}:\n"
+              f"live:        {json.dumps(rep.get(key))[:600]}\n"
+              f"regenerated: {json.dumps(rep2.get(key))[:600]}")
 
 
 def case_clean(opts, tmp):

@@ -70,6 +70,11 @@ def main():
         fail(opts.case, f"no warning names the reason: {rep['warnings']}")
     if "NOTHING WAS AUDITED" not in r.stdout:
         fail(opts.case, f"the text report does not say so: {r.stdout!r}")
+    # The trace remembers it: a report rebuilt later says the same.
+    again = subprocess.run([os.path.abspath(opts.closeaudit), "report", tmp],
+                           capture_output=True, text=True, timeout=60)
+    if "NOTHING WAS AUDITED" not in again.stdout or why not in again.stdout:
+        fail(opts.case, f"`closeaudit report` forgot it: {again.stdout!r}")
     print(f"PASS {opts.case}", flush=True)
 
 
