@@ -71,7 +71,10 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <spawn.h>
 #include <unistd.h>
+
+extern char **environ;
 
 extern char **environ;
 
@@ -1192,6 +1195,48 @@ static int cmd_sigkill_after_leak(int argc, char **argv) {
   return 1;
 }
 
+/* ---- vfork_exec ---------------------------------------------------------- */
+
+/* vfork()+exec and posix_spawn with a socket open (no CLOEXEC), N times each:
+ * the vfork child runs on the parent's memory until it execs, so the shim
+ * must not touch anything there; both must exit 0 and the parent's socket
+ * must still be its own afterwards. */
+static int cmd_vfork_exec(int argc, char **argv) {
+  int n = argc > 2 ? atoi(argv[2]) : 50;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
+  int ok = 0;
+  for (int i = 0; i < n; i++) {
+    pid_t pid = vfork();
+    if (pid == 0) {
+      execl("/bin/true", "true", (char *)NULL);
+      _exit(127);
+    }
+    if (pid < 0) die("vfork");
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) ok++;
+  }
+  int spawned = 0;
+  for (int i = 0; i < n; i++) {
+    pid_t pid;
+    char *args[] = {"true", NULL};
+    if (posix_spawn(&pid, "/bin/true", NULL, NULL, args, environ) != 0) {
+      die("posix_spawn");
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) spawned++;
+  }
+  if (write(sv[0], "x", 1) != 1) die("write");
+  char c = 0;
+  if (read(sv[1], &c, 1) != 1 || c != 'x') die("the socketpair no longer works");
+  close(sv[0]);
+  close(sv[1]);
+  out("vfork_exec ok=%d spawned=%d socketpair=fine\n", ok, spawned);
+  return ok == n && spawned == n ? 0 : 1;
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void usage(void) {
@@ -1199,7 +1244,7 @@ static void usage(void) {
       "usage: torture threads16 [N] | signals restart|norestart|closerace [M] |"
       " fork_mt [K] | fork_storm [C] | exec_chain LEVEL [FD] | closeall_loop |"
       " closeall_range | closeall_from | dup2_onto_all | dup2_high | emfile32 |"
-      " sigkill_after_leak [N]\n";
+      " sigkill_after_leak [N] | vfork_exec [N]\n";
   write_all(2, text, sizeof text - 1);
   exit(2);
 }
@@ -1219,5 +1264,6 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "dup2_high") == 0) return cmd_dup2_high();
   if (strcmp(cmd, "emfile32") == 0) return cmd_emfile32();
   if (strcmp(cmd, "sigkill_after_leak") == 0) return cmd_sigkill_after_leak(argc, argv);
+  if (strcmp(cmd, "vfork_exec") == 0) return cmd_vfork_exec(argc, argv);
   usage();
 }

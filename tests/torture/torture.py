@@ -701,7 +701,19 @@ def case_collector_killed(ctx):
     log(f"orphaned program exited {status} with the plain transcript")
 
 
+def case_vfork_exec(ctx):
+    plain, a = pair(ctx, ["vfork_exec", "50"])
+    check("vfork_exec ok=50 spawned=50 socketpair=fine"
+          in plain.stdout.splitlines(), "transcript lacks the success line")
+    rep, s = need_report(a)
+    # The parent and every exec'd /bin/true report (each a new image).
+    check(s["processes"] >= 101,
+          f"summary.processes={s['processes']}, expected >= 101")
+    no_errors(rep)
+
+
 CASES = {
+    "vfork_exec": case_vfork_exec,
     "threads16": case_threads16,
     "signals": case_signals,
     "fork_mt": case_fork_mt,
