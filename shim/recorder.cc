@@ -214,6 +214,19 @@ void Identify(int fd, uint64_t* cookie, uint64_t* inode) {
   *cookie = c;
 }
 
+// The entry of fd if it holds a tracked socket (its cookie in *cookie).
+FdEntry* Tracked(int fd, uint64_t* cookie) {
+  FdEntry* e = g_fds.Find(fd);
+  if (!e) return nullptr;
+  *cookie = e->cookie.load(std::memory_order_relaxed);
+  return *cookie ? e : nullptr;
+}
+
+// Sets state bits on an entry and returns the state as it now is.
+uint32_t AddState(FdEntry* e, uint32_t bits) {
+  return e->state.fetch_or(bits, std::memory_order_relaxed) | bits;
+}
+
 uint32_t StateFor(int domain, int type) {
   uint32_t state = 0;
   if ((type & 0xf) == SOCK_STREAM) state |= kStateStream;
@@ -403,14 +416,11 @@ void OnAccept(int fd, int listen_fd, int accept_flags) {
 void OnConnect(int fd, int result, int err) {
   if (!Recording()) return;
   if (result != 0 && err != EINPROGRESS) return;
-  FdEntry* e = g_fds.Find(fd);
+  uint64_t cookie;
+  FdEntry* e = Tracked(fd, &cookie);
   if (!e) return;
-  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
-  if (cookie == 0) return;
   Scope scope;
-  uint32_t state =
-      e->state.fetch_or(kStateConnected, std::memory_order_relaxed) |
-      kStateConnected;
+  uint32_t state = AddState(e, kStateConnected);
   Event ev = MakeEvent(EventType::kConnect, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
   ev.err = result == 0 ? 0 : err;
@@ -419,14 +429,11 @@ void OnConnect(int fd, int result, int err) {
 
 void OnListen(int fd) {
   if (!Recording()) return;
-  FdEntry* e = g_fds.Find(fd);
+  uint64_t cookie;
+  FdEntry* e = Tracked(fd, &cookie);
   if (!e) return;
-  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
-  if (cookie == 0) return;
   Scope scope;
-  uint32_t state =
-      e->state.fetch_or(kStateListening, std::memory_order_relaxed) |
-      kStateListening;
+  uint32_t state = AddState(e, kStateListening);
   Event ev = MakeEvent(EventType::kListen, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
   Push(ev, false);
@@ -453,15 +460,13 @@ void OnEofSlow(int fd, FdEntry* entry) {
 
 void OnShutdown(int fd, int how, int result, int err) {
   if (!Recording()) return;
-  FdEntry* e = g_fds.Find(fd);
+  uint64_t cookie;
+  FdEntry* e = Tracked(fd, &cookie);
   if (!e) return;
-  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
-  if (cookie == 0) return;
   Scope scope;
   uint32_t state = e->state.load(std::memory_order_relaxed);
   if (result == 0 && (how == SHUT_WR || how == SHUT_RDWR)) {
-    state = e->state.fetch_or(kStateShutWr, std::memory_order_relaxed) |
-            kStateShutWr;
+    state = AddState(e, kStateShutWr);
   }
   Event ev = MakeEvent(EventType::kShutdown, fd, cookie,
                        e->inode.load(std::memory_order_relaxed), state);
@@ -477,17 +482,15 @@ void OnSetsockopt(int fd, int level, int name, const void* value,
       len < sizeof(linger)) {
     return;
   }
-  FdEntry* e = g_fds.Find(fd);
+  uint64_t cookie;
+  FdEntry* e = Tracked(fd, &cookie);
   if (!e) return;
-  uint64_t cookie = e->cookie.load(std::memory_order_relaxed);
-  if (cookie == 0) return;
   Scope scope;
   linger l;
   std::memcpy(&l, value, sizeof(l));
   uint32_t state;
   if (l.l_onoff && l.l_linger == 0) {
-    state = e->state.fetch_or(kStateLinger0, std::memory_order_relaxed) |
-            kStateLinger0;
+    state = AddState(e, kStateLinger0);
   } else {
     state = e->state.fetch_and(~kStateLinger0, std::memory_order_relaxed) &
             ~kStateLinger0;
