@@ -339,7 +339,9 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
     case Kind::kNote: {
       NoteRecord v;
       v.text = r.GetString(kMaxString);
-      v.unaudited = r.Get<uint8_t>() != 0;
+      uint8_t unaudited = r.Get<uint8_t>();
+      if (unaudited > 1) return absl::DataLossError("a flag is neither 0 nor 1");
+      v.unaudited = unaudited == 1;
       out = std::move(v);
       break;
     }

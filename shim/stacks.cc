@@ -113,10 +113,12 @@ void InitStacks() {
   dl_iterate_phdr(FindUnwinder, unwinder);
   // libunwind sets itself up on first use (opening a pipe, see pipe2 in
   // preload.cc): that is unwinding too.
+#if !defined(__SANITIZE_THREAD__)  // TSan builds do not use libunwind
   ++t_unwinding;
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   unw_set_cache_size(unw_local_addr_space, 1024, 0);
   --t_unwinding;
+#endif
   g_table = MapTable();
   // Let libunwind finish its own set-up now, inside the shim (see pipe2 in
   // preload.cc), rather than at the program's first socket call.
