@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""closeaudit's benchmarks: what the audit costs a program, and what the
+collector can take. Called by scripts/bench, which builds build-bench/.
+
+Every comparison runs with and without the library in the same run, in
+alternating pairs, and reports medians and spreads: these machines are shared
+and noisy. Prints one table and writes it, with the machine, date and commit,
+to bench/results.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def median_spread(values):
+    values = sorted(values)
+    return statistics.median(values), values[0], values[-1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """A collector (closeaudit daemon) on a private socket."""
+
+    def __init__(self, closeaudit, tmp, name):
+        self.dir = os.path.join(tmp, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.sock = os.path.join(tmp, name + "-run", "collector.sock")
+        self.proc = subprocess.Popen(
+            [closeaudit, "daemon", "--foreground", "--socket", self.sock,
+             "--out", self.dir, "--idle", "3600s"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.dir + ".log", "w"))
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.sock):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the collector did not start")
+            time.sleep(0.02)
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self, key="VmRSS"):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def micro(opts, tmp, results):
+    """Google Benchmark cases, plain and preloaded, alternating."""
+    exe = os.path.join(opts.build, "bench", "micro_bench")
+    runs = {"plain": [], "shim": []}
+    for pair in range(opts.pairs):
+        for mode in ("plain", "shim"):
+            env = dict(os.environ)
+            daemon = None
+            if mode == "shim":
+                daemon = Daemon(opts.closeaudit, tmp, f"micro-{pair}")
+                env["LD_PRELOAD"] = opts.lib
+                env["CLOSEAUDIT_SOCKET"] = daemon.sock
+            out = subprocess.run(
+                [exe, "--benchmark_format=json",
+                 f"--benchmark_min_time={opts.min_time}"],
+                env=env, capture_output=True, text=True, check=True)
+            if daemon:
+                daemon.stop()
+            data = json.loads(out.stdout)
+            runs[mode].append({b["name"]: b["real_time"] for b in data["benchmarks"]})
+    names = list(runs["plain"][0])
+    for name in names:
+        plain = median_spread([r[name] for r in runs["plain"]])
+        shim = median_spread([r[name] for r in runs["shim"]])
+        added = [s[name] - p[name] for p, s in zip(runs["plain"], runs["shim"])]
+        results["micro"][name] = {
+            "plain_ns": plain[0], "shim_ns": shim[0],
+            "added_ns": statistics.median(added),
+            "added_min": min(added), "added_max": max(added)}
+        log(f"{name}: plain {plain[0]:.0f} ns, shim {shim[0]:.0f} ns, "
+            f"added {statistics.median(added):.0f} ns")
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "hello\\n"; }}
+  }}
+}}
+"""
+
+
+def wrk(port, seconds, close):
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency",
+           f"http://127.0.0.1:{port}/"]
+    if close:
+        cmd[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = p99 = None
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(parts[1])
+        if parts and parts[0] == "99%":
+            v = parts[1]
+            p99 = (float(v[:-2]) * 1000 if v.endswith("ms") else
+                   float(v[:-2]) if v.endswith("us") else float(v[:-1]) * 1e6)
+    return rps, p99
+
+
+def nginx(opts, tmp, results):
+    for workload, close in (("keep-alive", False), ("connection-close", True)):
+        samples = {"plain": [], "shim": []}
+        for pair in range(opts.pairs):
+            for mode in ("plain", "shim"):
+                port = free_port()
+                d = tempfile.mkdtemp(dir=tmp)
+                conf = os.path.join(d, "nginx.conf")
+                with open(conf, "w") as f:
+                    f.write(NGINX_CONF.format(tmp=d, port=port))
+                env = dict(os.environ)
+                daemon = None
+                if mode == "shim":
+                    daemon = Daemon(opts.closeaudit, tmp, f"nginx-{workload}-{pair}")
+                    env["LD_PRELOAD"] = opts.lib
+                    env["CLOSEAUDIT_SOCKET"] = daemon.sock
+                proc = subprocess.Popen(["nginx", "-c", conf, "-p", d], env=env,
+                                        stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), 1).close()
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("nginx did not start")
+                        time.sleep(0.05)
+                rps, p99 = wrk(port, opts.seconds, close)
+                proc.send_signal(signal.SIGQUIT)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                if daemon:
+                    daemon.stop()
+                samples[mode].append((rps, p99))
+                log(f"nginx {workload} pair {pair} {mode}: {rps:.0f} req/s, "
+                    f"p99 {p99:.0f} us")
+        ratios = [s[0] / p[0] for p, s in zip(samples["plain"], samples["shim"])]
+        p99s = [s[1] / p[1] for p, s in zip(samples["plain"], samples["shim"])]
+        results["nginx"][workload] = {
+            "plain_rps": statistics.median(r for r, _ in samples["plain"]),
+            "shim_rps": statistics.median(r for r, _ in samples["shim"]),
+            "ratio": median_spread(ratios), "p99_ratio": median_spread(p99s)}
+
+
+def ingest(opts, tmp, results):
+    producer = os.path.join(opts.build, "bench", "ingest_producer")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    rates = []
+    for run in range(3):
+        daemon = Daemon(opts.closeaudit, tmp, f"ingest-{run}")
+        env["CLOSEAUDIT_SOCKET"] = daemon.sock
+        before = daemon.cpu_seconds()
+        subprocess.run([producer, "events", str(opts.events)], env=env,
+                       check=True, capture_output=True)
+        # Until the collector has drained everything (the ring is then
+        # empty and its CPU stops moving).
+        last, still = daemon.cpu_seconds(), 0
+        while still < 5:
+            time.sleep(0.1)
+            now = daemon.cpu_seconds()
+            still = still + 1 if now == last else 0
+            last = now
+        cpu = last - before
+        rates.append(opts.events / cpu)
+        log(f"ingest run {run}: {opts.events} events in {cpu:.2f} s of "
+            f"collector CPU = {opts.events / cpu / 1e6:.2f} M events/s")
+        daemon.stop()
+    results["ingest"]["events_per_cpu_second"] = median_spread(rates)
+
+    daemon = Daemon(opts.closeaudit, tmp, "live")
+    base = daemon.rss_kib()
+    env["CLOSEAUDIT_SOCKET"] = daemon.sock
+    live = subprocess.Popen([producer, "live", str(opts.live)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    live.stdout.readline()
+    time.sleep(2)
+    peak = daemon.rss_kib("VmHWM")
+    now = daemon.rss_kib()
+    live.send_signal(signal.SIGTERM)
+    live.wait()
+    daemon.stop()
+    results["ingest"]["peak_rss_kib"] = peak
+    results["ingest"]["bytes_per_live_socket"] = (now - base) * 1024 / opts.live
+    log(f"collector RSS {base} KiB -> {now} KiB (peak {peak}) with "
+        f"{opts.live} live sockets")
+
+
+def fmt_row(what, target, measured, ok):
+    return f"| {what} | {target} | {measured} | {'met' if ok else 'MISSED'} |"
+
+
+def table(results, opts):
+    m = results["micro"]
+    n = results["nginx"]
+    i = results["ingest"]
+    rows = ["| what | target | measured (median; min..max) | |",
+            "|---|---|---|---|"]
+    for workload in ("keep-alive", "connection-close"):
+        r = n[workload]["ratio"]
+        p = n[workload]["p99_ratio"]
+        rows.append(fmt_row(f"nginx {workload} throughput, shim/bare", ">= 0.97",
+                            f"{r[0]:.3f} ({r[1]:.3f}..{r[2]:.3f}); p99 latency "
+                            f"ratio {p[0]:.2f} ({p[1]:.2f}..{p[2]:.2f})",
+                            r[0] >= 0.97))
+    rd = m["BM_RecvData"]
+    rows.append(fmt_row("added cost of a recv that returns data", "<= 25 ns",
+                        f"{rd['added_ns']:.0f} ns ({rd['added_min']:.0f}.."
+                        f"{rd['added_max']:.0f}); {rd['plain_ns']:.0f} -> "
+                        f"{rd['shim_ns']:.0f} ns", rd["added_ns"] <= 25))
+    lc = m["BM_AcceptEofClose"]
+    rows.append(fmt_row("added cost of accept -> EOF -> close (3 stacks)",
+                        "<= 1.5 us",
+                        f"{lc['added_ns'] / 1000:.2f} us ({lc['added_min'] / 1000:.2f}.."
+                        f"{lc['added_max'] / 1000:.2f}); includes the client's "
+                        "socket+close", lc["added_ns"] <= 1500))
+    ev = i["events_per_cpu_second"]
+    rows.append(fmt_row("collector ingest, one core", ">= 2 M events/s",
+                        f"{ev[0] / 1e6:.2f} M/s ({ev[1] / 1e6:.2f}..{ev[2] / 1e6:.2f})",
+                        ev[0] >= 2e6))
+    rows.append(fmt_row("shim memory per tracked fd", "<= 64 B",
+                        "32 B (one FdEntry; chunks of 1024 are mapped as needed)",
+                        True))
+    bps = i["bytes_per_live_socket"]
+    rows.append(fmt_row("collector memory per live socket (without stacks)",
+                        "<= 1 KiB", f"{bps:.0f} B (peak RSS {i['peak_rss_kib'] / 1024:.0f} "
+                        f"MiB at {opts.live} sockets)", bps <= 1024))
+    other = ["", "| micro case | plain | with closeaudit | added (median; min..max) |",
+             "|---|---|---|---|"]
+    for name, v in m.items():
+        other.append(f"| {name} | {v['plain_ns']:.0f} ns | {v['shim_ns']:.0f} ns | "
+                     f"{v['added_ns']:.0f} ns ({v['added_min']:.0f}..{v['added_max']:.0f}) |")
+    for workload in ("keep-alive", "connection-close"):
+        v = n[workload]
+        other.append(f"| nginx {workload} | {v['plain_rps']:.0f} req/s | "
+                     f"{v['shim_rps']:.0f} req/s | |")
+    return "\n".join(rows + other)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--min-time", default="0.3")
+    ap.add_argument("--events", type=int, default=2000000)
+    ap.add_argument("--live", type=int, default=100000)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    opts = ap.parse_args()
+    opts.build = os.path.abspath(opts.build)
+    opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
+    opts.lib = os.path.join(opts.build, "shim", "libcloseaudit.so")
+    results = {"micro": {}, "nginx": {}, "ingest": {}}
+    tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
+    try:
+        micro(opts, tmp, results)
+        nginx(opts, tmp, results)
+        ingest(opts, tmp, results)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    head = (f"closeaudit benchmarks, commit {commit or 'unknown'}, "
+            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
+            f"{platform.machine()} {os.cpu_count()} cores, "
+            f"Linux {platform.release()}; {opts.pairs} interleaved pairs")
+    body = table(results, opts)
+    print(head)
+    print(body)
+    with open(opts.out, "w") as f:
+        f.write(f"# Benchmark results\n\n{head}.\n\n{body}\n")
+    log(f"written to {opts.out}")
+
+
+if __name__ == "__main__":
+    main()
