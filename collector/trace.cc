@@ -151,11 +151,37 @@ bool Decompress(std::string_view body, std::string* out, std::string* error) {
 
 }  // namespace
 
-uint32_t Crc32c(std::string_view data) {
+namespace {
+
+uint32_t Crc32cTable(std::string_view data) {
   static const std::array<uint32_t, 256> table = MakeCrcTable();
   uint32_t c = ~0u;
   for (unsigned char b : data) c = table[(c ^ b) & 0xff] ^ (c >> 8);
   return ~c;
+}
+
+// The same polynomial in hardware (SSE 4.2), eight bytes at a time: the
+// checksum was the largest single cost of writing the trace.
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(std::string_view data) {
+  uint64_t c = ~0u;
+  size_t i = 0;
+  for (; i + 8 <= data.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, data.data() + i, 8);
+    c = __builtin_ia32_crc32di(c, word);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; i < data.size(); ++i) {
+    c32 = __builtin_ia32_crc32qi(c32, static_cast<unsigned char>(data[i]));
+  }
+  return ~c32;
+}
+
+}  // namespace
+
+uint32_t Crc32c(std::string_view data) {
+  static const bool hardware = __builtin_cpu_supports("sse4.2");
+  return hardware ? Crc32cHardware(data) : Crc32cTable(data);
 }
 
 std::string EncodeRecord(const Record& record) {

@@ -203,12 +203,16 @@ void Push(Event& event, bool with_stack) {
 // The kernel's identity for the socket at fd: its cookie (unique for the
 // boot) and sockfs inode. Where SO_COOKIE is missing the inode stands in,
 // tagged in the top bit so it cannot collide with a real cookie.
+// One system call when the kernel has SO_COOKIE (every Linux since 4.x): the
+// inode is then left 0, since the collector matches sockets by cookie and
+// the kernel's sock_diag rows carry both.
 void Identify(int fd, uint64_t* cookie, uint64_t* inode) {
-  struct stat st;
-  *inode = fstat(fd, &st) == 0 ? st.st_ino : 0;
   uint64_t c = 0;
   socklen_t len = sizeof(c);
+  *inode = 0;
   if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &c, &len) != 0 || c == 0) {
+    struct stat st;
+    *inode = fstat(fd, &st) == 0 ? st.st_ino : 0;
     c = *inode | (1ull << 63);
   }
   *cookie = c;
@@ -246,7 +250,9 @@ void Track(EventType type, int fd, uint32_t state, uint32_t aux, uint64_t arg,
   Push(e, with_stack);
 }
 
-void PushAddress(int fd, uint64_t cookie) {
+void PushAddress(int fd, uint64_t cookie, uint32_t state) {
+  // Only TCP/IP endpoints are reported; skip the system calls otherwise.
+  if (!(state & kStateInet)) return;
   sockaddr_storage local{}, peer{};
   socklen_t llen = sizeof(local), plen = sizeof(peer);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
@@ -455,7 +461,7 @@ void OnEofSlow(int fd, FdEntry* entry) {
   uint64_t last = entry->last_use_ip.load(std::memory_order_relaxed);
   ev.arg = last ? last - 1 : 0;  // no read returned data: unknown
   Push(ev, true);
-  PushAddress(fd, cookie);
+  PushAddress(fd, cookie, state);
 }
 
 void OnShutdown(int fd, int how, int result, int err) {
@@ -520,7 +526,7 @@ CloseClaim ClaimClose(int fd) {
     if (!(claim.state & kStateEofSeen)) {
       // Closing before the peer did: this side may end in TIME_WAIT (or,
       // with linger 0, reset the peer), and the report names the peers.
-      PushAddress(fd, claim.cookie);
+      PushAddress(fd, claim.cookie, claim.state);
     }
     if (claim.state & kStateLinger0) {
       // What an abortive close throws away: bytes not yet sent or acked.
