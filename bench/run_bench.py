@@ -301,6 +301,8 @@ def main():
     ap.add_argument("--events", type=int, default=2000000)
     ap.add_argument("--live", type=int, default=100000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    ap.add_argument("--only", choices=["micro", "nginx", "ingest"],
+                    help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
@@ -308,6 +310,11 @@ def main():
     results = {"micro": {}, "nginx": {}, "ingest": {}}
     tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
     try:
+        if opts.only:
+            {"micro": micro, "nginx": nginx, "ingest": ingest}[opts.only](
+                opts, tmp, results)
+            print(json.dumps(results, indent=1))
+            return
         micro(opts, tmp, results)
         nginx(opts, tmp, results)
         ingest(opts, tmp, results)

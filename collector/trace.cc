@@ -116,14 +116,18 @@ void AppendFrame(std::string_view payload, std::string* out) {
 // frames compressed with zstd. Returns false if compressing does not pay.
 bool Compress(std::string_view frames, std::string* out) {
   if (frames.size() > kMaxTraceFrame) return false;
+  // One context for the life of the process: making one per call cost more
+  // than the compression itself.
+  static ZSTD_CCtx* const context = ZSTD_createCCtx();
+  if (context == nullptr) return false;
   size_t bound = ZSTD_compressBound(frames.size());
   out->assign(1, static_cast<char>(kBatchKind));
   uint32_t raw = static_cast<uint32_t>(frames.size());
   out->append(reinterpret_cast<const char*>(&raw), 4);
   size_t head = out->size();
   out->resize(head + bound);
-  size_t n = ZSTD_compress(out->data() + head, bound, frames.data(),
-                           frames.size(), /*level=*/1);
+  size_t n = ZSTD_compressCCtx(context, out->data() + head, bound,
+                               frames.data(), frames.size(), /*level=*/1);
   if (ZSTD_isError(n) || head + n >= frames.size()) return false;
   out->resize(head + n);
   return out->size() <= kMaxTraceFrame;
