@@ -115,10 +115,10 @@ bool Connect(int family, Connection* c) {
   return c->accepted.get() >= 0;
 }
 
-// Polls DumpTcpSockets(mask) for up to ~2 s until a row matches.
+// Polls DumpTcpSockets(mask) for up to 10 s until a row matches.
 template <typename Pred>
-// Waits (not a timing assertion) until the kernel shows the socket: a busy
-// machine with many sockets in the dump can take a while.
+// It waits (no timing is asserted): on a busy machine with many sockets the
+// dump can take a while.
 std::optional<KernelSocket> WaitForSocket(uint32_t mask, Pred pred) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(10);
