@@ -381,7 +381,7 @@ bool StartRecording() {
   g_last_register_try.store(NowNs(), std::memory_order_relaxed);
   g_recording.store(true);
   ScanExistingSockets();
-  EnsureDefaultCollector(2000);
+  EnsureDefaultCollector(5000);
   TryRegister(g_hello_flags);
   return true;
 }
