@@ -3,29 +3,18 @@
 #include "collector/analyzer.h"
 
 #include <algorithm>
+#include <sys/socket.h>
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "collector/kernel.h"
 
 namespace closeaudit {
 namespace {
 
 using wire::EventType;
-
-std::string FormatEndpoint(uint8_t family, const uint8_t* addr,
-                           uint16_t port) {
-  if (family == 4) {
-    return absl::StrFormat("%d.%d.%d.%d:%d", addr[0], addr[1], addr[2],
-                           addr[3], port);
-  }
-  std::string out = "[";
-  for (int i = 0; i < 16; i += 2) {
-    if (i) out += ":";
-    absl::StrAppend(&out, absl::Hex((addr[i] << 8) | addr[i + 1]));
-  }
-  return absl::StrCat(out, "]:", port);
-}
 
 }  // namespace
 
@@ -338,8 +327,9 @@ void Analyzer::OnEvent(const EventRecord& record) {
       if (a.family != 4 && a.family != 6) return;
       auto it = sockets_.find(a.cookie);
       if (it == sockets_.end()) return;
-      it->second.local = FormatEndpoint(a.family, a.local_addr, a.local_port);
-      it->second.peer = FormatEndpoint(a.family, a.peer_addr, a.peer_port);
+      int family = a.family == 4 ? AF_INET : AF_INET6;
+      it->second.local = FormatEndpoint(family, a.local_addr, a.local_port);
+      it->second.peer = FormatEndpoint(family, a.peer_addr, a.peer_port);
       break;
     }
     case EventType::kClose:

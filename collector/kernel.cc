@@ -57,25 +57,6 @@ T Load(const char* p) {
   return v;
 }
 
-// Formats the address and port of an inet_diag_sockid half. `addr` is the
-// kernel's __be32[4]; for AF_INET only addr[0] is meaningful. `port_be` is in
-// network byte order.
-std::string FormatEndpoint(int family, const __be32 addr[4], __be16 port_be) {
-  char text[INET6_ADDRSTRLEN] = {};
-  const unsigned port = ntohs(port_be);
-  if (family == AF_INET) {
-    in_addr a;
-    std::memcpy(&a, addr, sizeof(a));
-    if (inet_ntop(AF_INET, &a, text, sizeof(text)) == nullptr) return "?";
-    return absl::StrCat(text, ":", port);
-  }
-  in6_addr a;
-  static_assert(sizeof(a) == 4 * sizeof(__be32));
-  std::memcpy(&a, addr, sizeof(a));
-  if (inet_ntop(AF_INET6, &a, text, sizeof(text)) == nullptr) return "[?]";
-  return absl::StrCat("[", text, "]:", port);
-}
-
 // One inet_diag_msg (the payload of a SOCK_DIAG_BY_FAMILY reply) to a row.
 absl::StatusOr<KernelSocket> ParseInetDiagMsg(std::string_view payload) {
   if (payload.size() < sizeof(inet_diag_msg)) {
@@ -94,8 +75,10 @@ absl::StatusOr<KernelSocket> ParseInetDiagMsg(std::string_view payload) {
   s.inode = msg.idiag_inode;
   s.state = msg.idiag_state;
   s.family = msg.idiag_family;
-  s.local = FormatEndpoint(s.family, msg.id.idiag_src, msg.id.idiag_sport);
-  s.peer = FormatEndpoint(s.family, msg.id.idiag_dst, msg.id.idiag_dport);
+  // The kernel's __be32[4] holds the address in network order (for IPv4 in
+  // the first word); the port is in network order.
+  s.local = FormatEndpoint(s.family, msg.id.idiag_src, ntohs(msg.id.idiag_sport));
+  s.peer = FormatEndpoint(s.family, msg.id.idiag_dst, ntohs(msg.id.idiag_dport));
   s.uid = msg.idiag_uid;
   s.send_queue = msg.idiag_wqueue;
   s.recv_queue = msg.idiag_rqueue;
@@ -185,6 +168,20 @@ absl::Status DumpFamily(int fd, int family, uint32_t state_mask, uint32_t seq,
 }
 
 }  // namespace
+
+std::string FormatEndpoint(int family, const void* addr, unsigned port) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (family == AF_INET) {
+    in_addr a;
+    std::memcpy(&a, addr, sizeof(a));
+    if (inet_ntop(AF_INET, &a, text, sizeof(text)) == nullptr) return "?";
+    return absl::StrCat(text, ":", port);
+  }
+  in6_addr a;
+  std::memcpy(&a, addr, sizeof(a));
+  if (inet_ntop(AF_INET6, &a, text, sizeof(text)) == nullptr) return "[?]";
+  return absl::StrCat("[", text, "]:", port);
+}
 
 const char* TcpStateName(int state) {
   switch (state) {

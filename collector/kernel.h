@@ -39,6 +39,11 @@ inline constexpr int kTcpNewSynRecv = 12;
 // states above; "UNKNOWN" for anything else. The result is a static string.
 const char* TcpStateName(int state);
 
+// "127.0.0.1:8080" or "[::1]:8080" for an IPv4 (4 bytes) or IPv6 (16 bytes)
+// address in network order and a port in host order: the one spelling every
+// report uses, whether the shim or the kernel supplied the address.
+std::string FormatEndpoint(int family, const void* addr, unsigned port);
+
 // The bit for `state` in a state mask (the kernel's TCPF_* values).
 inline constexpr uint32_t StateBit(int state) { return 1u << state; }
 

@@ -526,3 +526,19 @@ TEST(Kernel, ParseRandomBytes) {
 
 }  // namespace
 }  // namespace closeaudit
+
+namespace closeaudit {
+namespace {
+
+// The shim's addresses and the kernel's go through this one spelling, so the
+// same socket reads the same in every report.
+TEST(Kernel, FormatEndpointSpellsAddressesOneWay) {
+  const uint8_t v4[4] = {127, 0, 0, 1};
+  EXPECT_EQ(FormatEndpoint(AF_INET, v4, 8080), "127.0.0.1:8080");
+  uint8_t v6[16] = {};
+  v6[15] = 1;
+  EXPECT_EQ(FormatEndpoint(AF_INET6, v6, 443), "[::1]:443");
+}
+
+}  // namespace
+}  // namespace closeaudit
