@@ -177,12 +177,11 @@ void Reconnect(uint32_t flags) {
 
 // Lifecycle events give a collector that was missing at start another
 // chance, and notice one that has gone, at most once a second.
-void MaybeRegister() {
-  uint64_t now = NowNs();
-  if (now - g_last_register_try.load(std::memory_order_relaxed) <
-      kRetryIntervalNs) {
-    return;
-  }
+// `now` is the event's own timestamp: no second clock read per event.
+void MaybeRegister(uint64_t now) {
+  // Another thread may have tried after this event was stamped.
+  uint64_t last = g_last_register_try.load(std::memory_order_relaxed);
+  if (now < last || now - last < kRetryIntervalNs) return;
   if (!g_registered.load(std::memory_order_relaxed)) {
     Reconnect(g_hello_flags);
     return;
@@ -197,7 +196,7 @@ void MaybeRegister() {
 void Push(Event& event, bool with_stack) {
   if (with_stack && t_busy == 1) event.blob = CaptureStack(Ring());
   Ring().Push(event);
-  MaybeRegister();
+  MaybeRegister(event.mono_ns);
 }
 
 // The kernel's identity for the socket at fd: its cookie (unique for the
