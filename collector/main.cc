@@ -203,6 +203,8 @@ absl::StatusOr<RunResult> RunAudited(
       session.Poll(0);
       while (waitpid(*child, &status, 0) < 0 && errno == EINTR) {
       }
+      session.collector().NoteExit(
+          *child, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
       exited = true;
     }
   }

@@ -319,6 +319,11 @@ void Collector::FinishStream(Stream& s, bool exited) {
                                                    : 128 + info.si_status;
     }
   }
+  if (exited && rec.exit_status < 0) {
+    // Reaped before its hello was read (a process killed right away).
+    auto known = known_exits_.find(s.pid);
+    if (known != known_exits_.end()) rec.exit_status = known->second;
+  }
   uint64_t bad_blobs = 0;
   for (const auto& ring : s.rings) {
     rec.dropped_events += ring->dropped_events();

@@ -41,6 +41,10 @@ class Collector {
 
   // Streams whose process is still alive.
   size_t live_streams() const;
+  // The exit status (as a shell shows it) of a process this program reaped
+  // itself, for a stream that registers or finishes after the reaping.
+  void NoteExit(pid_t pid, int status) { known_exits_[pid] = status; }
+
   // The pids of the processes still alive.
   std::vector<uint32_t> live_pids() const;
   // Streams ever accepted.
@@ -64,6 +68,7 @@ class Collector {
   uint32_t next_stream_ = 1;
   std::vector<std::unique_ptr<Pending>> pending_;
   std::vector<std::unique_ptr<Stream>> streams_;
+  absl::flat_hash_map<pid_t, int> known_exits_;
 };
 
 }  // namespace closeaudit
