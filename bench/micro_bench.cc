@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,37 +60,72 @@ void BM_RecvEagain(benchmark::State& state) {
 }
 BENCHMARK(BM_RecvEagain);
 
-// One connection's whole life on the server side, as a server sees it:
-// accept, read the peer's EOF, close (three stacks under the library). The
-// client's socket(), connect() and close() are in the loop too. Unix stream
-// sockets keep the kernel's part small and leave no TIME_WAIT behind.
-void BM_AcceptEofClose(benchmark::State& state) {
+// A listening Unix stream socket under an abstract name unique to this
+// process and `tag`; its address goes to *addr and *len.
+int UnixListener(const char* tag, sockaddr_un* addr, socklen_t* len) {
   int listener = socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  // An abstract name, unique to this process.
-  snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1, "closeaudit-bench-%d",
-           getpid());
-  socklen_t len = static_cast<socklen_t>(
-      offsetof(sockaddr_un, sun_path) + 1 + strlen(addr.sun_path + 1));
-  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+  *addr = sockaddr_un{};
+  addr->sun_family = AF_UNIX;
+  snprintf(addr->sun_path + 1, sizeof(addr->sun_path) - 1,
+           "closeaudit-bench-%s-%d", tag, getpid());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 +
+                                strlen(addr->sun_path + 1));
+  if (bind(listener, reinterpret_cast<sockaddr*>(addr), *len) != 0 ||
       listen(listener, 128) != 0) {
     std::abort();
   }
+  return listener;
+}
+
+// close(2) without libc: the library interposes close(), and
+// syscall(SYS_close) as well.
+void RawClose(int fd) {
+  long result;
+  __asm__ volatile("syscall"
+                   : "=a"(result)
+                   : "a"(long{SYS_close}), "D"(long{fd})
+                   : "rcx", "r11", "memory");
+  (void)result;
+}
+
+// One connection's whole life on the server side, as a server sees it:
+// accept, read the peer's EOF, close: three stacks under the library. The
+// client is in the loop too. With `raw_client` its socket, connect and close
+// are direct system calls that no library sees, as for a server whose clients
+// are elsewhere; otherwise they go through libc, and the library takes five
+// stacks. Unix stream sockets keep the kernel's part small and leave no
+// TIME_WAIT behind.
+void Lifecycle(benchmark::State& state, bool raw_client) {
+  sockaddr_un addr;
+  socklen_t len;
+  int listener = UnixListener(raw_client ? "raw" : "libc", &addr, &len);
   char byte;
   for (auto _ : state) {
-    int client = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (connect(client, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
-      std::abort();
-    }
+    int client = raw_client ? static_cast<int>(syscall(
+                                  SYS_socket, AF_UNIX, SOCK_STREAM, 0))
+                            : socket(AF_UNIX, SOCK_STREAM, 0);
+    int rc = raw_client ? static_cast<int>(syscall(SYS_connect, client, &addr,
+                                                   len))
+                        : connect(client, reinterpret_cast<sockaddr*>(&addr),
+                                  len);
+    if (rc != 0) std::abort();
     int server = accept(listener, nullptr, nullptr);
-    close(client);
+    if (raw_client) {
+      RawClose(client);
+    } else {
+      close(client);
+    }
     if (recv(server, &byte, 1, 0) != 0) std::abort();
     close(server);
   }
   close(listener);
 }
+
+void BM_AcceptEofClose(benchmark::State& state) { Lifecycle(state, false); }
 BENCHMARK(BM_AcceptEofClose);
+
+void BM_ServerLifecycle(benchmark::State& state) { Lifecycle(state, true); }
+BENCHMARK(BM_ServerLifecycle);
 
 void BM_DupClose(benchmark::State& state) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

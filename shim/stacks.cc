@@ -91,6 +91,194 @@ int FindUnwinder(dl_phdr_info* info, size_t, void* data) {
   return 1;
 }
 
+#if !defined(__SANITIZE_THREAD__)
+// --- The call-site cache -----------------------------------------------------
+//
+// A server's lifecycle events come from a handful of call sites, and walking
+// the stack with libunwind costs about as much as the rest of the event. So a
+// walk is remembered as the return addresses it found and where on the stack
+// it found each one, as offsets from the first (the wrapper's own return
+// address, found by following the shim's frame pointers). A later capture
+// whose first return address is the same reads those slots again; if every
+// one still holds the same address, the walk would find the same frames.
+//
+// Why that holds: a frame's canonical frame address (CFA) is a function of its
+// pc and of its callee's CFA (the DWARF rule is "rsp + k", or "rbp + k" with
+// rbp at a fixed place in the frame). So from the same first slot, the same
+// return address in each slot, checked innermost first, puts the next slot in
+// the same place. Frames whose size changes from call to call (alloca) could
+// in principle line up with a stale copy of a return address left on the
+// stack; the walk that fills an entry checks that every slot holds its
+// address, and walks that cross a signal frame are not cached at all.
+//
+// Reads stay inside the part of this thread's stack that an earlier walk of
+// this thread saw ([t_stack_lo, t_stack_hi]): a stack's pages stay mapped
+// while its thread lives, so the check never faults, even on an entry torn
+// by a concurrent writer (each entry is a seqlock; a torn read is retried as
+// a miss).
+
+constexpr uint32_t kSiteWays = 4;
+constexpr uint32_t kSiteBuckets = 256;
+
+struct SiteEntry {
+  std::atomic<uint32_t> seq;    // odd while being written
+  std::atomic<uint32_t> count;  // return addresses held; 0: empty
+  std::atomic<uint32_t> offset[wire::kMaxFrames];  // from the first slot
+  std::atomic<uint64_t> ret[wire::kMaxFrames];
+};
+
+SiteEntry* g_sites = nullptr;
+std::atomic<uint32_t> g_site_victim{0};
+
+thread_local uintptr_t t_stack_lo __attribute__((tls_model("initial-exec"))) = 0;
+thread_local uintptr_t t_stack_hi __attribute__((tls_model("initial-exec"))) = 0;
+
+// The stack slot that holds the return address into the program: the first
+// one, going out from here along the shim's own frame pointers (the shim is
+// built with them), whose address lies outside the shim.
+bool FindCallSite(uintptr_t* slot) {
+  auto* fp = static_cast<uintptr_t*>(__builtin_frame_address(0));
+  for (int depth = 0; depth < 16; ++depth) {
+    uintptr_t ret = fp[1];
+    if (ret < g_self_start || ret >= g_self_end) {
+      *slot = reinterpret_cast<uintptr_t>(&fp[1]);
+      return true;
+    }
+    auto* next = reinterpret_cast<uintptr_t*>(fp[0]);
+    if (next <= fp || (reinterpret_cast<uintptr_t>(next) & 7) != 0) {
+      return false;
+    }
+    fp = next;
+  }
+  return false;
+}
+
+SiteEntry* Bucket(uintptr_t ret) {
+  uint64_t h = ret * 0x9e3779b97f4a7c15ull;
+  return g_sites + (h >> 56) % kSiteBuckets * kSiteWays;
+}
+
+// Fills frames (adjusted to point into the call) from the cache if an entry
+// for this call site matches the stack; returns their count, or 0.
+__attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
+                                                       uint64_t* frames) {
+  if (g_sites == nullptr || slot < t_stack_lo || slot >= t_stack_hi) return 0;
+  uintptr_t ret0 = *reinterpret_cast<const uintptr_t*>(slot);
+  SiteEntry* bucket = Bucket(ret0);
+  for (uint32_t way = 0; way < kSiteWays; ++way) {
+    SiteEntry& e = bucket[way];
+    uint32_t seq = e.seq.load(std::memory_order_acquire);
+    if ((seq & 1) != 0) continue;
+    uint32_t count = e.count.load(std::memory_order_relaxed);
+    if (count == 0 || count > wire::kMaxFrames ||
+        e.ret[0].load(std::memory_order_relaxed) != ret0) {
+      continue;
+    }
+    uint32_t i = 1;
+    for (; i < count; ++i) {
+      uintptr_t at = slot + e.offset[i].load(std::memory_order_relaxed);
+      if (at < slot || at > t_stack_hi - sizeof(uintptr_t) || (at & 7) != 0) {
+        break;
+      }
+      uint64_t ret = e.ret[i].load(std::memory_order_relaxed);
+      if (*reinterpret_cast<const uintptr_t*>(at) != ret) break;
+      frames[i] = ret - 1;
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (i != count || e.seq.load(std::memory_order_relaxed) != seq) continue;
+    frames[0] = ret0 - 1;
+    return static_cast<int>(count);
+  }
+  return 0;
+}
+
+void RememberSite(const uintptr_t* rets, const uintptr_t* slots, int count) {
+  if (g_sites == nullptr || count <= 0) return;
+  SiteEntry* bucket = Bucket(rets[0]);
+  SiteEntry* e = nullptr;
+  for (uint32_t way = 0; way < kSiteWays && e == nullptr; ++way) {
+    if (bucket[way].count.load(std::memory_order_relaxed) == 0) e = &bucket[way];
+  }
+  if (e == nullptr) {
+    e = &bucket[g_site_victim.fetch_add(1, std::memory_order_relaxed) %
+                kSiteWays];
+  }
+  uint32_t seq = e->seq.load(std::memory_order_relaxed);
+  if ((seq & 1) != 0 ||
+      !e->seq.compare_exchange_strong(seq, seq + 1,
+                                      std::memory_order_acquire)) {
+    return;  // another thread (or an interrupted one) is writing it
+  }
+  std::atomic_thread_fence(std::memory_order_release);
+  e->count.store(static_cast<uint32_t>(count), std::memory_order_relaxed);
+  for (int i = 0; i < count; ++i) {
+    e->offset[i].store(static_cast<uint32_t>(slots[i] - slots[0]),
+                       std::memory_order_relaxed);
+    e->ret[i].store(rets[i], std::memory_order_relaxed);
+  }
+  e->seq.store(seq + 2, std::memory_order_release);
+}
+
+// Widens this thread's known stack range by a walk's range, or starts again
+// from it when the two do not touch (another stack: a coroutine's, say).
+void NoteStackRange(uintptr_t lo, uintptr_t hi) {
+  if (t_stack_hi == 0 || hi < t_stack_lo || lo > t_stack_hi) {
+    t_stack_lo = lo;
+    t_stack_hi = hi;
+    return;
+  }
+  if (lo < t_stack_lo) t_stack_lo = lo;
+  if (hi > t_stack_hi) t_stack_hi = hi;
+}
+
+// Walks the stack with libunwind's cursor API, which, unlike unw_backtrace,
+// reports where each frame's return address was found. Returns the number of
+// program frames (the shim's own are dropped) written to frames, and caches
+// the walk if `slot` (the first program frame's slot) is where it found it.
+__attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
+                                                            uint64_t* frames) {
+  uintptr_t rets[wire::kMaxFrames];
+  uintptr_t slots[wire::kMaxFrames];
+  int count = 0;
+  bool cacheable = slot != 0;
+  uintptr_t lowest = 0, highest = 0;
+  ++t_unwinding;
+  unw_context_t context;
+  unw_cursor_t cursor;
+  if (unw_getcontext(&context) == 0 &&
+      unw_init_local(&cursor, &context) == 0) {
+    bool in_shim = true;
+    for (int steps = 0; steps < kCaptureFrames; ++steps) {
+      unw_word_t ip = 0, sp = 0;
+      unw_get_reg(&cursor, UNW_REG_IP, &ip);
+      unw_get_reg(&cursor, UNW_REG_SP, &sp);
+      if (steps == 0) lowest = sp;
+      if (sp < highest) cacheable = false;  // not one stack, going out
+      highest = sp;
+      if (unw_is_signal_frame(&cursor) > 0) cacheable = false;
+      if (!(in_shim && ip >= g_self_start && ip < g_self_end)) {
+        in_shim = false;
+        if (count == static_cast<int>(wire::kMaxFrames)) break;
+        // The return address was pushed just below the caller's stack
+        // pointer, unless this frame was entered by a signal.
+        rets[count] = ip;
+        slots[count] = sp - sizeof(uintptr_t);
+        frames[count++] = ip - 1;
+      }
+      if (unw_step(&cursor) <= 0) break;
+    }
+  }
+  --t_unwinding;
+  if (count == 0 || !cacheable || slots[0] != slot) return count;
+  for (int i = 0; i < count; ++i) {
+    if (*reinterpret_cast<const uintptr_t*>(slots[i]) != rets[i]) return count;
+  }
+  NoteStackRange(lowest, highest);
+  RememberSite(rets, slots, count);
+  return count;
+}
+#endif  // !__SANITIZE_THREAD__
+
 uint64_t HashFrames(const uint64_t* frames, int n) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
   for (int i = 0; i < n; ++i) {
@@ -120,6 +308,11 @@ void InitStacks() {
   --t_unwinding;
 #endif
   g_table = MapTable();
+#if !defined(__SANITIZE_THREAD__)
+  void* sites = mmap(nullptr, sizeof(SiteEntry) * kSiteBuckets * kSiteWays,
+                     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  g_sites = sites == MAP_FAILED ? nullptr : static_cast<SiteEntry*>(sites);
+#endif
   // Let libunwind finish its own set-up now, inside the shim (see pipe2 in
   // preload.cc), rather than at the program's first socket call.
   void* warm[4];
@@ -137,20 +330,39 @@ void ResetStacks() {
   if (old) munmap(old, sizeof(StackSlot) * kTableSize);
 }
 
-uint32_t CaptureStack(RingWriter& ring) {
+namespace {
+
+// The program's frames, innermost first, each a return address less one: one
+// less points into the call, so that line tables name the line of the call.
+int ProgramFrames(uint64_t* frames) {
+#if defined(__SANITIZE_THREAD__)
   void* raw[kCaptureFrames];
   int n = Backtrace(raw, kCaptureFrames);
-  uint64_t frames[wire::kMaxFrames];
   int count = 0;
   bool in_shim = true;
   for (int i = 0; i < n && count < static_cast<int>(wire::kMaxFrames); ++i) {
     uintptr_t ip = reinterpret_cast<uintptr_t>(raw[i]);
     if (in_shim && ip >= g_self_start && ip < g_self_end) continue;
     in_shim = false;
-    // A return address points after the call; one less points into it, so
-    // that line tables name the line of the call.
     frames[count++] = ip - 1;
   }
+  return count;
+#else
+  uintptr_t slot = 0;
+  if (!FindCallSite(&slot)) slot = 0;
+  if (slot != 0) {
+    int count = LookUpSite(slot, frames);
+    if (count > 0) return count;
+  }
+  return WalkAndRemember(slot, frames);
+#endif
+}
+
+}  // namespace
+
+uint32_t CaptureStack(RingWriter& ring) {
+  uint64_t frames[wire::kMaxFrames];
+  int count = ProgramFrames(frames);
   if (count == 0) return 0;
 
   uint64_t hash = HashFrames(frames, count);

@@ -1,11 +1,13 @@
 // Stack capture for lifecycle events, deduplicated per process.
 //
-// Capture() walks the caller's stack with libunwind's unw_backtrace into a
-// fixed array (no heap), drops the shim's own frames, and returns the arena
-// offset of a StackBlob holding it. Identical stacks are written to the arena
-// once: a lock-free open-addressing table maps a 64-bit hash of the frames to
-// the blob. Async-signal-safe as long as libunwind's per-thread cache is (it
-// is set to UNW_CACHE_PER_THREAD at Init()).
+// CaptureStack() finds the caller's frames (the shim's own are dropped) into a
+// fixed array (no heap) and returns the arena offset of a StackBlob holding
+// them. A call site seen before is recognised by re-reading the return
+// addresses its last walk found, where it found them (see stacks.cc); others
+// are walked with libunwind. Identical stacks are written to the arena once: a
+// lock-free open-addressing table maps a 64-bit hash of the frames to the
+// blob. Async-signal-safe as long as libunwind's per-thread cache is (it is
+// set to UNW_CACHE_PER_THREAD at Init()).
 #ifndef CLOSEAUDIT_SHIM_STACKS_H_
 #define CLOSEAUDIT_SHIM_STACKS_H_
 

@@ -1381,7 +1381,52 @@ def case_time_wait(opts, tmp):
         log(f"note: time_wait stacks are {sorted(f['stacks'])} (no 'close')")
 
 
+# ---- call_paths (call_paths.c) ----
+
+def case_call_paths(opts, tmp):
+    """One helper reached along several paths: the stacks keep them apart."""
+    src = "call_paths.c"
+    line = {name: find_marker(opts.srcdir, src, name)
+            for name in ("eof_recv", "path_a", "path_b", "path_c",
+                         "descend_read", "descend_recurse")}
+    done = os.path.join(tmp, "done")
+    run = Run(opts, tmp, "call_paths", [done], grace="1s")
+    check_client_exit(run)
+    rep = finish_report(run)
+    fs = of_kind(rep, "close_wait_leak")
+
+    def path_of(f):
+        """(function, line) of each frame from read_eof out to main."""
+        out = []
+        for fr in frames(f, "eof_seen"):
+            if os.path.basename(str(fr.get("file") or "")) == src:
+                out.append((fr.get("function"), fr.get("line")))
+        return tuple(out)
+
+    eof = ("read_eof", line["eof_recv"])
+    recurse = ("descend", line["descend_recurse"])
+    bottom = ("descend", line["descend_read"])
+    c = ("path_c", line["path_c"])
+    expected = {
+        (eof, ("path_a", line["path_a"])): 3,
+        (eof, ("path_b", line["path_b"])): 5,
+        (eof, bottom, c): 2,
+        (eof, bottom, recurse, recurse, c): 2,
+    }
+    got = {}
+    for f in fs:
+        path = path_of(f)
+        # main() is outside every path; drop it.
+        if path and path[-1][0] == "main":
+            path = path[:-1]
+        got[path] = got.get(path, 0) + f.get("count", 0)
+    check(got == expected,
+          "close_wait_leak findings by eof_seen path (function, line) -> "
+          f"count:\n  got      {got}\n  expected {expected}")
+
+
 CASES.update({
+    "call_paths": case_call_paths,
     "fork_held": case_fork_held,
     "fork_clean": case_fork_clean,
     "never_read": case_never_read,
