@@ -19,7 +19,50 @@ using wire::EventType;
 }  // namespace
 
 Analyzer::Analyzer(AnalyzerOptions options) : options_(options) {
-  stacks_.emplace_back();  // id 0 means "no stack"
+  stacks_.emplace_back();   // id 0 means "no stack"
+  details_.emplace_back();  // detail 0 means "none"
+}
+
+std::optional<uint32_t> Analyzer::SocketTable::IndexOf(uint64_t cookie) const {
+  if (!ordered_.empty() && cookie <= ordered_.back().cookie) {
+    // Galloping from the end: steps of 1, 2, 4, ... back until an entry is
+    // not above the cookie, then a binary search in the last step.
+    size_t n = ordered_.size();
+    size_t hi = n;
+    size_t step = 1;
+    while (step < n && ordered_[n - step].cookie > cookie) {
+      hi = n - step;
+      step *= 2;
+    }
+    size_t lo = step < n ? n - step : 0;
+    auto it = std::lower_bound(
+        ordered_.begin() + lo, ordered_.begin() + hi, cookie,
+        [](const Entry& e, uint64_t c) { return e.cookie < c; });
+    if (it != ordered_.begin() + hi && it->cookie == cookie) return it->index;
+  }
+  auto it = others_.find(cookie);
+  if (it == others_.end()) return std::nullopt;
+  return it->second;
+}
+
+Analyzer::Socket& Analyzer::SocketTable::Get(uint64_t cookie) {
+  if (ordered_.empty() || cookie > ordered_.back().cookie) {
+    ordered_.push_back({cookie, size_});  // certainly new
+  } else if (std::optional<uint32_t> i = IndexOf(cookie)) {
+    return At(*i);
+  } else {
+    others_.emplace(cookie, size_);
+  }
+  if (size_ % kChunk == 0) chunks_.push_back(std::make_unique<Socket[]>(kChunk));
+  return At(size_++);
+}
+
+Analyzer::SocketDetail& Analyzer::DetailOf(Socket& socket) {
+  if (socket.detail == 0) {
+    socket.detail = static_cast<uint32_t>(details_.size());
+    details_.emplace_back();
+  }
+  return details_[socket.detail];
 }
 
 void Analyzer::Add(const Record& record) {
@@ -37,8 +80,7 @@ void Analyzer::Add(const Record& record) {
       it->second.stacks[st->ref] = id;
     }
   } else if (const auto* e = std::get_if<EventRecord>(&record)) {
-    ++events_;
-    OnEvent(*e);
+    Add(*e);
   } else if (const auto* x = std::get_if<ExitRecord>(&record)) {
     auto it = streams_.find(x->stream);
     if (it == streams_.end()) return;
@@ -128,27 +170,28 @@ uint32_t Analyzer::StackFor(const Stream& stream, uint32_t ref) const {
   return it == stream.stacks.end() ? 0 : it->second;
 }
 
-void Analyzer::OpenHold(Stream& stream, uint32_t stream_id, int fd,
-                        uint64_t cookie, uint64_t ns, Origin origin) {
+Analyzer::Socket& Analyzer::OpenHold(Stream& stream, uint32_t stream_id, int fd,
+                                     uint64_t cookie, uint64_t ns,
+                                     Origin origin) {
+  Socket& sock = sockets_.Get(cookie);
   auto it = stream.fds.find(fd);
   if (it != stream.fds.end() && it->second != cookie) {
     // The number was reused without a close we saw (a raw syscall, say):
     // the old socket is no longer held here.
     EndHold(stream, stream_id, fd, it->second, ns, End::kReuse);
   } else if (it != stream.fds.end()) {
-    return;  // already held under this fd
+    return sock;  // already held under this fd
   }
   stream.fds[fd] = cookie;
   auto lc = stream.last_close.find(fd);
   if (lc != stream.last_close.end()) lc->second.reopened = true;
-  auto [sit, inserted] = sockets_.try_emplace(cookie);
-  if (inserted) socket_order_.push_back(cookie);
   Hold h;
   h.stream = stream_id;
   h.fd = fd;
   h.origin = origin;
   h.from = ns;
-  sit->second.holds.push_back(h);
+  sock.holds.push_back(h);
+  return sock;
 }
 
 Analyzer::Hold* Analyzer::EndHold(Stream& stream, uint32_t stream_id, int fd,
@@ -156,9 +199,9 @@ Analyzer::Hold* Analyzer::EndHold(Stream& stream, uint32_t stream_id, int fd,
   auto fit = stream.fds.find(fd);
   if (fit == stream.fds.end() || fit->second != cookie) return nullptr;
   stream.fds.erase(fit);
-  auto sit = sockets_.find(cookie);
-  if (sit == sockets_.end()) return nullptr;
-  for (Hold& h : sit->second.holds) {
+  Socket* sock = sockets_.Find(cookie);
+  if (sock == nullptr) return nullptr;
+  for (Hold& h : sock->holds) {
     if (h.fd == fd && h.end == End::kOpen && h.stream == stream_id) {
       h.end = end;
       h.to = std::max(ns, h.from);
@@ -199,9 +242,7 @@ void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
     return;
   }
   if (cookie == 0) return;
-  auto [sit, inserted] = sockets_.try_emplace(cookie);
-  if (inserted) socket_order_.push_back(cookie);
-  Socket& sock = sit->second;
+  Socket& sock = sockets_.Get(cookie);
   sock.state |= e.state;
   // The same thread closing this number again, now that another thread put
   // a new socket on it that this thread never touched: the second close hit
@@ -255,9 +296,8 @@ void Analyzer::OnEvent(const EventRecord& record) {
     case EventType::kSocket:
     case EventType::kAccept: {
       if (cookie == 0) return;
-      OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns,
-               Origin::kCreated);
-      Socket& sock = sockets_[cookie];
+      Socket& sock = OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns,
+                              Origin::kCreated);
       sock.flags |= e.flags;
       sock.state |= e.state;
       sock.created_ns = e.mono_ns;
@@ -274,8 +314,8 @@ void Analyzer::OnEvent(const EventRecord& record) {
       Origin origin = e.aux == 1   ? Origin::kFork
                       : e.aux == 2 ? Origin::kReceived
                                    : Origin::kStart;
-      OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns, origin);
-      Socket& sock = sockets_[cookie];
+      Socket& sock =
+          OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns, origin);
       sock.flags |= e.flags;
       sock.state |= e.state & ~wire::kStateUsed;
       if (sock.created_ns == 0) {
@@ -290,11 +330,11 @@ void Analyzer::OnEvent(const EventRecord& record) {
       break;
     case EventType::kConnect:
     case EventType::kListen:
-      if (cookie != 0) sockets_[cookie].state |= e.state;
+      if (cookie != 0) sockets_.Get(cookie).state |= e.state;
       break;
     case EventType::kEofSeen: {
       if (cookie == 0) return;
-      Socket& sock = sockets_[cookie];
+      Socket& sock = sockets_.Get(cookie);
       sock.flags |= e.flags;
       if (sock.eof_ns != 0) break;
       sock.eof_ns = e.mono_ns;
@@ -306,7 +346,7 @@ void Analyzer::OnEvent(const EventRecord& record) {
     }
     case EventType::kShutdown: {
       if (cookie == 0 || e.err != 0) return;
-      Socket& sock = sockets_[cookie];
+      Socket& sock = sockets_.Get(cookie);
       if (sock.shutdown_ns == 0 && (e.aux == 1 || e.aux == 2)) {  // WR, RDWR
         sock.shutdown_ns = e.mono_ns;
         sock.shutdown_stack = StackFor(stream, e.blob);
@@ -317,7 +357,8 @@ void Analyzer::OnEvent(const EventRecord& record) {
     case EventType::kLinger: {
       if (cookie == 0) return;
       bool abortive = (e.aux >> 16) != 0 && (e.aux & 0xffff) == 0;
-      sockets_[cookie].linger_stack = abortive ? StackFor(stream, e.blob) : 0;
+      sockets_.Get(cookie).linger_stack =
+          abortive ? StackFor(stream, e.blob) : 0;
       break;
     }
     case EventType::kAddress: {
@@ -325,11 +366,12 @@ void Analyzer::OnEvent(const EventRecord& record) {
       static_assert(sizeof(a) == sizeof(e));
       std::memcpy(&a, &e, sizeof(a));
       if (a.family != 4 && a.family != 6) return;
-      auto it = sockets_.find(a.cookie);
-      if (it == sockets_.end()) return;
+      Socket* sock = sockets_.Find(a.cookie);
+      if (sock == nullptr) return;
       int family = a.family == 4 ? AF_INET : AF_INET6;
-      it->second.local = FormatEndpoint(family, a.local_addr, a.local_port);
-      it->second.peer = FormatEndpoint(family, a.peer_addr, a.peer_port);
+      SocketDetail& d = DetailOf(*sock);
+      d.local = FormatEndpoint(family, a.local_addr, a.local_port);
+      d.peer = FormatEndpoint(family, a.peer_addr, a.peer_port);
       break;
     }
     case EventType::kClose:
@@ -361,27 +403,25 @@ void Analyzer::OnEvent(const EventRecord& record) {
 
 void Analyzer::OnKernel(const KernelRecord& k) {
   latest_ns_ = std::max(latest_ns_, k.mono_ns);
-  auto it = sockets_.find(k.cookie);
-  Socket* sock = nullptr;
-  if (it != sockets_.end()) {
-    sock = &it->second;
-  } else if (k.inode != 0 && !k.owners.empty()) {
+  Socket* sock = sockets_.Find(k.cookie);
+  bool untracked = sock == nullptr;
+  if (untracked) {
+    if (k.inode == 0 || k.owners.empty()) return;
     sock = &untracked_[k.inode];
-    sock->kernel_owners = k.owners;
     sock->flags |= wire::kFlagStream | wire::kFlagInet;
-  } else {
-    return;
   }
-  sock->kernel_state = k.state;
+  SocketDetail& d = DetailOf(*sock);
+  if (untracked) d.kernel_owners = k.owners;
+  d.kernel_state = k.state;
   if (k.state == 8) {  // CLOSE_WAIT
-    if (sock->kernel_close_wait_ns == 0) sock->kernel_close_wait_ns = k.mono_ns;
-    sock->kernel_close_wait_last_ns = k.mono_ns;
+    if (d.kernel_close_wait_ns == 0) d.kernel_close_wait_ns = k.mono_ns;
+    d.kernel_close_wait_last_ns = k.mono_ns;
   }
-  if (k.state == 5 && sock->kernel_fin_wait2_ns == 0) {  // FIN_WAIT2
-    sock->kernel_fin_wait2_ns = k.mono_ns;
+  if (k.state == 5 && d.kernel_fin_wait2_ns == 0) {  // FIN_WAIT2
+    d.kernel_fin_wait2_ns = k.mono_ns;
   }
-  if (sock->local.empty()) sock->local = k.local;
-  if (sock->peer.empty()) sock->peer = k.peer;
+  if (d.local.empty()) d.local = k.local;
+  if (d.peer.empty()) d.peer = k.peer;
 }
 
 uint64_t Analyzer::EndNs() const { return have_end_ ? end_ns_ : latest_ns_; }

@@ -13,12 +13,14 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
 #include "collector/records.h"
 #include "collector/report.h"
@@ -36,6 +38,12 @@ class Analyzer {
   explicit Analyzer(AnalyzerOptions options = {});
 
   void Add(const Record& record);
+  // The same for an event, without wrapping it in a Record (the collector's
+  // hot path).
+  void Add(const EventRecord& record) {
+    ++events_;
+    OnEvent(record);
+  }
 
   // The report as of `as_of` (CLOCK_MONOTONIC ns), by default the EndRecord's
   // time or, without one, the latest time seen.
@@ -63,43 +71,110 @@ class Analyzer {
 
   // One process's reference to a socket, from `from` to `to`.
   struct Hold {
-    uint32_t stream = 0;
-    int fd = -1;
-    Origin origin = Origin::kCreated;
-    End end = End::kOpen;
     uint64_t from = 0;
     uint64_t to = kOpen;
-    uint32_t close_stack = 0;
-    uint16_t close_state = 0;  // wire::EventState at the close
-    uint32_t close_tid = 0;
     uint64_t unsent = 0;  // 1 + bytes queued at an abortive close
+    uint32_t stream = 0;
+    int32_t fd = -1;
+    uint32_t close_stack = 0;
+    uint32_t close_tid = 0;
+    uint16_t close_state = 0;  // wire::EventState at the close
+    Origin origin = Origin::kCreated;
+    End end = End::kOpen;
+  };
+
+  // What only some sockets have: their addresses (from kAddress or the
+  // kernel) and the kernel's samples (sock_diag). Kept apart so that the
+  // record every socket has stays small.
+  struct SocketDetail {
+    std::string local, peer;
+    uint64_t kernel_close_wait_ns = 0;       // first sample in CLOSE_WAIT
+    uint64_t kernel_close_wait_last_ns = 0;  // latest sample in CLOSE_WAIT
+    uint64_t kernel_fin_wait2_ns = 0;        // first sample in FIN_WAIT2
+    int kernel_state = 0;                    // latest sampled state
+    std::vector<std::pair<uint32_t, int32_t>> kernel_owners;  // untracked
   };
 
   struct Socket {
-    uint8_t flags = 0;    // wire::EventFlags
-    uint16_t state = 0;   // wire::EventState seen so far (or-ed)
-    uint32_t created_stack = 0;  // stack ids start at 1; 0 = unknown
+    // Nearly every socket has one hold (one process opens and closes it).
+    absl::InlinedVector<Hold, 1> holds;
     uint64_t created_ns = 0;
+    uint64_t eof_ns = 0;
+    uint64_t shutdown_ns = 0;
+    uint32_t created_stack = 0;  // stack ids start at 1; 0 = unknown
     uint32_t creator_stream = 0;
     uint32_t creator_tid = 0;
-    bool created_here = false;  // by socket()/accept() in an audited process
-    uint64_t eof_ns = 0;
     uint32_t eof_stack = 0;
     uint32_t last_use_stack = 0;
     uint32_t eof_stream = 0;
-    int eof_fd = -1;
-    uint64_t shutdown_ns = 0;
+    int32_t eof_fd = -1;
     uint32_t shutdown_stack = 0;
     uint32_t shutdown_stream = 0;
     uint32_t linger_stack = 0;  // setsockopt(SO_LINGER {1, 0})
-    std::vector<Hold> holds;
-    std::string local, peer;
-    // Kernel samples (sock_diag).
-    uint64_t kernel_close_wait_ns = 0;  // first sample in CLOSE_WAIT
-    uint64_t kernel_close_wait_last_ns = 0;  // latest sample in CLOSE_WAIT
-    uint64_t kernel_fin_wait2_ns = 0;   // first sample in FIN_WAIT2
-    int kernel_state = 0;               // latest sampled state
-    std::vector<std::pair<uint32_t, int32_t>> kernel_owners;  // untracked
+    uint32_t detail = 0;        // index into details_; 0 = none yet
+    uint16_t state = 0;         // wire::EventState seen so far (or-ed)
+    uint8_t flags = 0;          // wire::EventFlags
+    bool created_here = false;  // by socket()/accept() in an audited process
+  };
+
+  // The sockets the shim reported, in first-seen order, found by cookie.
+  // They live in chunks that never move, so a Socket& stays valid while
+  // others are added, and Build() walks them in order without a lookup.
+  class SocketTable {
+   public:
+    Socket* Find(uint64_t cookie) {
+      std::optional<uint32_t> i = IndexOf(cookie);
+      return i ? &At(*i) : nullptr;
+    }
+    const Socket* Find(uint64_t cookie) const {
+      std::optional<uint32_t> i = IndexOf(cookie);
+      return i ? &(*this)[*i] : nullptr;
+    }
+    // The socket with this cookie, added if it is new.
+    Socket& Get(uint64_t cookie);
+    bool contains(uint64_t cookie) const { return IndexOf(cookie).has_value(); }
+    uint32_t size() const { return size_; }
+    const Socket& operator[](uint32_t i) const {
+      return chunks_[i / kChunk][i % kChunk];
+    }
+
+    // In first-seen order.
+    class Iterator {
+     public:
+      Iterator(const SocketTable& table, uint32_t i) : table_(table), i_(i) {}
+      const Socket& operator*() const { return table_[i_]; }
+      Iterator& operator++() {
+        ++i_;
+        return *this;
+      }
+      bool operator!=(const Iterator& other) const { return i_ != other.i_; }
+
+     private:
+      const SocketTable& table_;
+      uint32_t i_;
+    };
+    Iterator begin() const { return Iterator(*this, 0); }
+    Iterator end() const { return Iterator(*this, size_); }
+
+   private:
+    static constexpr uint32_t kChunk = 1024;
+    struct Entry {
+      uint64_t cookie;
+      uint32_t index;
+    };
+    Socket& At(uint32_t i) { return chunks_[i / kChunk][i % kChunk]; }
+    std::optional<uint32_t> IndexOf(uint64_t cookie) const;
+
+    // Cookie -> index. The kernel hands out cookies from one counter, so new
+    // sockets mostly arrive in increasing cookie order. Those are appended
+    // to `ordered_`, which stays sorted and is searched from its end, where
+    // the sockets that are still busy are: no hash table as large as the
+    // run, whose every access would miss the cache. Cookies that arrive out
+    // of order (from another process's ring, say) go to `others_`.
+    std::vector<Entry> ordered_;
+    absl::flat_hash_map<uint64_t, uint32_t> others_;
+    std::vector<std::unique_ptr<Socket[]>> chunks_;
+    uint32_t size_ = 0;
   };
 
   struct Stream {
@@ -157,8 +232,10 @@ class Analyzer {
   void OnEvent(const EventRecord& record);
   void OnKernel(const KernelRecord& k);
   void OnClose(Stream& stream, uint32_t stream_id, const wire::Event& e);
-  void OpenHold(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
-                uint64_t ns, Origin origin);
+  // Opens a hold of (stream, fd) on cookie unless it is already held
+  // there, and returns the socket.
+  Socket& OpenHold(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
+                   uint64_t ns, Origin origin);
   // Ends the open hold of (stream, fd) on cookie, if there is one.
   Hold* EndHold(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
                 uint64_t ns, End end);
@@ -168,6 +245,12 @@ class Analyzer {
                         const std::vector<uint64_t>& frames);
   uint32_t InternModule(const ModuleRecord& module);
   uint64_t EndNs() const;
+  // The socket's detail, made on first use.
+  SocketDetail& DetailOf(Socket& socket);
+  // Its detail, or the empty one (details_[0]) if it has none.
+  const SocketDetail& DetailOf(const Socket& socket) const {
+    return details_[socket.detail];
+  }
 
   AnalyzerOptions options_;
   RunRecord run_;
@@ -187,8 +270,8 @@ class Analyzer {
       module_ids_;
   std::vector<std::vector<NormFrame>> stacks_;  // index 0 unused
   absl::flat_hash_map<std::string, uint32_t> stack_ids_;
-  absl::node_hash_map<uint64_t, Socket> sockets_;
-  std::vector<uint64_t> socket_order_;  // cookies in first-seen order
+  SocketTable sockets_;
+  std::vector<SocketDetail> details_;  // index 0: the empty one
   std::vector<ForkInfo> forks_;
   std::vector<BadClose> bad_closes_;
   std::vector<ReusedClose> reused_closes_;

@@ -526,6 +526,40 @@ TEST(Analyzer, WithoutEndRecordTheLatestTimeIsTheEnd) {
             std::optional<int64_t>(3000));
 }
 
+// Sockets are found by cookie whatever order the cookies come in: two
+// processes' rings drained one after the other interleave them, and a socket
+// from before the audit has a cookie far below the others.
+TEST(Analyzer, CookiesOutOfOrderStillFindTheirSockets) {
+  Feed run;
+  run.Process(1, 100);
+  run.Process(2, 200);
+  constexpr int kPerStream = 100;
+  for (uint32_t stream : {1u, 2u}) {
+    for (int i = 0; i < kPerStream; ++i) {
+      run.Accept(stream, 10 + i, 1000 + 2 * i + stream, kT0 + i * kMs);
+    }
+  }
+  run.Accept(1, 500, 5, kT0);
+  const uint64_t eof = kT0 + kSec;
+  run.Eof(1, 500, 5, eof);
+  for (uint32_t stream : {1u, 2u}) {
+    for (int i = 0; i < kPerStream; ++i) {
+      run.Eof(stream, 10 + i, 1000 + 2 * i + stream, eof);
+      // Every tenth stays open: a leak.
+      if (i % 10 != 0) {
+        run.Close(stream, 10 + i, 1000 + 2 * i + stream, eof + 100 * kMs);
+      }
+    }
+  }
+  run.End(eof + 10 * kSec);
+  Report r = run.Build();
+  EXPECT_EQ(r.sockets_tracked, 2 * kPerStream + 1);
+  EXPECT_EQ(r.events, 2 * (2 * kPerStream + 1) + 2 * (kPerStream - 10));
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].kind, "close_wait_leak");
+  EXPECT_EQ(r.findings[0].count, 2 * 10 + 1);
+}
+
 // --- RenderJson --------------------------------------------------------------
 
 // A strict JSON parser: enough to prove the output is valid and to read it.

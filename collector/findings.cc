@@ -5,6 +5,7 @@
 // one bug is one finding however many connections it hit.
 #include <algorithm>
 #include <map>
+#include <string_view>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
@@ -16,6 +17,7 @@ namespace closeaudit {
 class FindingBuilder {
  public:
   using Socket = Analyzer::Socket;
+  using SocketDetail = Analyzer::SocketDetail;
   using Hold = Analyzer::Hold;
   using End = Analyzer::End;
   using Origin = Analyzer::Origin;
@@ -117,17 +119,20 @@ class FindingBuilder {
   }
   static int64_t Ms(uint64_t ns) { return static_cast<int64_t>(ns / 1000000); }
 
+  const SocketDetail& Detail(const Socket& s) const { return a_.DetailOf(s); }
+
   std::optional<std::string> KernelState(const Socket& s) const {
-    if (s.kernel_state == 0) return std::nullopt;
-    return std::string(TcpStateName(s.kernel_state));
+    int state = Detail(s).kernel_state;
+    if (state == 0) return std::nullopt;
+    return std::string(TcpStateName(state));
   }
 
   Example BaseExample(const Socket& s, uint32_t stream, int fd) const {
     Example ex;
     ex.pid = Pid(stream);
     ex.fd = fd;
-    ex.local = s.local;
-    ex.peer = s.peer;
+    ex.local = Detail(s).local;
+    ex.peer = Detail(s).peer;
     uint64_t until = Until(s);
     uint64_t born = s.created_ns ? s.created_ns : until;
     ex.age_ms = Ms(until - std::min(until, born));
@@ -163,13 +168,12 @@ class FindingBuilder {
 
   void ForkHeld(Report& report) {
     struct Item {
-      uint64_t cookie;
+      const Socket* socket;
       const Hold* close;
       std::vector<const Hold*> holders;
     };
     std::map<std::pair<uint32_t, uint32_t>, std::vector<Item>> groups;
-    for (uint64_t cookie : a_.socket_order_) {
-      const Socket& s = a_.sockets_.at(cookie);
+    for (const Socket& s : a_.sockets_) {
       if (!ConnectedStream(s)) continue;
       for (const Hold& h : s.holds) {
         if (h.end != End::kClose) continue;
@@ -192,8 +196,8 @@ class FindingBuilder {
           }
         }
         if (still.empty()) continue;
-        groups[{h.close_stack, s.created_stack}].push_back({cookie, &h, still});
-        fork_held_.insert(cookie);
+        groups[{h.close_stack, s.created_stack}].push_back({&s, &h, still});
+        fork_held_.insert(&s);
         break;
       }
     }
@@ -219,7 +223,7 @@ class FindingBuilder {
           }
         }
         if (f.examples.size() < kMaxExamples) {
-          const Socket& s = a_.sockets_.at(item.cookie);
+          const Socket& s = *item.socket;
           Example ex = BaseExample(s, item.close->stream, item.close->fd);
           if (!ex.tcp_state && s.eof_ns) ex.tcp_state = "CLOSE_WAIT";
           f.examples.push_back(ex);
@@ -239,34 +243,33 @@ class FindingBuilder {
   }
 
   void CloseWaitLeaks(Report& report) {
-    std::map<std::pair<uint32_t, uint32_t>, std::vector<uint64_t>> groups;
-    for (uint64_t cookie : a_.socket_order_) {
-      const Socket& s = a_.sockets_.at(cookie);
+    std::map<std::pair<uint32_t, uint32_t>, std::vector<const Socket*>> groups;
+    for (const Socket& s : a_.sockets_) {
       if (s.eof_ns == 0 || !(s.flags & wire::kFlagStream)) continue;
-      if (fork_held_.contains(cookie)) continue;
+      if (fork_held_.contains(&s)) continue;
       uint64_t until = Until(s);
       if (until < s.eof_ns || until - s.eof_ns <= grace_) continue;
-      groups[{s.created_stack, s.eof_stack}].push_back(cookie);
+      groups[{s.created_stack, s.eof_stack}].push_back(&s);
     }
-    for (auto& [key, cookies] : groups) {
-      std::sort(cookies.begin(), cookies.end(), [&](uint64_t x, uint64_t y) {
-        return a_.sockets_.at(x).eof_ns < a_.sockets_.at(y).eof_ns;
-      });
+    for (auto& [key, sockets] : groups) {
+      std::stable_sort(sockets.begin(), sockets.end(),
+                       [](const Socket* x, const Socket* y) {
+                         return x->eof_ns < y->eof_ns;
+                       });
       Finding f;
       f.kind = "close_wait_leak";
       f.severity = "error";
-      f.count = static_cast<int64_t>(cookies.size());
+      f.count = static_cast<int64_t>(sockets.size());
       std::vector<Frame> eof = Sym(key.second);
       f.stacks.emplace_back("eof_seen", eof);
       f.stacks.emplace_back("created", Sym(key.first));
-      f.stacks.emplace_back(
-          "last_use", Sym(a_.sockets_.at(cookies.front()).last_use_stack));
+      f.stacks.emplace_back("last_use", Sym(sockets.front()->last_use_stack));
       int64_t closed_late = 0;
-      for (uint64_t cookie : cookies) {
-        const Socket& s = a_.sockets_.at(cookie);
+      for (const Socket* sp : sockets) {
+        const Socket& s = *sp;
         const Hold* final_close = FinalClose(s);
         if (final_close) ++closed_late;
-        if (s.kernel_close_wait_ns) f.confirmed_by_kernel = true;
+        if (Detail(s).kernel_close_wait_ns) f.confirmed_by_kernel = true;
         if (f.examples.size() >= kMaxExamples) continue;
         Example ex = BaseExample(s, s.eof_stream, s.eof_fd);
         uint64_t until = Until(s);
@@ -299,20 +302,20 @@ class FindingBuilder {
   // returned 0: the program is not reading the socket at all.
   void NeverRead(Report& report) {
     std::map<uint32_t, std::vector<const Socket*>> groups;
-    std::vector<std::pair<uint64_t, const Socket*>> tracked;
-    for (uint64_t cookie : a_.socket_order_) {
-      const Socket& s = a_.sockets_.at(cookie);
-      if (s.eof_ns != 0 || s.kernel_close_wait_ns == 0) continue;
-      if (fork_held_.contains(cookie)) continue;
-      if (!HeldAt(s, s.kernel_close_wait_ns + grace_) &&
-          s.kernel_close_wait_last_ns - s.kernel_close_wait_ns <= grace_) {
+    for (const Socket& s : a_.sockets_) {
+      const SocketDetail& d = Detail(s);
+      if (s.eof_ns != 0 || d.kernel_close_wait_ns == 0) continue;
+      if (fork_held_.contains(&s)) continue;
+      if (!HeldAt(s, d.kernel_close_wait_ns + grace_) &&
+          d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
       groups[s.created_stack].push_back(&s);
     }
     for (const auto& [inode, s] : a_.untracked_) {
-      if (s.kernel_close_wait_ns == 0 ||
-          s.kernel_close_wait_last_ns - s.kernel_close_wait_ns <= grace_) {
+      const SocketDetail& d = Detail(s);
+      if (d.kernel_close_wait_ns == 0 ||
+          d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
       groups[0].push_back(&s);
@@ -329,10 +332,11 @@ class FindingBuilder {
       f.stacks.emplace_back("last_use", std::vector<Frame>{});
       for (const Socket* s : sockets) {
         if (f.examples.size() >= kMaxExamples) break;
+        const SocketDetail& d = Detail(*s);
         Example ex;
-        if (!s->kernel_owners.empty()) {
-          ex.pid = s->kernel_owners.front().first;
-          ex.fd = s->kernel_owners.front().second;
+        if (!d.kernel_owners.empty()) {
+          ex.pid = d.kernel_owners.front().first;
+          ex.fd = d.kernel_owners.front().second;
         } else {
           for (const Hold& h : s->holds) {
             ex.pid = Pid(h.stream);
@@ -340,11 +344,11 @@ class FindingBuilder {
             if (h.end == End::kOpen) break;
           }
         }
-        ex.local = s->local;
-        ex.peer = s->peer;
+        ex.local = d.local;
+        ex.peer = d.peer;
         uint64_t until = s->holds.empty() ? end_ns_ : Until(*s);
         ex.age_ms = s->created_ns ? Ms(until - std::min(until, s->created_ns)) : 0;
-        ex.eof_to_end_ms = Ms(until - std::min(until, s->kernel_close_wait_ns));
+        ex.eof_to_end_ms = Ms(until - std::min(until, d.kernel_close_wait_ns));
         ex.tcp_state = "CLOSE_WAIT";
         f.examples.push_back(ex);
       }
@@ -364,27 +368,26 @@ class FindingBuilder {
   }
 
   void FinWait2Held(Report& report) {
-    std::map<std::pair<uint32_t, uint32_t>, std::vector<uint64_t>> groups;
-    for (uint64_t cookie : a_.socket_order_) {
-      const Socket& s = a_.sockets_.at(cookie);
+    std::map<std::pair<uint32_t, uint32_t>, std::vector<const Socket*>> groups;
+    for (const Socket& s : a_.sockets_) {
       if (s.shutdown_ns == 0 || !ConnectedStream(s)) continue;
       uint64_t deadline = s.shutdown_ns + grace_;
       if (s.eof_ns != 0 && s.eof_ns <= deadline) continue;  // the peer answered
       if (!HeldAt(s, deadline)) continue;
-      groups[{s.shutdown_stack, s.created_stack}].push_back(cookie);
-      fin_wait2_.insert(cookie);
+      groups[{s.shutdown_stack, s.created_stack}].push_back(&s);
+      fin_wait2_.insert(&s);
     }
-    for (const auto& [key, cookies] : groups) {
+    for (const auto& [key, sockets] : groups) {
       Finding f;
       f.kind = "fin_wait2_held";
       f.severity = "warning";
-      f.count = static_cast<int64_t>(cookies.size());
+      f.count = static_cast<int64_t>(sockets.size());
       std::vector<Frame> shut = Sym(key.first);
       f.stacks.emplace_back("shutdown", shut);
       f.stacks.emplace_back("created", Sym(key.second));
-      for (uint64_t cookie : cookies) {
-        const Socket& s = a_.sockets_.at(cookie);
-        if (s.kernel_fin_wait2_ns) f.confirmed_by_kernel = true;
+      for (const Socket* sp : sockets) {
+        const Socket& s = *sp;
+        if (Detail(s).kernel_fin_wait2_ns) f.confirmed_by_kernel = true;
         if (f.examples.size() >= kMaxExamples) continue;
         Example ex = BaseExample(s, s.shutdown_stream, -1);
         for (const Hold& h : s.holds) {
@@ -407,27 +410,25 @@ class FindingBuilder {
   }
 
   void AbortiveCloses(Report& report) {
-    std::map<std::pair<uint32_t, uint32_t>, std::vector<uint64_t>> groups;
-    for (uint64_t cookie : a_.socket_order_) {
-      const Socket& s = a_.sockets_.at(cookie);
+    std::map<std::pair<uint32_t, uint32_t>, std::vector<const Socket*>> groups;
+    for (const Socket& s : a_.sockets_) {
       const Hold* h = FinalClose(s);
       if (h == nullptr || !(h->close_state & wire::kStateLinger0)) continue;
-      groups[{s.linger_stack, h->close_stack}].push_back(cookie);
-      abortive_.insert(cookie);
+      groups[{s.linger_stack, h->close_stack}].push_back(&s);
+      abortive_.insert(&s);
     }
-    for (const auto& [key, cookies] : groups) {
+    for (const auto& [key, sockets] : groups) {
       Finding f;
       f.kind = "abortive_close";
       f.severity = "warning";
-      f.count = static_cast<int64_t>(cookies.size());
+      f.count = static_cast<int64_t>(sockets.size());
       std::vector<Frame> close = Sym(key.second);
       f.stacks.emplace_back("setsockopt", Sym(key.first));
       f.stacks.emplace_back("close", close);
-      f.stacks.emplace_back("created",
-                            Sym(a_.sockets_.at(cookies.front()).created_stack));
-      for (uint64_t cookie : cookies) {
+      f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
+      for (const Socket* sp : sockets) {
         if (f.examples.size() >= kMaxExamples) break;
-        const Socket& s = a_.sockets_.at(cookie);
+        const Socket& s = *sp;
         const Hold* h = FinalClose(s);
         Example ex = BaseExample(s, h->stream, h->fd);
         if (h->unsent) ex.unsent_bytes = static_cast<int64_t>(h->unsent - 1);
@@ -462,7 +463,7 @@ class FindingBuilder {
 
   void ExecInherited(Report& report) {
     struct Item {
-      uint64_t cookie;
+      const Socket* socket;
       uint32_t stream;
       int fd;
     };
@@ -473,8 +474,7 @@ class FindingBuilder {
       uint32_t exec_stack = 0;
       if (const Stream* old = StreamOf(n.exec_from)) exec_stack = old->exec_stack;
       if (exec_stack == 0) exec_stack = ForkStackFor(id);
-      for (uint64_t cookie : a_.socket_order_) {
-        const Socket& s = a_.sockets_.at(cookie);
+      for (const Socket& s : a_.sockets_) {
         if (!ConnectedStream(s) || s.eof_stream == id || s.shutdown_stream == id) {
           continue;
         }
@@ -482,7 +482,7 @@ class FindingBuilder {
           if (h.stream != id || h.origin != Origin::kStart) continue;
           // Closing it unused is the new image cleaning up after its parent.
           if (h.end == End::kClose) continue;
-          groups[{s.created_stack, exec_stack}].push_back({cookie, id, h.fd});
+          groups[{s.created_stack, exec_stack}].push_back({&s, id, h.fd});
           break;
         }
       }
@@ -497,7 +497,7 @@ class FindingBuilder {
       f.stacks.emplace_back("exec", Sym(key.second));
       for (const Item& item : items) {
         if (f.examples.size() >= kMaxExamples) break;
-        Example ex = BaseExample(a_.sockets_.at(item.cookie), item.stream, item.fd);
+        Example ex = BaseExample(*item.socket, item.stream, item.fd);
         ex.exe = Exe(item.stream);
         f.examples.push_back(ex);
       }
@@ -525,10 +525,7 @@ class FindingBuilder {
     for (const auto& [key, items] : reused) {
       Finding f = BadCloseFinding("reused_fd", key.first, key.second);
       f.count = static_cast<int64_t>(items.size());
-      const Socket* victim = nullptr;
-      if (auto it = a_.sockets_.find(items.front()->victim); it != a_.sockets_.end()) {
-        victim = &it->second;
-      }
+      const Socket* victim = a_.sockets_.Find(items.front()->victim);
       f.stacks.emplace_back("victim_created",
                             Sym(victim ? victim->created_stack : 0));
       for (const auto* r : items) {
@@ -607,12 +604,11 @@ class FindingBuilder {
   }
 
   void TimeWait(Report& report) {
-    std::map<uint32_t, std::vector<uint64_t>> groups;
-    for (uint64_t cookie : a_.socket_order_) {
-      const Socket& s = a_.sockets_.at(cookie);
+    std::map<uint32_t, std::vector<const Socket*>> groups;
+    for (const Socket& s : a_.sockets_) {
       if (!ConnectedStream(s) || !(s.flags & wire::kFlagInet)) continue;
-      if (fork_held_.contains(cookie) || fin_wait2_.contains(cookie) ||
-          abortive_.contains(cookie) || s.kernel_close_wait_ns != 0) {
+      if (fork_held_.contains(&s) || fin_wait2_.contains(&s) ||
+          abortive_.contains(&s) || Detail(s).kernel_close_wait_ns != 0) {
         continue;
       }
       // This side's FIN: a shutdown, or the close of the last reference.
@@ -627,21 +623,22 @@ class FindingBuilder {
         stack = close->close_stack;
       }
       if (fin == 0 || (s.eof_ns != 0 && s.eof_ns <= fin)) continue;
-      groups[stack].push_back(cookie);
+      groups[stack].push_back(&s);
     }
-    for (const auto& [stack, cookies] : groups) {
+    for (const auto& [stack, sockets] : groups) {
       Finding f;
       f.kind = "time_wait";
       f.severity = "info";
-      f.count = static_cast<int64_t>(cookies.size());
+      f.count = static_cast<int64_t>(sockets.size());
       std::vector<Frame> close = Sym(stack);
       f.stacks.emplace_back("close", close);
-      f.stacks.emplace_back("created",
-                            Sym(a_.sockets_.at(cookies.front()).created_stack));
-      std::map<std::string, int64_t> peers;
-      for (uint64_t cookie : cookies) {
-        const Socket& s = a_.sockets_.at(cookie);
-        ++peers[s.peer.empty() ? "unknown" : s.peer.substr(0, s.peer.rfind(':'))];
+      f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
+      // Views into the sockets' details: no string is made per socket.
+      std::map<std::string_view, int64_t> peers;
+      for (const Socket* sp : sockets) {
+        const Socket& s = *sp;
+        std::string_view peer = Detail(s).peer;
+        ++peers[peer.empty() ? "unknown" : peer.substr(0, peer.rfind(':'))];
         if (f.examples.size() < kMaxExamples) {
           const Hold* h = FinalClose(s);
           f.examples.push_back(BaseExample(s, h ? h->stream : s.creator_stream,
@@ -649,7 +646,7 @@ class FindingBuilder {
         }
       }
       for (const auto& [peer, n] : peers) {
-        std::string ip = peer;
+        std::string ip(peer);
         if (ip.size() > 2 && ip.front() == '[' && ip.back() == ']') {
           ip = ip.substr(1, ip.size() - 2);
         }
@@ -675,9 +672,9 @@ class FindingBuilder {
   Symbolizer& symbolizer_;
   uint64_t end_ns_;
   uint64_t grace_;
-  absl::flat_hash_set<uint64_t> fork_held_;
-  absl::flat_hash_set<uint64_t> fin_wait2_;
-  absl::flat_hash_set<uint64_t> abortive_;
+  absl::flat_hash_set<const Socket*> fork_held_;
+  absl::flat_hash_set<const Socket*> fin_wait2_;
+  absl::flat_hash_set<const Socket*> abortive_;
 };
 
 Report Analyzer::Build(Symbolizer& symbolizer,

@@ -175,6 +175,21 @@ bool RingReader::ReadBlob(uint32_t offset, wire::BlobKind kind,
 
 size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
                          const RecordSink& sink) {
+  // Hands the events to the function as Records too.
+  class Adapter final : public IngestSink {
+   public:
+    explicit Adapter(const RecordSink& fn) : fn_(fn) {}
+    void OnEvent(const EventRecord& record) override { fn_(record); }
+    void OnRecord(Record record) override { fn_(std::move(record)); }
+
+   private:
+    const RecordSink& fn_;
+  } adapter(sink);
+  return Drain(stream, producer_dead, max, adapter);
+}
+
+size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
+                         IngestSink& sink) {
   size_t consumed = 0;
   std::string blob;
   if (producer_dead) {
@@ -223,7 +238,7 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
       rec.end = m.end;
       rec.path = blob.substr(sizeof(m), m.path_len);
       rec.build_id = blob.substr(sizeof(m) + m.path_len, m.build_id_len);
-      sink(std::move(rec));
+      sink.OnRecord(std::move(rec));
       continue;
     }
     if (HasStack(event.type) && event.blob != 0 &&
@@ -242,7 +257,7 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
                         s.frame_count * 8);
           }
           sent_stacks_.insert(event.blob);
-          sink(std::move(rec));
+          sink.OnRecord(std::move(rec));
         } else {
           ++bad_blobs_;
         }
@@ -252,7 +267,7 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
     rec.stream = stream;
     rec.seq = seq;
     rec.event = event;
-    sink(rec);
+    sink.OnEvent(rec);
   }
   return consumed;
 }

@@ -37,6 +37,21 @@ absl::StatusOr<size_t> HelloSize(std::string_view prefix);
 // Decodes a complete hello (exactly HelloSize() bytes).
 absl::StatusOr<Hello> DecodeHello(std::string_view bytes);
 
+// Where drained records go. Events, nearly all of the traffic, have their
+// own entry point, so that the collector's hot path makes no Record.
+class IngestSink {
+ public:
+  virtual void OnEvent(const EventRecord& record) = 0;
+  virtual void OnRecord(Record record) = 0;  // every other kind
+  // Called by the Collector after each batch it drains from a ring (a
+  // bounded number of events): for work that need not be done per event.
+  virtual void OnBatchEnd() {}
+
+ protected:
+  ~IngestSink() = default;
+};
+
+// Every record as a Record, events included (tests and fuzzers).
 using RecordSink = std::function<void(Record)>;
 
 // The consumer end of one process's ring.
@@ -56,6 +71,8 @@ class RingReader {
   // passed on before. When producer_dead, positions that were claimed but
   // never committed are skipped and counted as torn. Returns the number of
   // events consumed.
+  size_t Drain(uint32_t stream, bool producer_dead, size_t max,
+               IngestSink& sink);
   size_t Drain(uint32_t stream, bool producer_dead, size_t max,
                const RecordSink& sink);
 

@@ -66,7 +66,7 @@ struct Collector::Stream {
   }
 };
 
-Collector::Collector(RecordSink sink) : sink_(std::move(sink)) {}
+Collector::Collector(IngestSink& sink) : sink_(sink) {}
 
 Collector::~Collector() {
   if (listen_fd_ >= 0) {
@@ -284,7 +284,7 @@ void Collector::StartStream(Pending& p, Hello hello) {
   rec.start_real_ns = hello.msg.start_real_ns;
   rec.exe = std::move(hello.exe);
   rec.argv = std::move(hello.argv);
-  sink_(std::move(rec));
+  sink_.OnRecord(std::move(rec));
   Stream& s = *stream;
   streams_.push_back(std::move(stream));
   if (s.pidfd < 0) FinishStream(s, true);  // already gone
@@ -298,8 +298,11 @@ void Collector::DrainStream(Stream& s, bool producer_dead) {
     // An older ring gets no new events once a newer one exists, except from
     // pushes already under way: treat its producer as gone after a drain.
     bool dead = producer_dead || i + 1 < s.rings.size();
-    while (ring.Drain(s.id, dead, kDrainBatch, sink_) == kDrainBatch) {
-    }
+    size_t drained;
+    do {
+      drained = ring.Drain(s.id, dead, kDrainBatch, sink_);
+      sink_.OnBatchEnd();
+    } while (drained == kDrainBatch);
   }
 }
 
@@ -335,7 +338,7 @@ void Collector::FinishStream(Stream& s, bool exited) {
     Log(absl::StrFormat("pid %d sent %d malformed blobs; they were ignored",
                         s.pid, bad_blobs));
   }
-  sink_(rec);
+  sink_.OnRecord(rec);
   s.alive = false;
   s.rings.clear();
   if (s.pidfd >= 0) ::close(s.pidfd);

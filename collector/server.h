@@ -3,7 +3,7 @@
 // One thread runs everything: Poll() waits for new connections, hellos and
 // process exits (pidfds), and drains every ring at least every
 // kDrainIntervalMs. Each record goes to the sink (the analyzer and the trace
-// file). A connection that sends anything but a valid hello is dropped with
+// file), which must outlive the Collector. A connection that sends anything but a valid hello is dropped with
 // one log line; other processes are unaffected.
 #ifndef CLOSEAUDIT_COLLECTOR_SERVER_H_
 #define CLOSEAUDIT_COLLECTOR_SERVER_H_
@@ -25,7 +25,7 @@ inline constexpr int kDrainIntervalMs = 10;
 
 class Collector {
  public:
-  explicit Collector(RecordSink sink);
+  explicit Collector(IngestSink& sink);
   ~Collector();
   Collector(const Collector&) = delete;
   Collector& operator=(const Collector&) = delete;
@@ -62,7 +62,7 @@ class Collector {
   void DrainStream(Stream& stream, bool producer_dead);
   void Drop(Pending& pending, const std::string& why);
 
-  RecordSink sink_;
+  IngestSink& sink_;
   int listen_fd_ = -1;
   std::string socket_path_;
   uint32_t next_stream_ = 1;

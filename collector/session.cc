@@ -75,7 +75,7 @@ absl::StatusOr<std::string> NewRunDir() {
 
 Session::Session(SessionOptions options)
     : options_(std::move(options)),
-      collector_([this](Record r) { Sink(std::move(r)); }) {}
+      collector_(*this) {}
 
 absl::Status Session::Start() {
   if (absl::Status s = MakeDirs(options_.out_dir); !s.ok()) return s;
@@ -95,6 +95,12 @@ void Session::Sink(Record record) {
   trace_.Append(record);
   analyzer_.Add(record);
   FlushIfDue();
+}
+
+// Events come in batches, and OnBatchEnd() flushes: no clock read per event.
+void Session::OnEvent(const EventRecord& record) {
+  trace_.Append(record);
+  analyzer_.Add(record);
 }
 
 void Session::FlushIfDue() {

@@ -30,7 +30,7 @@ struct SessionOptions {
   std::string socket_path;
 };
 
-class Session {
+class Session : private IngestSink {
  public:
   explicit Session(SessionOptions options);
 
@@ -65,6 +65,11 @@ class Session {
   const SessionOptions& options() const { return options_; }
 
  private:
+  // What the collector drains: into the trace and the analyzer.
+  void OnEvent(const EventRecord& record) override;
+  void OnRecord(Record record) override { Sink(std::move(record)); }
+  void OnBatchEnd() override { FlushIfDue(); }
+
   void Sink(Record record);
   void FlushIfDue();
 

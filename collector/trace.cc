@@ -25,22 +25,24 @@ enum class Kind : uint8_t {
   kNote = 9,
 };
 
+// Appends a payload (its kind byte, then the fields) to *out.
 class Writer {
  public:
-  explicit Writer(Kind kind) { out_.push_back(static_cast<char>(kind)); }
+  Writer(Kind kind, std::string* out) : out_(out) {
+    out_->push_back(static_cast<char>(kind));
+  }
   template <typename T>
   void Put(T v) {
     static_assert(std::is_trivially_copyable_v<T>);
-    out_.append(reinterpret_cast<const char*>(&v), sizeof(v));
+    out_->append(reinterpret_cast<const char*>(&v), sizeof(v));
   }
   void PutString(std::string_view s) {
     Put<uint32_t>(static_cast<uint32_t>(s.size()));
-    out_.append(s);
+    out_->append(s);
   }
-  std::string Take() { return std::move(out_); }
 
  private:
-  std::string out_;
+  std::string* out_;
 };
 
 // Bounds-checked reading of a payload: any read past the end sets ok_ false
@@ -104,12 +106,26 @@ uint32_t Crc32c(std::string_view data);
 
 namespace {
 
-void AppendFrame(std::string_view payload, std::string* out) {
+// A frame is written in place: BeginFrame() leaves room for its header, the
+// payload is appended, and EndFrame() fills in the header.
+size_t BeginFrame(std::string* out) {
+  size_t head = out->size();
+  out->append(8, '\0');
+  return head;
+}
+
+void EndFrame(size_t head, std::string* out) {
+  std::string_view payload(out->data() + head + 8, out->size() - head - 8);
   uint32_t len = static_cast<uint32_t>(payload.size());
   uint32_t crc = Crc32c(payload);
-  out->append(reinterpret_cast<const char*>(&len), 4);
-  out->append(reinterpret_cast<const char*>(&crc), 4);
+  std::memcpy(out->data() + head, &len, 4);
+  std::memcpy(out->data() + head + 4, &crc, 4);
+}
+
+void AppendFrame(std::string_view payload, std::string* out) {
+  size_t head = BeginFrame(out);
   out->append(payload);
+  EndFrame(head, out);
 }
 
 // A batch frame's payload: kBatchKind, the frames' size (u32), then the
@@ -188,92 +204,93 @@ uint32_t Crc32c(std::string_view data) {
   return hardware ? Crc32cHardware(data) : Crc32cTable(data);
 }
 
+namespace {
+
+// Appends the payload of a record to *out.
+struct Encoder {
+  std::string* out;
+
+  void operator()(const RunRecord& r) const {
+    Writer w(Kind::kRun, out);
+    w.Put(r.grace_ns);
+    w.Put(r.start_mono_ns);
+    w.Put(r.start_real_ns);
+  }
+  void operator()(const ProcessRecord& r) const {
+    Writer w(Kind::kProcess, out);
+    w.Put(r.stream);
+    w.Put(r.pid);
+    w.Put(r.ppid);
+    w.Put(r.flags);
+    w.Put(r.start_mono_ns);
+    w.Put(r.start_real_ns);
+    w.PutString(r.exe);
+    w.Put<uint32_t>(static_cast<uint32_t>(r.argv.size()));
+    for (const std::string& a : r.argv) w.PutString(a);
+  }
+  void operator()(const ModuleRecord& r) const {
+    Writer w(Kind::kModule, out);
+    w.Put(r.stream);
+    w.Put(r.load_bias);
+    w.Put(r.start);
+    w.Put(r.end);
+    w.PutString(r.path);
+    w.PutString(r.build_id);
+  }
+  void operator()(const StackRecord& r) const {
+    Writer w(Kind::kStack, out);
+    w.Put(r.stream);
+    w.Put(r.ref);
+    w.Put<uint32_t>(static_cast<uint32_t>(r.frames.size()));
+    for (uint64_t f : r.frames) w.Put(f);
+  }
+  void operator()(const EventRecord& r) const {
+    Writer w(Kind::kEvent, out);
+    w.Put(r.stream);
+    w.Put(r.seq);
+    w.Put(r.event);
+  }
+  void operator()(const ExitRecord& r) const {
+    Writer w(Kind::kExit, out);
+    w.Put(r.stream);
+    w.Put(r.mono_ns);
+    w.Put(r.exit_status);
+    w.Put(r.dropped_events);
+    w.Put(r.dropped_blobs);
+    w.Put(r.torn_events);
+  }
+  void operator()(const KernelRecord& r) const {
+    Writer w(Kind::kKernel, out);
+    w.Put(r.mono_ns);
+    w.Put(r.cookie);
+    w.Put(r.inode);
+    w.Put(r.state);
+    w.Put(r.send_queue);
+    w.PutString(r.local);
+    w.PutString(r.peer);
+    w.Put<uint32_t>(static_cast<uint32_t>(r.owners.size()));
+    for (const auto& [pid, fd] : r.owners) {
+      w.Put(pid);
+      w.Put(fd);
+    }
+  }
+  void operator()(const NoteRecord& r) const {
+    Writer w(Kind::kNote, out);
+    w.PutString(r.text);
+    w.Put<uint8_t>(r.unaudited ? 1 : 0);
+  }
+  void operator()(const EndRecord& r) const {
+    Writer w(Kind::kEnd, out);
+    w.Put(r.mono_ns);
+  }
+};
+
+}  // namespace
+
 std::string EncodeRecord(const Record& record) {
-  struct Visitor {
-    std::string operator()(const RunRecord& r) {
-      Writer w(Kind::kRun);
-      w.Put(r.grace_ns);
-      w.Put(r.start_mono_ns);
-      w.Put(r.start_real_ns);
-      return w.Take();
-    }
-    std::string operator()(const ProcessRecord& r) {
-      Writer w(Kind::kProcess);
-      w.Put(r.stream);
-      w.Put(r.pid);
-      w.Put(r.ppid);
-      w.Put(r.flags);
-      w.Put(r.start_mono_ns);
-      w.Put(r.start_real_ns);
-      w.PutString(r.exe);
-      w.Put<uint32_t>(static_cast<uint32_t>(r.argv.size()));
-      for (const std::string& a : r.argv) w.PutString(a);
-      return w.Take();
-    }
-    std::string operator()(const ModuleRecord& r) {
-      Writer w(Kind::kModule);
-      w.Put(r.stream);
-      w.Put(r.load_bias);
-      w.Put(r.start);
-      w.Put(r.end);
-      w.PutString(r.path);
-      w.PutString(r.build_id);
-      return w.Take();
-    }
-    std::string operator()(const StackRecord& r) {
-      Writer w(Kind::kStack);
-      w.Put(r.stream);
-      w.Put(r.ref);
-      w.Put<uint32_t>(static_cast<uint32_t>(r.frames.size()));
-      for (uint64_t f : r.frames) w.Put(f);
-      return w.Take();
-    }
-    std::string operator()(const EventRecord& r) {
-      Writer w(Kind::kEvent);
-      w.Put(r.stream);
-      w.Put(r.seq);
-      w.Put(r.event);
-      return w.Take();
-    }
-    std::string operator()(const ExitRecord& r) {
-      Writer w(Kind::kExit);
-      w.Put(r.stream);
-      w.Put(r.mono_ns);
-      w.Put(r.exit_status);
-      w.Put(r.dropped_events);
-      w.Put(r.dropped_blobs);
-      w.Put(r.torn_events);
-      return w.Take();
-    }
-    std::string operator()(const KernelRecord& r) {
-      Writer w(Kind::kKernel);
-      w.Put(r.mono_ns);
-      w.Put(r.cookie);
-      w.Put(r.inode);
-      w.Put(r.state);
-      w.Put(r.send_queue);
-      w.PutString(r.local);
-      w.PutString(r.peer);
-      w.Put<uint32_t>(static_cast<uint32_t>(r.owners.size()));
-      for (const auto& [pid, fd] : r.owners) {
-        w.Put(pid);
-        w.Put(fd);
-      }
-      return w.Take();
-    }
-    std::string operator()(const NoteRecord& r) {
-      Writer w(Kind::kNote);
-      w.PutString(r.text);
-      w.Put<uint8_t>(r.unaudited ? 1 : 0);
-      return w.Take();
-    }
-    std::string operator()(const EndRecord& r) {
-      Writer w(Kind::kEnd);
-      w.Put(r.mono_ns);
-      return w.Take();
-    }
-  };
-  return std::visit(Visitor{}, record);
+  std::string out;
+  std::visit(Encoder{&out}, record);
+  return out;
 }
 
 absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
@@ -407,7 +424,24 @@ absl::Status TraceWriter::Open(const std::string& path) {
 
 void TraceWriter::Append(const Record& record) {
   if (fd_ < 0) return;
-  AppendFrame(EncodeRecord(record), &pending_);
+  size_t head = BeginFrame(&pending_);
+  std::visit(Encoder{&pending_}, record);
+  FinishAppend(head);
+}
+
+void TraceWriter::Append(const EventRecord& record) {
+  if (fd_ < 0) return;
+  size_t head = BeginFrame(&pending_);
+  Encoder{&pending_}(record);
+  FinishAppend(head);
+}
+
+void TraceWriter::FinishAppend(size_t frame_head) {
+  EndFrame(frame_head, &pending_);
+  // A batch larger than a block can no longer be compressed (see Flush()):
+  // hand it to the kernel now rather than let it grow. A failed write keeps
+  // its bytes in buffer_; the next Flush() retries them and reports it.
+  if (pending_.size() > kMaxTraceFrame) Flush().IgnoreError();
 }
 
 absl::Status TraceWriter::Flush() {
@@ -417,6 +451,8 @@ absl::Status TraceWriter::Flush() {
     // worth compressing usually shrinks several times for little CPU.
     if (pending_.size() >= kMinBatchBytes && Compress(pending_, &block)) {
       AppendFrame(block, &buffer_);
+    } else if (buffer_.empty()) {
+      buffer_.swap(pending_);  // no copy
     } else {
       buffer_.append(pending_);
     }

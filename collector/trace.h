@@ -40,11 +40,16 @@ class TraceWriter {
 
   absl::Status Open(const std::string& path);
   void Append(const Record& record);
+  // The same for an event, without wrapping it in a Record.
+  void Append(const EventRecord& record);
   // Hands buffered frames to the kernel. Call at least once a second.
   absl::Status Flush();
   bool is_open() const { return fd_ >= 0; }
 
  private:
+  // Completes the frame that starts at frame_head in pending_.
+  void FinishAppend(size_t frame_head);
+
   int fd_ = -1;
   std::string pending_;  // frames appended since the last flush
   std::string buffer_;   // bytes ready for the file

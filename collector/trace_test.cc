@@ -527,6 +527,39 @@ TEST(TraceBlock, LargeFlushIsCompressedAndReadsBack) {
   EXPECT_THAT(warning, IsEmpty());
 }
 
+TEST(Trace, EventsAppendedDirectlyAreFramedLikeRecords) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string path = dir.File("trace");
+  std::vector<Record> events = ManyEvents(20);  // too few to compress
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(path).ok());
+    for (const Record& r : events) w.Append(std::get<EventRecord>(r));
+  }
+  EXPECT_EQ(Slurp(path), TraceBytes(events));
+}
+
+TEST(TraceBlock, BatchLargerThanABlockGoesOutPlainWithoutWaitingForFlush) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string path = dir.File("trace");
+  std::vector<Record> events = ManyEvents(30000);
+  ASSERT_GT(TraceBytes(events).size(), 2 * kMaxTraceFrame);
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(path).ok());
+    for (const Record& r : events) w.Append(r);
+    // Each time the batch outgrew a block, it went out as plain frames.
+    std::string written = Slurp(path);
+    EXPECT_GT(written.size(), kMaxTraceFrame);
+    EXPECT_EQ(written, TraceBytes(events).substr(0, written.size()));
+  }
+  std::string warning;
+  ExpectSameList(ReadBytes(Slurp(path), &warning), events);
+  EXPECT_THAT(warning, IsEmpty());
+}
+
 TEST(TraceBlock, DamagedBlockStopsAtItWithAWarning) {
   TempDir dir;
   ASSERT_TRUE(dir.ok());
