@@ -251,7 +251,8 @@ void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
       sock.created_here && sock.creator_tid != e.tid &&
       sock.created_ns > previous.ns && sock.eof_ns == 0 &&
       sock.shutdown_ns == 0 && !(e.state & wire::kStateUsed)) {
-    reused_closes_.push_back({stream_id, e.fd, cookie, stack, previous});
+    reused_closes_.push_back(
+        {stream_id, e.fd, cookie, stack, previous, e.mono_ns});
   }
   Hold* h = EndHold(stream, stream_id, e.fd, cookie, e.mono_ns, End::kClose);
   if (h == nullptr) {
@@ -404,6 +405,7 @@ void Analyzer::OnEvent(const EventRecord& record) {
 void Analyzer::OnKernel(const KernelRecord& k) {
   latest_ns_ = std::max(latest_ns_, k.mono_ns);
   Socket* sock = sockets_.Find(k.cookie);
+  NoteKernelSample(k, sock);
   bool untracked = sock == nullptr;
   if (untracked) {
     if (k.inode == 0 || k.owners.empty()) return;

@@ -226,11 +226,17 @@ class Analyzer {
     uint64_t victim = 0;  // the socket that was closed by mistake
     uint32_t stack = 0;
     Stream::LastClose previous;
+    uint64_t ns = 0;
   };
 
   void OnProcess(const ProcessRecord& p);
   void OnEvent(const EventRecord& record);
   void OnKernel(const KernelRecord& k);
+  // Counts a kernel sample (or a sweep's marker) for the timelines.
+  // `tracked` is the socket it is about, if the shim reported it.
+  void NoteKernelSample(const KernelRecord& k, const Socket* tracked);
+  // Report::timelines (collector/timeline.cc), after the findings.
+  void BuildTimelines(Report& report, uint64_t end_ns) const;
   void OnClose(Stream& stream, uint32_t stream_id, const wire::Event& e);
   // Opens a hold of (stream, fd) on cookie unless it is already held
   // there, and returns the socket.
@@ -277,6 +283,11 @@ class Analyzer {
   std::vector<ReusedClose> reused_closes_;
   // Kernel samples of sockets the shim never saw, by inode.
   absl::node_hash_map<uint64_t, Socket> untracked_;
+  // The times the kernel was sampled, in order, and per (time, stream) how
+  // many of the stream's sockets it showed in CLOSE_WAIT.
+  std::vector<uint64_t> sweeps_;
+  absl::flat_hash_map<std::pair<uint64_t, uint32_t>, uint32_t>
+      kernel_close_wait_;
 };
 
 }  // namespace closeaudit

@@ -56,7 +56,7 @@ class Feed {
  public:
   explicit Feed(uint64_t grace_ns = kSec, AnalyzerOptions options = {})
       : analyzer_(options) {
-    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec});
+    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec, "test-host"});
   }
 
   void Process(uint32_t stream, uint32_t pid, std::string exe = "/srv/server",

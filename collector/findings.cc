@@ -119,6 +119,17 @@ class FindingBuilder {
   }
   static int64_t Ms(uint64_t ns) { return static_cast<int64_t>(ns / 1000000); }
 
+  // Marks when (the earliest `ns` given) and in which process the finding's
+  // first socket went wrong.
+  void Began(Finding& f, uint64_t ns, uint32_t pid) const {
+    uint64_t base = a_.run_.start_mono_ns;
+    int64_t ms = Ms(ns > base ? ns - base : 0);
+    if (!f.began_ms || ms < *f.began_ms) {
+      f.began_ms = ms;
+      f.began_pid = pid;
+    }
+  }
+
   const SocketDetail& Detail(const Socket& s) const { return a_.DetailOf(s); }
 
   std::optional<std::string> KernelState(const Socket& s) const {
@@ -222,6 +233,7 @@ class FindingBuilder {
             f.holders.push_back({Pid(o->stream), o->fd, Exe(o->stream)});
           }
         }
+        Began(f, item.close->to, Pid(item.close->stream));
         if (f.examples.size() < kMaxExamples) {
           const Socket& s = *item.socket;
           Example ex = BaseExample(s, item.close->stream, item.close->fd);
@@ -264,6 +276,7 @@ class FindingBuilder {
       f.stacks.emplace_back("eof_seen", eof);
       f.stacks.emplace_back("created", Sym(key.first));
       f.stacks.emplace_back("last_use", Sym(sockets.front()->last_use_stack));
+      Began(f, sockets.front()->eof_ns, Pid(sockets.front()->eof_stream));
       int64_t closed_late = 0;
       for (const Socket* sp : sockets) {
         const Socket& s = *sp;
@@ -331,6 +344,13 @@ class FindingBuilder {
       f.stacks.emplace_back("created", created_frames);
       f.stacks.emplace_back("last_use", std::vector<Frame>{});
       for (const Socket* s : sockets) {
+        const SocketDetail& d = Detail(*s);
+        uint32_t owner = d.kernel_owners.empty()
+                             ? (s->holds.empty() ? 0 : Pid(s->holds.front().stream))
+                             : d.kernel_owners.front().first;
+        Began(f, d.kernel_close_wait_ns, owner);
+      }
+      for (const Socket* s : sockets) {
         if (f.examples.size() >= kMaxExamples) break;
         const SocketDetail& d = Detail(*s);
         Example ex;
@@ -387,6 +407,7 @@ class FindingBuilder {
       f.stacks.emplace_back("created", Sym(key.second));
       for (const Socket* sp : sockets) {
         const Socket& s = *sp;
+        Began(f, s.shutdown_ns, Pid(s.shutdown_stream));
         if (Detail(s).kernel_fin_wait2_ns) f.confirmed_by_kernel = true;
         if (f.examples.size() >= kMaxExamples) continue;
         Example ex = BaseExample(s, s.shutdown_stream, -1);
@@ -426,6 +447,10 @@ class FindingBuilder {
       f.stacks.emplace_back("setsockopt", Sym(key.first));
       f.stacks.emplace_back("close", close);
       f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
+      for (const Socket* sp : sockets) {
+        const Hold* h = FinalClose(*sp);
+        Began(f, h->to, Pid(h->stream));
+      }
       for (const Socket* sp : sockets) {
         if (f.examples.size() >= kMaxExamples) break;
         const Socket& s = *sp;
@@ -496,6 +521,10 @@ class FindingBuilder {
       f.stacks.emplace_back("created", created);
       f.stacks.emplace_back("exec", Sym(key.second));
       for (const Item& item : items) {
+        const Stream* image = StreamOf(item.stream);
+        if (image) Began(f, image->process.start_mono_ns, image->process.pid);
+      }
+      for (const Item& item : items) {
         if (f.examples.size() >= kMaxExamples) break;
         Example ex = BaseExample(*item.socket, item.stream, item.fd);
         ex.exe = Exe(item.stream);
@@ -528,6 +557,7 @@ class FindingBuilder {
       const Socket* victim = a_.sockets_.Find(items.front()->victim);
       f.stacks.emplace_back("victim_created",
                             Sym(victim ? victim->created_stack : 0));
+      for (const auto* r : items) Began(f, r->ns, Pid(r->stream));
       for (const auto* r : items) {
         if (f.examples.size() >= kMaxExamples) break;
         Example ex;
@@ -565,6 +595,7 @@ class FindingBuilder {
         Finding f = BadCloseFinding(is_double ? "double_close" : "ebadf",
                                     key.first, key.second);
         f.count = static_cast<int64_t>(items.size());
+        for (const auto* b : items) Began(f, b->ns, Pid(b->stream));
         for (const auto* b : items) {
           if (f.examples.size() >= kMaxExamples) break;
           Example ex;
@@ -639,10 +670,16 @@ class FindingBuilder {
         const Socket& s = *sp;
         std::string_view peer = Detail(s).peer;
         ++peers[peer.empty() ? "unknown" : peer.substr(0, peer.rfind(':'))];
+        const Hold* closed = FinalClose(s);
+        if (s.shutdown_ns) {
+          Began(f, s.shutdown_ns, Pid(s.shutdown_stream));
+        } else if (closed) {
+          Began(f, closed->to, Pid(closed->stream));
+        }
         if (f.examples.size() < kMaxExamples) {
-          const Hold* h = FinalClose(s);
-          f.examples.push_back(BaseExample(s, h ? h->stream : s.creator_stream,
-                                           h ? h->fd : -1));
+          f.examples.push_back(BaseExample(
+              s, closed ? closed->stream : s.creator_stream,
+              closed ? closed->fd : -1));
         }
       }
       for (const auto& [peer, n] : peers) {
@@ -701,6 +738,7 @@ Report Analyzer::Build(Symbolizer& symbolizer,
     report.process_list.push_back(std::move(p));
   }
   report.audited = !unaudited_;
+  report.host = run_.host;
   report.warnings = notes_;
   FindingBuilder(*this, symbolizer, end_ns).Run(report);
   // Worst first: errors, then warnings, then information; larger counts
@@ -720,6 +758,7 @@ Report Analyzer::Build(Symbolizer& symbolizer,
         dropped_));
   }
   for (const std::string& w : symbolizer.warnings()) report.warnings.push_back(w);
+  BuildTimelines(report, end_ns);
   return report;
 }
 

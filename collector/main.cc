@@ -3,6 +3,7 @@
 //   closeaudit run [--grace 5s] [--json FILE] [--out DIR] -- ./server args...
 //   closeaudit demo
 //   closeaudit report [DIR] [--json FILE] [--grace D]
+// Each takes --format text|json|html|folded, --min-severity and --kind.
 //   closeaudit daemon [--socket PATH] [--out DIR] [--idle D]
 #include <signal.h>
 #include <spawn.h>
@@ -43,6 +44,16 @@ ABSL_FLAG(std::string, socket, "",
 ABSL_FLAG(absl::Duration, idle, absl::Seconds(60),
           "daemon: exit after this long with no traced process");
 ABSL_FLAG(bool, foreground, false, "daemon: do not detach");
+ABSL_FLAG(std::string, format, "text",
+          "what to print: text, json, html or folded (the run's directory "
+          "always gets report.txt, report.json, report.html and "
+          "report.folded)");
+ABSL_FLAG(std::string, min_severity, "",
+          "only findings at least this severe: info, warning or error");
+ABSL_FLAG(std::vector<std::string>, kind, {},
+          "only findings of these kinds (comma-separated)");
+ABSL_FLAG(std::string, host, "",
+          "the machine's name in the reports (default: its hostname)");
 
 extern char** environ;
 
@@ -58,6 +69,9 @@ constexpr char kUsage[] =
     "      run the bundled leaky demo server and show its report\n"
     "  closeaudit report [DIR] [--json FILE] [--grace D]\n"
     "      regenerate the report of a finished run (default: the latest)\n"
+    "  run, demo and report also take:\n"
+    "      --format text|json|html|folded   what to print (default text)\n"
+    "      --min-severity info|warning|error, --kind KIND[,KIND...]\n"
     "  closeaudit daemon [--socket PATH] [--out DIR] [--idle 60s]\n"
     "      the per-user collector that LD_PRELOAD=libcloseaudit.so starts\n";
 
@@ -233,8 +247,33 @@ absl::StatusOr<RunResult> RunAudited(
   return result;
 }
 
+// --min-severity and --kind.
+absl::StatusOr<ReportFilter> FilterFromFlags() {
+  return ParseReportFilter(absl::GetFlag(FLAGS_min_severity),
+                           absl::GetFlag(FLAGS_kind));
+}
+
+// Prints the report in the --format asked for.
+int PrintReport(const Report& report) {
+  absl::StatusOr<std::string> out =
+      RenderAs(report, absl::GetFlag(FLAGS_format));
+  if (!out.ok()) return Fail(out.status());
+  fputs(out->c_str(), stdout);
+  fflush(stdout);
+  return 0;
+}
+
 absl::StatusOr<SessionOptions> OptionsFromFlags() {
+  // Bad --format, --min-severity or --kind fail before anything runs.
+  if (absl::Status s = RenderAs(Report{}, absl::GetFlag(FLAGS_format)).status();
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<ReportFilter> filter = FilterFromFlags();
+  if (!filter.ok()) return filter.status();
   SessionOptions options;
+  options.filter = *filter;
+  options.host = absl::GetFlag(FLAGS_host);
   absl::Duration grace = absl::GetFlag(FLAGS_grace);
   if (grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--grace must not be negative");
@@ -259,7 +298,7 @@ int CmdRun(const std::vector<std::string>& argv) {
   if (!options.ok()) return Fail(options.status());
   absl::StatusOr<RunResult> result = RunAudited(argv, *options, nullptr);
   if (!result.ok()) return Fail(result.status());
-  fputs(RenderText(result->report).c_str(), stdout);
+  if (int rc = PrintReport(result->report); rc != 0) return rc;
   fprintf(stderr, "closeaudit: trace and reports in %s\n",
           options->out_dir.c_str());
   return result->exit_code;
@@ -278,10 +317,10 @@ int CmdDemo() {
     options->grace_ns = 1'000'000'000;  // the demo need not wait 5 s
   }
   std::string port_file = options->out_dir + "/demo.port";
-  printf("closeaudit demo: starting %s under the audit and sending it a few "
-         "clients...\n",
-         server.c_str());
-  fflush(stdout);
+  fprintf(stderr,
+          "closeaudit demo: starting %s under the audit and sending it a few "
+          "clients...\n",
+          server.c_str());
   uint64_t grace_ns = options->grace_ns;
   absl::StatusOr<RunResult> result = RunAudited(
       {server, port_file}, *options,
@@ -290,10 +329,11 @@ int CmdDemo() {
         kill(child, SIGTERM);
       });
   if (!result.ok()) return Fail(result.status());
-  fputs(RenderText(result->report).c_str(), stdout);
-  printf("\nThe JSON report is %s/report.json; regenerate with "
-         "`closeaudit report %s`.\n",
-         options->out_dir.c_str(), options->out_dir.c_str());
+  if (int rc = PrintReport(result->report); rc != 0) return rc;
+  fprintf(stderr,
+          "\ncloseaudit demo: reports in %s (report.html for a browser); "
+          "regenerate with `closeaudit report %s`.\n",
+          options->out_dir.c_str(), options->out_dir.c_str());
   return result->report.findings.empty() ? 1 : 0;
 }
 
@@ -309,9 +349,12 @@ int CmdReport(const std::vector<std::string>& args) {
   if (grace != absl::Seconds(5)) {
     options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
   }
+  absl::StatusOr<ReportFilter> filter = FilterFromFlags();
+  if (!filter.ok()) return Fail(filter.status());
   absl::StatusOr<Report> report = ReportFromTrace(dir, options);
   if (!report.ok()) return Fail(report.status());
-  fputs(RenderText(*report).c_str(), stdout);
+  ApplyFilter(*filter, *report);
+  if (int rc = PrintReport(*report); rc != 0) return rc;
   std::string json = absl::GetFlag(FLAGS_json);
   if (!json.empty()) {
     if (absl::Status s = WriteFileAtomically(json, RenderJson(*report)); !s.ok()) {

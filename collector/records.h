@@ -24,6 +24,7 @@ struct RunRecord {
   uint64_t grace_ns = 0;
   uint64_t start_mono_ns = 0;
   uint64_t start_real_ns = 0;
+  std::string host;  // the machine's name; absent from older traces
 };
 
 struct ProcessRecord {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -54,13 +55,14 @@ std::string ExampleJson(const Example& e) {
   return absl::StrFormat(
       "{\"pid\":%d,\"fd\":%d,\"exe\":%s,\"local\":%s,\"peer\":%s,"
       "\"age_ms\":%d,\"eof_to_end_ms\":%s,\"closed_after_ms\":%s,"
-      "\"tcp_state\":%s,\"unsent_bytes\":%s}",
+      "\"tcp_state\":%s,\"unsent_bytes\":%s%s}",
       e.pid, e.fd, e.exe.empty() ? "null" : Quote(e.exe),
       e.local.empty() ? "null" : Quote(e.local),
       e.peer.empty() ? "null" : Quote(e.peer), e.age_ms,
       OptionalNumber(e.eof_to_end_ms), OptionalNumber(e.closed_after_ms),
       e.tcp_state ? Quote(*e.tcp_state) : "null",
-      OptionalNumber(e.unsent_bytes));
+      OptionalNumber(e.unsent_bytes),
+      e.host.empty() ? "" : absl::StrCat(",\"host\":", Quote(e.host)));
 }
 
 // Fields only some kinds have.
@@ -97,14 +99,23 @@ std::string FindingJson(const Finding& f) {
   for (const Example& e : f.examples) examples.push_back(ExampleJson(e));
   return absl::StrFormat(
       "{\"kind\":%s,\"severity\":%s,\"count\":%d,\"confirmed_by_kernel\":%s,"
-      "\"message\":%s,\"advice\":%s%s,\"stacks\":{%s},\"examples\":[%s]}",
+      "\"message\":%s,\"advice\":%s%s,\"began_ms\":%s,\"began_pid\":%s,"
+      "\"stacks\":{%s},\"examples\":[%s]}",
       Quote(f.kind), Quote(f.severity), f.count,
       f.confirmed_by_kernel ? "true" : "false", Quote(f.message),
-      Quote(f.advice), KindExtras(f), absl::StrJoin(stacks, ","),
+      Quote(f.advice), KindExtras(f), OptionalNumber(f.began_ms),
+      f.began_ms ? absl::StrCat(f.began_pid) : "null",
+      absl::StrJoin(stacks, ","),
       absl::StrJoin(examples, ",\n    "));
 }
 
-// "handle_client (server.c:42)" for a person; the full path is in the JSON.
+std::string Duration(int64_t ms) {
+  if (ms < 1000) return absl::StrFormat("%d ms", ms);
+  return absl::StrFormat("%.1f s", static_cast<double>(ms) / 1000.0);
+}
+
+}  // namespace
+
 std::string FrameText(const Frame& f) {
   std::string name = f.function.empty()
                          ? absl::StrFormat("0x%x", f.address)
@@ -121,20 +132,12 @@ std::string FrameText(const Frame& f) {
   return name;
 }
 
-// Frames in the C library's start-up code tell a reader nothing.
-bool Boring(const Frame& f) {
+bool IsStartupFrame(const Frame& f) {
   return f.function == "__libc_start_call_main" ||
          f.function == "__libc_start_main" || f.function == "_start" ||
          f.function == "__libc_start_main_impl" || f.function == "start_thread" ||
          f.function == "clone3" || f.function == "clone";
 }
-
-std::string Duration(int64_t ms) {
-  if (ms < 1000) return absl::StrFormat("%d ms", ms);
-  return absl::StrFormat("%.1f s", static_cast<double>(ms) / 1000.0);
-}
-
-}  // namespace
 
 std::string RenderJson(const Report& r) {
   std::vector<std::string> procs;
@@ -150,18 +153,35 @@ std::string RenderJson(const Report& r) {
   for (const Finding& f : r.findings) findings.push_back(FindingJson(f));
   std::vector<std::string> warnings;
   for (const std::string& w : r.warnings) warnings.push_back(Quote(w));
+  std::vector<std::string> timelines;
+  for (const ProcessTimeline& t : r.timelines) {
+    std::vector<std::string> points;
+    for (const TimelinePoint& p : t.points) {
+      points.push_back(absl::StrFormat("[%d,%d,%d,%s]", p.t_ms, p.open,
+                                       p.close_wait,
+                                       OptionalNumber(p.kernel_close_wait)));
+    }
+    timelines.push_back(absl::StrFormat(
+        "{\"pid\":%d,\"exe\":%s,\"start_ms\":%d,\"end_ms\":%d,"
+        "\"points\":[%s]}",
+        t.pid, Quote(t.exe), t.start_ms, t.end_ms, absl::StrJoin(points, ",")));
+  }
   return absl::StrFormat(
-      "{\"tool\":\"closeaudit\",\"format_version\":%d,\"audited\":%s,\n"
+      "{\"tool\":\"closeaudit\",\"format_version\":%d,\"audited\":%s,"
+      "\"host\":%s,\n"
       " \"summary\":{\"processes\":%d,\"sockets_tracked\":%d,\"events\":%d,"
       "\"events_dropped\":%d,\"findings\":%d,\"grace_ms\":%d,"
       "\"duration_s\":%.3f},\n"
       " \"warnings\":[%s],\n"
       " \"processes\":[%s],\n"
-      " \"findings\":[\n  %s]}\n",
-      kReportFormatVersion, r.audited ? "true" : "false", r.processes, r.sockets_tracked, r.events,
+      " \"findings\":[\n  %s],\n"
+      " \"timelines\":[%s]}\n",
+      kReportFormatVersion, r.audited ? "true" : "false",
+      r.host.empty() ? "null" : Quote(r.host), r.processes, r.sockets_tracked,
+      r.events,
       r.events_dropped, r.findings.size(), r.grace_ms, r.duration_s,
       absl::StrJoin(warnings, ","), absl::StrJoin(procs, ",\n   "),
-      absl::StrJoin(findings, ",\n  "));
+      absl::StrJoin(findings, ",\n  "), absl::StrJoin(timelines, ",\n  "));
 }
 
 std::string RenderText(const Report& r) {
@@ -198,7 +218,7 @@ std::string RenderText(const Report& r) {
       std::string label = absl::StrCat(name, ":");
       int shown = 0;
       for (const Frame& frame : frames) {
-        if (Boring(frame)) continue;
+        if (IsStartupFrame(frame)) continue;
         if (shown == 6) {
           absl::StrAppend(&out, "                  ...\n");
           break;
@@ -249,6 +269,74 @@ std::string RenderText(const Report& r) {
     absl::StrAppendFormat(&out, "    %-13s %s\n", "fix:", f.advice);
   }
   return out;
+}
+
+namespace {
+
+constexpr const char* kKinds[] = {"close_wait_leak", "fork_held",
+                                  "bad_close",       "exec_inherited",
+                                  "fin_wait2_held",  "abortive_close",
+                                  "time_wait"};
+
+int SeverityRank(std::string_view severity) {
+  if (severity == "error") return 3;
+  if (severity == "warning") return 2;
+  if (severity == "info") return 1;
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RenderAs(const Report& report,
+                                     std::string_view format) {
+  if (format == "text") return RenderText(report);
+  if (format == "json") return RenderJson(report);
+  if (format == "html") return RenderHtml(report);
+  if (format == "folded") return RenderFolded(report);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown --format '", std::string(format),
+      "': use text, json, html or folded"));
+}
+
+absl::StatusOr<ReportFilter> ParseReportFilter(
+    std::string_view min_severity, const std::vector<std::string>& kinds) {
+  ReportFilter filter;
+  if (!min_severity.empty()) {
+    filter.min_rank = SeverityRank(min_severity);
+    if (filter.min_rank == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown --min-severity '", std::string(min_severity),
+                       "': use info, warning or error"));
+    }
+  }
+  for (const std::string& kind : kinds) {
+    if (kind.empty()) continue;
+    if (std::find(std::begin(kKinds), std::end(kKinds), kind) ==
+        std::end(kKinds)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown --kind '", kind,
+                       "': use one or more of ", absl::StrJoin(kKinds, ", ")));
+    }
+    filter.kinds.push_back(kind);
+  }
+  return filter;
+}
+
+void ApplyFilter(const ReportFilter& filter, Report& report) {
+  if (!filter.active()) return;
+  size_t before = report.findings.size();
+  std::erase_if(report.findings, [&](const Finding& f) {
+    if (SeverityRank(f.severity) < filter.min_rank) return true;
+    return !filter.kinds.empty() &&
+           std::find(filter.kinds.begin(), filter.kinds.end(), f.kind) ==
+               filter.kinds.end();
+  });
+  size_t hidden = before - report.findings.size();
+  if (hidden > 0) {
+    report.warnings.push_back(absl::StrFormat(
+        "%d finding%s hidden by --min-severity/--kind; the trace has them all",
+        hidden, hidden == 1 ? " is" : "s are"));
+  }
 }
 
 absl::Status WriteFileAtomically(const std::string& path,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "collector/symbolizer.h"
 
 namespace closeaudit {
@@ -27,6 +28,7 @@ struct Example {
   std::optional<std::string> tcp_state;
   std::string exe;  // the process's executable, where the kind names it
   std::optional<int64_t> unsent_bytes;  // abortive_close: queued at close
+  std::string host;  // the machine the run was on; "" before a merge
 };
 
 // A process that still held a socket (fork_held).
@@ -55,6 +57,10 @@ struct Finding {
   std::vector<Holder> holders;   // fork_held
   std::string reason;            // bad_close: ebadf, double_close, reused_fd
   std::vector<PeerCount> peers;  // time_wait
+  // When and where the first of its sockets went wrong (the EOF of a leak,
+  // the close of a fork_held socket...), from the start of the run.
+  std::optional<int64_t> began_ms;
+  uint32_t began_pid = 0;
 };
 
 struct ProcessSummary {
@@ -63,6 +69,24 @@ struct ProcessSummary {
   std::string exe;
   std::vector<std::string> argv;
   std::optional<int32_t> exit_status;  // as a shell shows it: 128+N if killed
+};
+
+// One process's sockets over the run: a step function, sampled.
+struct TimelinePoint {
+  int64_t t_ms = 0;  // from the start of the run
+  int64_t open = 0;  // sockets the process held
+  int64_t close_wait = 0;  // of those, EOF seen and not closed (inferred)
+  // Of those, how many the kernel showed in CLOSE_WAIT at this moment, when
+  // it was sampled then.
+  std::optional<int64_t> kernel_close_wait;
+};
+
+struct ProcessTimeline {
+  uint32_t pid = 0;
+  std::string exe;
+  int64_t start_ms = 0;  // when the process reported
+  int64_t end_ms = 0;    // when it exited, or the end of the run
+  std::vector<TimelinePoint> points;
 };
 
 struct Report {
@@ -78,10 +102,39 @@ struct Report {
   std::vector<ProcessSummary> process_list;
   std::vector<Finding> findings;
   std::vector<std::string> warnings;  // about the data, e.g. dropped events
+  std::string host;  // hostname of the audited machine ("" if unknown)
+  std::vector<ProcessTimeline> timelines;
+  int64_t timelines_omitted = 0;  // processes with sockets not drawn
 };
 
 std::string RenderJson(const Report& report);
 std::string RenderText(const Report& report);
+// One self-contained page (no network fetches): see collector/html.cc.
+std::string RenderHtml(const Report& report);
+// Brendan Gregg's folded stacks: "kind;stack;outermost;...;innermost COUNT".
+std::string RenderFolded(const Report& report);
+
+// "handle_client (server.c:42)" for a person; the full path is in the JSON.
+std::string FrameText(const Frame& frame);
+// Frames of the C library's start-up code, which tell a reader nothing.
+bool IsStartupFrame(const Frame& frame);
+
+// The report in one of the formats `--format` names: text, json, html or
+// folded. An unknown name is an error that lists them.
+absl::StatusOr<std::string> RenderAs(const Report& report,
+                                     std::string_view format);
+
+// What --min-severity and --kind keep.
+struct ReportFilter {
+  int min_rank = 1;                // 1 info, 2 warning, 3 error
+  std::vector<std::string> kinds;  // empty: every kind
+  bool active() const { return min_rank > 1 || !kinds.empty(); }
+};
+// Parses the flags' values ("" means no filter); errors name what is valid.
+absl::StatusOr<ReportFilter> ParseReportFilter(
+    std::string_view min_severity, const std::vector<std::string>& kinds);
+// Drops the findings the filter does not keep, and says so in the warnings.
+void ApplyFilter(const ReportFilter& filter, Report& report);
 
 // Writes `contents` to `path` atomically (a temp file, then rename).
 absl::Status WriteFileAtomically(const std::string& path,

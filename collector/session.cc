@@ -87,6 +87,11 @@ absl::Status Session::Start() {
   run.grace_ns = options_.grace_ns;
   run.start_mono_ns = MonoNowNs();
   run.start_real_ns = RealNowNs();
+  run.host = options_.host;
+  if (run.host.empty()) {
+    char name[256] = {};
+    if (gethostname(name, sizeof(name) - 1) == 0) run.host = name;
+  }
   Sink(run);
   return collector_.Listen(options_.socket_path);
 }
@@ -137,6 +142,11 @@ void Session::SampleKernel() {
     return;
   }
   uint64_t now = MonoNowNs();
+  // A record with no socket marks the sweep itself, so that the timelines
+  // know the kernel was asked then even when it showed nothing.
+  KernelRecord sweep;
+  sweep.mono_ns = now;
+  Sink(std::move(sweep));
   absl::flat_hash_set<uint64_t> untracked;
   for (const KernelSocket& k : *sockets) {
     if (!analyzer_.Tracks(k.cookie) && k.inode != 0) untracked.insert(k.inode);
@@ -168,6 +178,7 @@ absl::StatusOr<Report> Session::Finish() {
   if (absl::Status s = trace_.Flush(); !s.ok()) return s;
   Symbolizer symbolizer;
   Report report = analyzer_.Build(symbolizer);
+  ApplyFilter(options_.filter, report);
   if (absl::Status s = WriteReports(report, options_.out_dir, options_.json_path);
       !s.ok()) {
     return s;
@@ -179,8 +190,9 @@ absl::Status Session::WriteSnapshot() {
   collector_.DrainAll();
   if (absl::Status s = trace_.Flush(); !s.ok()) return s;
   Symbolizer symbolizer;
-  return WriteReports(analyzer_.Build(symbolizer, MonoNowNs()),
-                      options_.out_dir, options_.json_path);
+  Report report = analyzer_.Build(symbolizer, MonoNowNs());
+  ApplyFilter(options_.filter, report);
+  return WriteReports(report, options_.out_dir, options_.json_path);
 }
 
 absl::Status WriteReports(const Report& report, const std::string& dir,
@@ -190,10 +202,15 @@ absl::Status WriteReports(const Report& report, const std::string& dir,
     if (absl::Status s = WriteFileAtomically(dir + "/report.json", json); !s.ok()) {
       return s;
     }
-    if (absl::Status s =
-            WriteFileAtomically(dir + "/report.txt", RenderText(report));
-        !s.ok()) {
-      return s;
+    static constexpr std::pair<const char*, const char*> kFiles[] = {
+        {"text", "report.txt"}, {"html", "report.html"},
+        {"folded", "report.folded"}};
+    for (const auto& [format, file] : kFiles) {
+      if (absl::Status s = WriteFileAtomically(absl::StrCat(dir, "/", file),
+                                               *RenderAs(report, format));
+          !s.ok()) {
+        return s;
+      }
     }
   }
   if (!json_path.empty()) return WriteFileAtomically(json_path, json);

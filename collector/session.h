@@ -28,6 +28,8 @@ struct SessionOptions {
   std::string out_dir;    // created if missing
   std::string json_path;  // extra copy of the JSON report, if set
   std::string socket_path;
+  std::string host;     // the machine's name in the reports; "" = hostname
+  ReportFilter filter;  // applied to the reports this session writes
 };
 
 class Session : private IngestSink {

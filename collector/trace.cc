@@ -215,6 +215,7 @@ struct Encoder {
     w.Put(r.grace_ns);
     w.Put(r.start_mono_ns);
     w.Put(r.start_real_ns);
+    w.PutString(r.host);
   }
   void operator()(const ProcessRecord& r) const {
     Writer w(Kind::kProcess, out);
@@ -304,6 +305,7 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       v.grace_ns = r.Get<uint64_t>();
       v.start_mono_ns = r.Get<uint64_t>();
       v.start_real_ns = r.Get<uint64_t>();
+      if (!r.done()) v.host = r.GetString(kMaxString);  // older traces end here
       out = v;
       break;
     }

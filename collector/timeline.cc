@@ -1,0 +1,177 @@
+// Per-process timelines for the HTML report: how many sockets each process
+// held over the run, how many of those had seen the peer's EOF without being
+// closed (CLOSE_WAIT, as inferred from the program's calls), and how many the
+// kernel showed in CLOSE_WAIT at each sample.
+#include <algorithm>
+#include <map>
+
+#include "collector/analyzer.h"
+
+namespace closeaudit {
+namespace {
+
+// Points drawn per process at most; longer runs keep each span's peak.
+constexpr size_t kMaxPoints = 400;
+// Processes drawn at most: the busiest, and every one where a finding began.
+constexpr size_t kMaxTimelines = 24;
+
+struct Delta {
+  uint64_t ns;
+  int32_t open;
+  int32_t close_wait;
+};
+
+int64_t MsSince(uint64_t ns, uint64_t base) {
+  return ns > base ? static_cast<int64_t>((ns - base) / 1000000) : 0;
+}
+
+// Folds points that fall in the same span of the run into one, keeping the
+// span's highest values, so that a spike is never lost.
+std::vector<TimelinePoint> Thin(std::vector<TimelinePoint> points,
+                                int64_t span_ms) {
+  if (points.size() <= kMaxPoints) return points;
+  int64_t width = std::max<int64_t>(1, span_ms / static_cast<int64_t>(kMaxPoints) + 1);
+  std::vector<TimelinePoint> out;
+  for (const TimelinePoint& p : points) {
+    int64_t bucket = p.t_ms / width * width;
+    if (out.empty() || out.back().t_ms != bucket) {
+      TimelinePoint first = p;
+      first.t_ms = bucket;
+      out.push_back(first);
+      continue;
+    }
+    TimelinePoint& b = out.back();
+    b.open = std::max(b.open, p.open);
+    b.close_wait = std::max(b.close_wait, p.close_wait);
+    if (p.kernel_close_wait) {
+      b.kernel_close_wait =
+          std::max(b.kernel_close_wait.value_or(0), *p.kernel_close_wait);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void Analyzer::NoteKernelSample(const KernelRecord& k, const Socket* tracked) {
+  // A sweep's records share its time; sweeps come in time order.
+  if (sweeps_.empty() || sweeps_.back() < k.mono_ns) {
+    sweeps_.push_back(k.mono_ns);
+  } else if (auto at = std::lower_bound(sweeps_.begin(), sweeps_.end(),
+                                        k.mono_ns);
+             *at != k.mono_ns) {
+    sweeps_.insert(at, k.mono_ns);
+  }
+  if (k.state != 8) return;  // only CLOSE_WAIT is drawn
+  if (tracked != nullptr) {
+    for (const Hold& h : tracked->holds) {
+      if (h.from <= k.mono_ns && h.to > k.mono_ns) {
+        ++kernel_close_wait_[{k.mono_ns, h.stream}];
+      }
+    }
+    return;
+  }
+  for (const auto& [pid, fd] : k.owners) {
+    // The newest image of that pid that had started by then.
+    uint32_t stream = 0;
+    for (uint32_t id : stream_order_) {
+      const Stream& s = streams_.at(id);
+      if (s.process.pid == pid && s.process.start_mono_ns <= k.mono_ns) {
+        stream = id;
+      }
+    }
+    if (stream != 0) ++kernel_close_wait_[{k.mono_ns, stream}];
+  }
+}
+
+void Analyzer::BuildTimelines(Report& report, uint64_t end_ns) const {
+  uint64_t base = run_.start_mono_ns;
+  std::map<uint32_t, std::vector<Delta>> deltas;
+  for (const Socket& s : sockets_) {
+    bool can_close_wait = s.eof_ns != 0 && (s.flags & wire::kFlagStream) &&
+                          (s.flags & wire::kFlagInet);
+    for (const Hold& h : s.holds) {
+      if (h.from > end_ns) continue;
+      std::vector<Delta>& d = deltas[h.stream];
+      bool ended = h.to <= end_ns;
+      d.push_back({h.from, 1, 0});
+      if (ended) d.push_back({h.to, -1, 0});
+      uint64_t cw_from = std::max(s.eof_ns, h.from);
+      if (can_close_wait && cw_from < h.to && cw_from <= end_ns) {
+        d.push_back({cw_from, 0, 1});
+        if (ended) d.push_back({h.to, 0, -1});
+      }
+    }
+  }
+
+  struct Candidate {
+    ProcessTimeline timeline;
+    int64_t peak = 0;
+    bool began_here = false;
+  };
+  std::vector<Candidate> candidates;
+  for (uint32_t id : stream_order_) {
+    auto it = deltas.find(id);
+    if (it == deltas.end()) continue;
+    const Stream& stream = streams_.at(id);
+    std::vector<Delta>& d = it->second;
+    std::stable_sort(d.begin(), d.end(), [](const Delta& a, const Delta& b) {
+      return a.ns < b.ns;
+    });
+    Candidate c;
+    ProcessTimeline& t = c.timeline;
+    t.pid = stream.process.pid;
+    t.exe = stream.process.exe;
+    t.start_ms = MsSince(stream.process.start_mono_ns, base);
+    uint64_t stop = end_ns;
+    if (stream.exited && stream.exit_ns) stop = std::min(stop, stream.exit_ns);
+    t.end_ms = MsSince(stop, base);
+    // The kernel's samples of this process, in time order.
+    auto sweep = std::lower_bound(sweeps_.begin(), sweeps_.end(),
+                                  stream.process.start_mono_ns);
+    int64_t open = 0, close_wait = 0;
+    auto add_samples_until = [&](uint64_t ns) {
+      for (; sweep != sweeps_.end() && *sweep < ns && *sweep <= stop; ++sweep) {
+        auto k = kernel_close_wait_.find({*sweep, id});
+        t.points.push_back({MsSince(*sweep, base), open, close_wait,
+                            k == kernel_close_wait_.end() ? 0 : k->second});
+      }
+    };
+    for (size_t i = 0; i < d.size();) {
+      add_samples_until(d[i].ns);
+      uint64_t ns = d[i].ns;
+      for (; i < d.size() && d[i].ns == ns; ++i) {
+        open += d[i].open;
+        close_wait += d[i].close_wait;
+      }
+      t.points.push_back({MsSince(ns, base), open, close_wait, std::nullopt});
+      c.peak = std::max(c.peak, open);
+    }
+    add_samples_until(stop + 1);
+    t.points = Thin(std::move(t.points), t.end_ms);
+    for (const Finding& f : report.findings) {
+      if (f.began_ms && f.began_pid == t.pid) c.began_here = true;
+    }
+    candidates.push_back(std::move(c));
+  }
+
+  // Which to draw: processes where a finding began, then the busiest.
+  std::vector<size_t> order(candidates.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (candidates[a].began_here != candidates[b].began_here) {
+      return candidates[a].began_here;
+    }
+    return candidates[a].peak > candidates[b].peak;
+  });
+  if (order.size() > kMaxTimelines) {
+    report.timelines_omitted = static_cast<int64_t>(order.size() - kMaxTimelines);
+    order.resize(kMaxTimelines);
+  }
+  std::sort(order.begin(), order.end());  // back to the order they reported
+  for (size_t i : order) {
+    report.timelines.push_back(std::move(candidates[i].timeline));
+  }
+}
+
+}  // namespace closeaudit
