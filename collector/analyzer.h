@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
+#include "collector/live.h"
 #include "collector/records.h"
 #include "collector/report.h"
 #include "collector/symbolizer.h"
@@ -49,6 +50,10 @@ class Analyzer {
   // time or, without one, the latest time seen.
   Report Build(Symbolizer& symbolizer,
                std::optional<uint64_t> as_of = std::nullopt) const;
+
+  // Counts as of `now` for the live status and /metrics: findings without
+  // symbolizing their stacks, and the sockets of the processes still running.
+  LiveStatus Live(uint64_t now) const;
 
   int64_t events() const { return events_; }
   // Whether the shim reported this socket (the kernel sampler asks).

@@ -23,7 +23,8 @@ class FindingBuilder {
   using Origin = Analyzer::Origin;
   using Stream = Analyzer::Stream;
 
-  FindingBuilder(const Analyzer& a, Symbolizer& symbolizer, uint64_t end_ns)
+  // Without a symbolizer, stacks come out empty: enough to count findings.
+  FindingBuilder(const Analyzer& a, Symbolizer* symbolizer, uint64_t end_ns)
       : a_(a),
         symbolizer_(symbolizer),
         end_ns_(end_ns),
@@ -45,7 +46,9 @@ class FindingBuilder {
 
   std::vector<Frame> Sym(uint32_t stack) const {
     std::vector<Frame> out;
-    if (stack == 0 || stack >= a_.stacks_.size()) return out;
+    if (symbolizer_ == nullptr || stack == 0 || stack >= a_.stacks_.size()) {
+      return out;
+    }
     for (const Analyzer::NormFrame& f : a_.stacks_[stack]) {
       if (f.module == Analyzer::kNoModule) {
         Frame unknown;
@@ -55,7 +58,7 @@ class FindingBuilder {
       }
       const ModuleRecord& m = a_.modules_[f.module];
       for (Frame& frame :
-           symbolizer_.Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset)) {
+           symbolizer_->Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset)) {
         frame.address = f.address;
         out.push_back(std::move(frame));
       }
@@ -230,7 +233,7 @@ class FindingBuilder {
       for (const Item& item : items) {
         for (const Hold* o : item.holders) {
           if (f.holders.size() < 10 && seen.insert({Pid(o->stream), o->fd}).second) {
-            f.holders.push_back({Pid(o->stream), o->fd, Exe(o->stream)});
+            f.holders.push_back({Pid(o->stream), o->fd, Exe(o->stream), ""});
           }
         }
         Began(f, item.close->to, Pid(item.close->stream));
@@ -706,7 +709,7 @@ class FindingBuilder {
   static constexpr int kSweepFds = 8;
 
   const Analyzer& a_;
-  Symbolizer& symbolizer_;
+  Symbolizer* symbolizer_;
   uint64_t end_ns_;
   uint64_t grace_;
   absl::flat_hash_set<const Socket*> fork_held_;
@@ -740,17 +743,10 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   report.audited = !unaudited_;
   report.host = run_.host;
   report.warnings = notes_;
-  FindingBuilder(*this, symbolizer, end_ns).Run(report);
+  FindingBuilder(*this, &symbolizer, end_ns).Run(report);
   // Worst first: errors, then warnings, then information; larger counts
   // first within a severity.
-  auto rank = [](const Finding& f) {
-    return f.severity == "error" ? 0 : f.severity == "warning" ? 1 : 2;
-  };
-  std::stable_sort(report.findings.begin(), report.findings.end(),
-                   [&](const Finding& a, const Finding& b) {
-                     if (rank(a) != rank(b)) return rank(a) < rank(b);
-                     return a.count > b.count;
-                   });
+  SortFindings(report.findings);
   if (dropped_ > 0) {
     report.warnings.push_back(absl::StrFormat(
         "%d events were dropped (the collector fell behind); findings may be "
@@ -760,6 +756,44 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   for (const std::string& w : symbolizer.warnings()) report.warnings.push_back(w);
   BuildTimelines(report, end_ns);
   return report;
+}
+
+LiveStatus Analyzer::Live(uint64_t now) const {
+  LiveStatus live;
+  if (run_.start_mono_ns && now > run_.start_mono_ns) {
+    live.uptime_s = static_cast<double>(now - run_.start_mono_ns) / 1e9;
+  }
+  Report report;
+  FindingBuilder(*this, nullptr, now).Run(report);
+  live.findings = static_cast<int64_t>(report.findings.size());
+  for (const Finding& f : report.findings) {
+    live.finding_sockets[{f.kind, f.severity}] += f.count;
+  }
+  absl::flat_hash_map<uint32_t, size_t> index;  // stream -> processes[i]
+  for (uint32_t id : stream_order_) {
+    const Stream& s = streams_.at(id);
+    if (s.exited || s.replaced) continue;
+    index[id] = live.processes.size();
+    live.processes.push_back({s.process.pid, s.process.exe, 0, 0});
+  }
+  for (const Socket& s : sockets_) {
+    bool close_wait = s.eof_ns != 0 && (s.flags & wire::kFlagStream) &&
+                      (s.flags & wire::kFlagInet);
+    for (const Hold& h : s.holds) {
+      auto it = index.find(h.stream);
+      if (h.end != End::kOpen || it == index.end()) continue;
+      LiveProcess& p = live.processes[it->second];
+      ++p.open;
+      ++live.open_sockets;
+      if (close_wait) {
+        ++p.close_wait;
+        ++live.close_wait;
+      }
+    }
+  }
+  live.events = events_;
+  live.dropped = dropped_;
+  return live;
 }
 
 }  // namespace closeaudit

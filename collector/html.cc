@@ -41,12 +41,6 @@ std::string Esc(std::string_view s) {
   return out;
 }
 
-int SeverityRank(std::string_view severity) {
-  if (severity == "error") return 3;
-  if (severity == "warning") return 2;
-  return 1;
-}
-
 std::string Ms(int64_t ms) {
   if (ms < 1000) return absl::StrCat(ms, " ms");
   if (ms < 120000) return absl::StrFormat("%.1f s", ms / 1000.0);

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +28,7 @@
 #include "absl/time/time.h"
 #include "collector/daemon.h"
 #include "collector/demo.h"
+#include "collector/merge.h"
 #include "collector/session.h"
 #include "collector/target_check.h"
 #include "common/paths.h"
@@ -52,6 +54,9 @@ ABSL_FLAG(std::string, min_severity, "",
           "only findings at least this severe: info, warning or error");
 ABSL_FLAG(std::vector<std::string>, kind, {},
           "only findings of these kinds (comma-separated)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464) "
+          "while the run lasts");
 ABSL_FLAG(std::string, host, "",
           "the machine's name in the reports (default: its hostname)");
 
@@ -73,11 +78,21 @@ constexpr char kUsage[] =
     "      --format text|json|html|folded   what to print (default text)\n"
     "      --min-severity info|warning|error, --kind KIND[,KIND...]\n"
     "  closeaudit daemon [--socket PATH] [--out DIR] [--idle 60s]\n"
-    "      the per-user collector that LD_PRELOAD=libcloseaudit.so starts\n";
+    "      the per-user collector that LD_PRELOAD=libcloseaudit.so starts\n"
+    "  closeaudit merge DIR... --out DIR\n"
+    "      one report from the runs of several hosts (culprits merged)\n"
+    "  closeaudit status [DIR] [--json]\n"
+    "      what a running collector sees now (default: the latest run)\n"
+    "  closeaudit snapshot [DIR]\n"
+    "      have a running collector write its reports now (or send it "
+    "SIGUSR1)\n"
+    "  run and daemon also take --metrics-listen HOST:PORT (Prometheus)\n";
 
 std::atomic<int> g_signal{0};
+std::atomic<bool> g_snapshot{false};
 
 void OnSignal(int sig) { g_signal.store(sig); }
+void OnSnapshotSignal(int) { g_snapshot.store(true); }
 
 std::string SelfDir() {
   char buf[4096];
@@ -120,8 +135,47 @@ void InstallSignalHandlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = OnSnapshotSignal;
+  sigaction(SIGUSR1, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
+
+// SIGUSR1: the reports as of now, the run going on.
+void SnapshotIfAsked(Session& session) {
+  if (!g_snapshot.exchange(false)) return;
+  absl::Status s = session.WriteSnapshot();
+  if (s.ok()) {
+    fprintf(stderr, "\ncloseaudit: snapshot written to %s\n",
+            session.options().out_dir.c_str());
+  } else {
+    fprintf(stderr, "\ncloseaudit: snapshot failed: %s\n",
+            std::string(s.message()).c_str());
+  }
+}
+
+// The one status line `closeaudit run` keeps up to date on a terminal.
+class StatusLine {
+ public:
+  StatusLine() : enabled_(isatty(STDERR_FILENO) == 1) {}
+  void Update(Session& session) {
+    if (!enabled_) return;
+    uint64_t now = MonoNowNs();
+    if (now - last_ns_ < 1'000'000'000) return;
+    last_ns_ = now;
+    std::string line = closeaudit::StatusLine(session.Live());
+    fprintf(stderr, "\r\033[Kcloseaudit: %s", line.c_str());
+    shown_ = true;
+  }
+  void Clear() {
+    if (shown_) fputs("\r\033[K", stderr);
+    shown_ = false;
+  }
+
+ private:
+  bool enabled_;
+  bool shown_ = false;
+  uint64_t last_ns_ = 0;
+};
 
 absl::StatusOr<std::string> PrivateSocketPath() {
   char tmpl[] = "/tmp/closeaudit-run-XXXXXX";
@@ -201,7 +255,10 @@ absl::StatusOr<RunResult> RunAudited(
 
   int status = 0;
   bool exited = false;
+  StatusLine status_line;
   while (!exited) {
+    SnapshotIfAsked(session);
+    status_line.Update(session);
     if (int sig = g_signal.exchange(0)) {
       // What the kernel says now, before the signal tears the sockets down.
       session.collector().DrainAll();
@@ -222,6 +279,7 @@ absl::StatusOr<RunResult> RunAudited(
       exited = true;
     }
   }
+  status_line.Clear();
   if (driver_thread.joinable()) driver_thread.join();
   // Late hellos of short-lived descendants are still in the socket queue.
   for (int i = 0; i < 5; ++i) session.Poll(kDrainIntervalMs);
@@ -274,6 +332,7 @@ absl::StatusOr<SessionOptions> OptionsFromFlags() {
   SessionOptions options;
   options.filter = *filter;
   options.host = absl::GetFlag(FLAGS_host);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   absl::Duration grace = absl::GetFlag(FLAGS_grace);
   if (grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--grace must not be negative");
@@ -380,8 +439,70 @@ int CmdDaemon() {
     if (!dir.ok()) return Fail(dir.status());
     options.out_dir = *dir;
   }
+  options.host = absl::GetFlag(FLAGS_host);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   return RunDaemon(options, absl::GetFlag(FLAGS_idle),
                    !absl::GetFlag(FLAGS_foreground));
+}
+
+int CmdMerge(const std::vector<std::string>& dirs) {
+  std::string out = absl::GetFlag(FLAGS_out);
+  if (dirs.empty() || out.empty()) {
+    fprintf(stderr, "closeaudit merge: usage: closeaudit merge DIR... --out DIR\n");
+    return 2;
+  }
+  absl::StatusOr<ReportFilter> filter = FilterFromFlags();
+  if (!filter.ok()) return Fail(filter.status());
+  AnalyzerOptions options;
+  absl::Duration grace = absl::GetFlag(FLAGS_grace);
+  if (grace != absl::Seconds(5)) {
+    options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
+  }
+  std::vector<HostReport> inputs;
+  for (const std::string& dir : dirs) {
+    absl::StatusOr<Report> report = ReportFromTrace(dir, options);
+    if (!report.ok()) {
+      return Fail(absl::Status(report.status().code(),
+                               absl::StrCat(dir, ": ", report.status().message())));
+    }
+    // Traces from before hosts were recorded have none.
+    std::string host = report->host.empty() ? "unknown host" : report->host;
+    inputs.push_back({host, *std::move(report)});
+  }
+  // Two runs of one host stay apart too: name them by their directories.
+  for (HostReport& a : inputs) {
+    int same = 0;
+    for (const HostReport& b : inputs) same += a.host == b.host;
+    if (same > 1) {
+      std::string dir = dirs[&a - inputs.data()];
+      while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+      a.host = absl::StrCat(a.host, " (", dir.substr(dir.rfind('/') + 1), ")");
+    }
+  }
+  Report merged = MergeReports(std::move(inputs));
+  ApplyFilter(*filter, merged);
+  if (absl::Status s = MakeDirs(out); !s.ok()) return Fail(s);
+  if (absl::Status s = WriteReports(merged, out, absl::GetFlag(FLAGS_json));
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (int rc = PrintReport(merged); rc != 0) return rc;
+  fprintf(stderr, "closeaudit: merged reports in %s\n", out.c_str());
+  return 0;
+}
+
+// Sends one request to the collector of the run in DIR and prints the answer.
+int AskCollector(const std::vector<std::string>& args, const char* command,
+                 const std::string& request) {
+  if (args.size() > 1) {
+    fprintf(stderr, "closeaudit %s: one directory at most\n", command);
+    return 2;
+  }
+  std::string dir = args.empty() ? StateDir() + "/latest" : args[0];
+  absl::StatusOr<std::string> answer = AskControl(dir, request);
+  if (!answer.ok()) return Fail(answer.status());
+  fputs(answer->c_str(), stdout);
+  return answer->rfind("error: ", 0) == 0 ? 1 : 0;
 }
 
 }  // namespace
@@ -398,9 +519,30 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string command = argv[1];
-  // Flags follow the command: hand absl everything but the command itself.
+  // Flags follow the command: hand absl everything but the command itself
+  // (and `status --json`, which is not the --json FILE of the others).
+  // Flags are spelled with dashes (--min-severity); absl names them with
+  // underscores. Nothing after "--" is ours.
+  std::vector<std::string> spelled;
+  spelled.reserve(static_cast<size_t>(argc));
   std::vector<char*> rest = {argv[0]};
-  for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
+  bool status_json = false;
+  bool ours = true;
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") ours = false;
+    if (ours && command == "status" && arg == "--json") {
+      status_json = true;
+      continue;
+    }
+    if (ours && arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      size_t end = std::min(arg.find('='), arg.size());
+      std::replace(arg.begin() + 2, arg.begin() + static_cast<long>(end), '-',
+                   '_');
+    }
+    spelled.push_back(std::move(arg));
+    rest.push_back(spelled.back().data());
+  }
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
   std::vector<std::string> args(positional.begin() + 1, positional.end());
@@ -408,6 +550,11 @@ int main(int argc, char** argv) {
   if (command == "demo") return CmdDemo();
   if (command == "report") return CmdReport(args);
   if (command == "daemon") return CmdDaemon();
+  if (command == "merge") return CmdMerge(args);
+  if (command == "status") {
+    return AskCollector(args, "status", status_json ? "status json" : "status");
+  }
+  if (command == "snapshot") return AskCollector(args, "snapshot", "snapshot");
   fprintf(stderr, "closeaudit: unknown command '%s'\n\n%s", command.c_str(),
           kUsage);
   return 2;

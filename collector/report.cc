@@ -11,9 +11,8 @@
 #include "absl/strings/str_join.h"
 
 namespace closeaudit {
-namespace {
 
-std::string Quote(std::string_view s) {
+std::string JsonQuote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
@@ -37,6 +36,10 @@ std::string Quote(std::string_view s) {
   out += "\"";
   return out;
 }
+
+namespace {
+
+std::string Quote(std::string_view s) { return JsonQuote(s); }
 
 template <typename T>
 std::string OptionalNumber(const std::optional<T>& v) {
@@ -71,8 +74,9 @@ std::string KindExtras(const Finding& f) {
   if (!f.holders.empty()) {
     std::vector<std::string> hs;
     for (const Holder& h : f.holders) {
-      hs.push_back(absl::StrFormat("{\"pid\":%d,\"fd\":%d,\"exe\":%s}", h.pid,
-                                   h.fd, Quote(h.exe)));
+      hs.push_back(absl::StrFormat(
+          "{\"pid\":%d,\"fd\":%d,\"exe\":%s%s}", h.pid, h.fd, Quote(h.exe),
+          h.host.empty() ? "" : absl::StrCat(",\"host\":", Quote(h.host))));
     }
     absl::StrAppend(&out, ",\"holders\":[", absl::StrJoin(hs, ","), "]");
   }
@@ -145,9 +149,10 @@ std::string RenderJson(const Report& r) {
     std::vector<std::string> argv;
     for (const std::string& a : p.argv) argv.push_back(Quote(a));
     procs.push_back(absl::StrFormat(
-        "{\"pid\":%d,\"ppid\":%d,\"exe\":%s,\"argv\":[%s],\"exit_status\":%s}",
+        "{\"pid\":%d,\"ppid\":%d,\"exe\":%s,\"argv\":[%s],\"exit_status\":%s%s}",
         p.pid, p.ppid, Quote(p.exe), absl::StrJoin(argv, ","),
-        OptionalNumber(p.exit_status)));
+        OptionalNumber(p.exit_status),
+        p.host.empty() ? "" : absl::StrCat(",\"host\":", Quote(p.host))));
   }
   std::vector<std::string> findings;
   for (const Finding& f : r.findings) findings.push_back(FindingJson(f));
@@ -278,6 +283,8 @@ constexpr const char* kKinds[] = {"close_wait_leak", "fork_held",
                                   "fin_wait2_held",  "abortive_close",
                                   "time_wait"};
 
+}  // namespace
+
 int SeverityRank(std::string_view severity) {
   if (severity == "error") return 3;
   if (severity == "warning") return 2;
@@ -285,7 +292,15 @@ int SeverityRank(std::string_view severity) {
   return 0;
 }
 
-}  // namespace
+void SortFindings(std::vector<Finding>& findings) {
+  std::stable_sort(findings.begin(), findings.end(),
+                   [](const Finding& a, const Finding& b) {
+                     int ra = SeverityRank(a.severity);
+                     int rb = SeverityRank(b.severity);
+                     if (ra != rb) return ra > rb;
+                     return a.count > b.count;
+                   });
+}
 
 absl::StatusOr<std::string> RenderAs(const Report& report,
                                      std::string_view format) {

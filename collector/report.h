@@ -36,6 +36,7 @@ struct Holder {
   uint32_t pid = 0;
   int fd = -1;
   std::string exe;
+  std::string host;  // merged reports only
 };
 
 // How many sockets of a time_wait finding went to one peer address.
@@ -69,6 +70,7 @@ struct ProcessSummary {
   std::string exe;
   std::vector<std::string> argv;
   std::optional<int32_t> exit_status;  // as a shell shows it: 128+N if killed
+  std::string host;  // merged reports only
 };
 
 // One process's sockets over the run: a step function, sampled.
@@ -107,12 +109,22 @@ struct Report {
   int64_t timelines_omitted = 0;  // processes with sockets not drawn
 };
 
+// 3 for "error", 2 "warning", 1 "info", 0 anything else.
+int SeverityRank(std::string_view severity);
+
+// Worst first: errors, then warnings, then information; larger counts first
+// within a severity. Stable.
+void SortFindings(std::vector<Finding>& findings);
+
 std::string RenderJson(const Report& report);
 std::string RenderText(const Report& report);
 // One self-contained page (no network fetches): see collector/html.cc.
 std::string RenderHtml(const Report& report);
 // Brendan Gregg's folded stacks: "kind;stack;outermost;...;innermost COUNT".
 std::string RenderFolded(const Report& report);
+
+// s as a JSON string, quotes included; bytes outside ASCII are escaped.
+std::string JsonQuote(std::string_view s);
 
 // "handle_client (server.c:42)" for a person; the full path is in the JSON.
 std::string FrameText(const Frame& frame);

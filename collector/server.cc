@@ -122,6 +122,15 @@ size_t Collector::live_streams() const {
   return n;
 }
 
+uint64_t Collector::live_dropped_events() const {
+  uint64_t n = 0;
+  for (const auto& s : streams_) {
+    if (!s->alive) continue;
+    for (const auto& ring : s->rings) n += ring->dropped_events();
+  }
+  return n;
+}
+
 std::vector<uint32_t> Collector::live_pids() const {
   std::vector<uint32_t> pids;
   for (const auto& s : streams_) {

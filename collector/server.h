@@ -45,6 +45,9 @@ class Collector {
   // itself, for a stream that registers or finishes after the reaping.
   void NoteExit(pid_t pid, int status) { known_exits_[pid] = status; }
 
+  // Events the processes still alive could not hand over so far (their
+  // rings were full); a finished process's count is in its exit record.
+  uint64_t live_dropped_events() const;
   // The pids of the processes still alive.
   std::vector<uint32_t> live_pids() const;
   // Streams ever accepted.

@@ -1,10 +1,15 @@
 #include "collector/session.h"
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -93,7 +98,28 @@ absl::Status Session::Start() {
     if (gethostname(name, sizeof(name) - 1) == 0) run.host = name;
   }
   Sink(run);
-  return collector_.Listen(options_.socket_path);
+  if (absl::Status s = collector_.Listen(options_.socket_path); !s.ok()) {
+    return s;
+  }
+  // The control socket sits next to the collector's; the run's directory
+  // says where, for `closeaudit status DIR`.
+  std::string control = options_.socket_path + ".control";
+  if (absl::Status s = ServeControl(control); !s.ok()) {
+    fprintf(stderr, "closeaudit: no control socket (%s); status and snapshot "
+            "will not reach this run\n", std::string(s.message()).c_str());
+    control_.reset();
+  } else if (absl::Status s = WriteFileAtomically(
+                 options_.out_dir + "/" + kControlFileName, control + "\n");
+             !s.ok()) {
+    return s;
+  }
+  if (!options_.metrics_listen.empty()) {
+    absl::StatusOr<std::string> bound = ServeMetrics(options_.metrics_listen);
+    if (!bound.ok()) return bound.status();
+    fprintf(stderr, "closeaudit: metrics on http://%s/metrics\n",
+            bound->c_str());
+  }
+  return absl::OkStatus();
 }
 
 void Session::Sink(Record record) {
@@ -119,6 +145,8 @@ void Session::FlushIfDue() {
 
 void Session::Poll(int timeout_ms) {
   collector_.Poll(timeout_ms);
+  if (control_) control_->Poll();
+  if (metrics_) metrics_->Poll();
   if (MonoNowNs() - last_sample_ns_ >= kKernelSampleMs * 1000000) {
     SampleKernel();
   }
@@ -172,6 +200,11 @@ void Session::SampleKernel() {
 }
 
 absl::StatusOr<Report> Session::Finish() {
+  if (control_) {
+    control_.reset();
+    ::unlink((options_.out_dir + "/" + kControlFileName).c_str());
+  }
+  metrics_.reset();
   collector_.DrainAll();
   SampleKernel();
   Sink(EndRecord{MonoNowNs()});
@@ -193,6 +226,123 @@ absl::Status Session::WriteSnapshot() {
   Report report = analyzer_.Build(symbolizer, MonoNowNs());
   ApplyFilter(options_.filter, report);
   return WriteReports(report, options_.out_dir, options_.json_path);
+}
+
+LiveStatus Session::Live() {
+  collector_.DrainAll();
+  LiveStatus live = analyzer_.Live(MonoNowNs());
+  live.dropped += collector_.live_dropped_events();
+  return live;
+}
+
+absl::Status Session::ServeControl(const std::string& path) {
+  control_ = std::make_unique<RequestServer>(
+      "\n", [this](std::string_view r) { return Control(r); });
+  return control_->ListenUnix(path);
+}
+
+absl::StatusOr<std::string> Session::ServeMetrics(const std::string& host_port) {
+  metrics_ = std::make_unique<RequestServer>(
+      "\r\n\r\n", [this](std::string_view r) { return Http(r); });
+  return metrics_->ListenTcp(host_port);
+}
+
+// One line in, the answer out: "status", "status json" or "snapshot".
+std::string Session::Control(std::string_view request) {
+  if (!request.empty() && request.back() == '\r') request.remove_suffix(1);
+  if (request == "status") return StatusTable(Live());
+  if (request == "status json") return StatusJson(Live());
+  if (request == "snapshot") {
+    absl::Status s = WriteSnapshot();
+    return s.ok() ? absl::StrCat("reports written to ", options_.out_dir, "\n")
+                  : absl::StrCat("error: ", s.message(), "\n");
+  }
+  return absl::StrCat("error: unknown request '", std::string(request),
+                      "' (status, status json, snapshot)\n");
+}
+
+// An HTTP/1.x request head in, a whole response out (then the connection
+// closes): GET /metrics, in Prometheus' text format.
+std::string Session::Http(std::string_view request) {
+  auto respond = [](int code, const char* reason, const char* type,
+                    const std::string& body, bool head) {
+    return absl::StrCat("HTTP/1.1 ", code, " ", reason, "\r\nContent-Type: ",
+                        type, "\r\nContent-Length: ", body.size(),
+                        "\r\nConnection: close\r\n\r\n", head ? "" : body);
+  };
+  std::string_view line = request.substr(0, request.find("\r\n"));
+  size_t sp1 = line.find(' ');
+  size_t sp2 = line.find(' ', sp1 == std::string_view::npos ? sp1 : sp1 + 1);
+  if (sp1 == std::string_view::npos || sp2 == std::string_view::npos ||
+      line.substr(sp2 + 1).substr(0, 5) != "HTTP/") {
+    return respond(400, "Bad Request", "text/plain", "bad request\n", false);
+  }
+  std::string_view method = line.substr(0, sp1);
+  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  target = target.substr(0, target.find('?'));
+  bool head = method == "HEAD";
+  if (method != "GET" && !head) {
+    return respond(405, "Method Not Allowed", "text/plain",
+                   "only GET /metrics\n", false);
+  }
+  if (target == "/metrics") {
+    return respond(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+                   MetricsText(Live(), &metrics_floor_), head);
+  }
+  return respond(404, "Not Found", "text/plain",
+                 "closeaudit serves /metrics only\n", head);
+}
+
+absl::StatusOr<std::string> AskControl(const std::string& dir,
+                                       const std::string& request) {
+  std::string path;
+  {
+    std::ifstream in(dir + "/" + kControlFileName);
+    if (!std::getline(in, path) || path.empty()) {
+      struct stat st;
+      if (::stat((dir + "/report.json").c_str(), &st) == 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the run in ", dir, " has finished; its reports are there"));
+      }
+      return absl::NotFoundError(
+          absl::StrCat("no running closeaudit collector in ", dir));
+    }
+  }
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError("control socket path too long: " + path);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat(
+        "the collector of ", dir, " does not answer (", strerror(err),
+        "): it has stopped; `closeaudit report ", dir,
+        "` rebuilds the reports from its trace"));
+  }
+  std::string line = request + "\n";
+  std::string answer;
+  bool sent = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL) ==
+              static_cast<ssize_t>(line.size());
+  // A snapshot symbolizes every stack: give it time.
+  constexpr int kAnswerTimeoutMs = 60'000;
+  pollfd p{fd, POLLIN, 0};
+  while (sent && ::poll(&p, 1, kAnswerTimeoutMs) == 1) {
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    answer.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (answer.empty()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the collector of ", dir, " gave no answer"));
+  }
+  return answer;
 }
 
 absl::Status WriteReports(const Report& report, const std::string& dir,

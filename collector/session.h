@@ -8,12 +8,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "collector/analyzer.h"
+#include "collector/live.h"
+#include "collector/request_server.h"
 #include "collector/report.h"
 #include "collector/server.h"
 #include "collector/trace.h"
@@ -29,6 +33,7 @@ struct SessionOptions {
   std::string json_path;  // extra copy of the JSON report, if set
   std::string socket_path;
   std::string host;     // the machine's name in the reports; "" = hostname
+  std::string metrics_listen;  // HOST:PORT to serve /metrics on, if set
   ReportFilter filter;  // applied to the reports this session writes
 };
 
@@ -66,7 +71,20 @@ class Session : private IngestSink {
 
   const SessionOptions& options() const { return options_; }
 
+  // Counts as of now, for the status line, `closeaudit status` and /metrics.
+  LiveStatus Live();
+
+  // Answers `closeaudit status` and `closeaudit snapshot` on a Unix socket
+  // at `path` (see Control() in session.cc), from Poll().
+  absl::Status ServeControl(const std::string& path);
+  // Serves Prometheus' /metrics on HOST:PORT from Poll(). Returns the
+  // address it is bound to.
+  absl::StatusOr<std::string> ServeMetrics(const std::string& host_port);
+
  private:
+  std::string Control(std::string_view request);
+  std::string Http(std::string_view request);
+
   // What the collector drains: into the trace and the analyzer.
   void OnEvent(const EventRecord& record) override;
   void OnRecord(Record record) override { Sink(std::move(record)); }
@@ -83,7 +101,19 @@ class Session : private IngestSink {
   uint64_t last_sample_ns_ = 0;
 
   bool kernel_warned_ = false;
+  std::unique_ptr<RequestServer> control_;
+  std::unique_ptr<RequestServer> metrics_;
+  // The highest value each finding counter has shown on /metrics.
+  std::map<std::pair<std::string, std::string>, int64_t> metrics_floor_;
 };
+
+// In a running session's directory: the path of its control socket.
+inline constexpr char kControlFileName[] = "control";
+
+// Sends `request` ("status", "status json", "snapshot") to the collector of
+// the run in `dir` and returns its answer. The errors say what to do instead.
+absl::StatusOr<std::string> AskControl(const std::string& dir,
+                                       const std::string& request);
 
 // Regenerates the reports of a finished session from its trace file.
 absl::StatusOr<Report> ReportFromTrace(const std::string& dir,

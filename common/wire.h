@@ -135,6 +135,7 @@ enum EventState : uint16_t {
   kStateLinger0 = 1u << 6,   // SO_LINGER {1, 0}: close sends RST
   kStateShutWr = 1u << 7,
   kStateUsed = 1u << 8,      // a read through this fd returned data
+  kStateAddressSent = 1u << 9,  // a kAddress event for it is in the ring
 };
 
 enum EventFlags : uint8_t {

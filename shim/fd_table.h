@@ -22,6 +22,7 @@ namespace closeaudit::shim {
 
 // The fd's state bits are the ones events carry (wire::EventState).
 using FdState = uint32_t;
+using wire::kStateAddressSent;
 using wire::kStateConnected;
 using wire::kStateCloexec;
 using wire::kStateEofSeen;

@@ -60,8 +60,9 @@ CA_EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) {
 }
 
 CA_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
-  int r = Real().accept(fd, addr, len);
-  if (r >= 0) core::OnAccept(r, fd, 0);
+  core::AcceptPeer peer(addr, len);
+  int r = Real().accept(fd, peer.addr(), peer.len());
+  if (r >= 0) core::OnAccept(r, fd, 0, peer);
   return r;
 }
 
@@ -70,8 +71,9 @@ CA_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
     errno = ENOSYS;
     return -1;
   }
-  int r = Real().accept4(fd, addr, len, flags);
-  if (r >= 0) core::OnAccept(r, fd, flags);
+  core::AcceptPeer peer(addr, len);
+  int r = Real().accept4(fd, peer.addr(), peer.len(), flags);
+  if (r >= 0) core::OnAccept(r, fd, flags, peer);
   return r;
 }
 

@@ -238,8 +238,9 @@ uint32_t StateFor(int domain, int type) {
   return state;
 }
 
-void Track(EventType type, int fd, uint32_t state, uint32_t aux, uint64_t arg,
-           bool with_stack) {
+// Returns the socket's cookie.
+uint64_t Track(EventType type, int fd, uint32_t state, uint32_t aux,
+               uint64_t arg, bool with_stack) {
   uint64_t cookie, inode;
   Identify(fd, &cookie, &inode);
   g_fds.Set(fd, cookie, inode, state);
@@ -247,32 +248,28 @@ void Track(EventType type, int fd, uint32_t state, uint32_t aux, uint64_t arg,
   e.aux = aux;
   e.arg = arg;
   Push(e, with_stack);
+  return cookie;
 }
 
-void PushAddress(int fd, uint64_t cookie, uint32_t state) {
-  // Only TCP/IP endpoints are reported; skip the system calls otherwise.
-  if (!(state & kStateInet)) return;
-  sockaddr_storage local{}, peer{};
-  socklen_t llen = sizeof(local), plen = sizeof(peer);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
-      getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
-    return;
-  }
+// A kAddress event from the two endpoints; nothing unless both are IPv4 or
+// both IPv6.
+void PushEndpoints(int fd, uint64_t cookie, const sockaddr* local,
+                   const sockaddr* peer) {
   wire::AddressEvent a{};
   a.type = EventType::kAddress;
   a.fd = fd;
   a.cookie = cookie;
-  if (local.ss_family == AF_INET && peer.ss_family == AF_INET) {
-    auto* l = reinterpret_cast<sockaddr_in*>(&local);
-    auto* p = reinterpret_cast<sockaddr_in*>(&peer);
+  if (local->sa_family == AF_INET && peer->sa_family == AF_INET) {
+    auto* l = reinterpret_cast<const sockaddr_in*>(local);
+    auto* p = reinterpret_cast<const sockaddr_in*>(peer);
     a.family = 4;
     a.local_port = ntohs(l->sin_port);
     a.peer_port = ntohs(p->sin_port);
     std::memcpy(a.local_addr, &l->sin_addr, 4);
     std::memcpy(a.peer_addr, &p->sin_addr, 4);
-  } else if (local.ss_family == AF_INET6 && peer.ss_family == AF_INET6) {
-    auto* l = reinterpret_cast<sockaddr_in6*>(&local);
-    auto* p = reinterpret_cast<sockaddr_in6*>(&peer);
+  } else if (local->sa_family == AF_INET6 && peer->sa_family == AF_INET6) {
+    auto* l = reinterpret_cast<const sockaddr_in6*>(local);
+    auto* p = reinterpret_cast<const sockaddr_in6*>(peer);
     a.family = 6;
     a.local_port = ntohs(l->sin6_port);
     a.peer_port = ntohs(p->sin6_port);
@@ -285,6 +282,76 @@ void PushAddress(int fd, uint64_t cookie, uint32_t state) {
   static_assert(sizeof(e) == sizeof(a));
   std::memcpy(&e, &a, sizeof(e));
   Ring().Push(e);
+}
+
+// The endpoints of a connected TCP socket whose addresses were not sent at
+// its creation, asked from the kernel.
+void PushAddress(int fd, uint64_t cookie, uint32_t state) {
+  // Only TCP/IP endpoints are reported; skip the system calls otherwise.
+  if (!(state & kStateInet) || (state & kStateAddressSent)) return;
+  sockaddr_storage local{}, peer{};
+  socklen_t llen = sizeof(local), plen = sizeof(peer);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
+      getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
+    return;
+  }
+  PushEndpoints(fd, cookie, reinterpret_cast<sockaddr*>(&local),
+                reinterpret_cast<sockaddr*>(&peer));
+}
+
+// The local end of the listener this thread last accepted from. A socket
+// accepted from a listener bound to one address has that local address; one
+// bound to a wildcard (0.0.0.0, ::) does not, and the kernel is asked.
+thread_local uint64_t t_listener_cookie
+    __attribute__((tls_model("initial-exec"))) = 0;
+thread_local sockaddr_in6 t_listener_local
+    __attribute__((tls_model("initial-exec")));
+thread_local bool t_listener_wildcard
+    __attribute__((tls_model("initial-exec"))) = false;
+
+bool IsWildcard(const sockaddr* a) {
+  if (a->sa_family == AF_INET) {
+    return reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr ==
+           htonl(INADDR_ANY);
+  }
+  if (a->sa_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr;
+    return IN6_IS_ADDR_UNSPECIFIED(&v6) || IN6_IS_ADDR_V4MAPPED(&v6);
+  }
+  return true;  // not IP: never stands in for the accepted socket's end
+}
+
+// Whether PushEndpoints() can describe these two: both whole IPv4 or IPv6.
+bool Describable(const sockaddr* local, const sockaddr* peer,
+                 socklen_t peer_len) {
+  if (local->sa_family != peer->sa_family) return false;
+  if (peer->sa_family == AF_INET) return peer_len >= sizeof(sockaddr_in);
+  if (peer->sa_family == AF_INET6) return peer_len >= sizeof(sockaddr_in6);
+  return false;
+}
+
+// The local end of `fd`, accepted from `listen_fd`, into *out.
+bool LocalEnd(int fd, int listen_fd, uint64_t listener_cookie,
+              sockaddr_storage* out) {
+  if (listener_cookie == 0 || listener_cookie != t_listener_cookie) {
+    sockaddr_storage l{};
+    socklen_t len = sizeof(l);
+    t_listener_cookie = 0;
+    if (listener_cookie != 0 &&
+        getsockname(listen_fd, reinterpret_cast<sockaddr*>(&l), &len) == 0 &&
+        len <= sizeof(sockaddr_in6)) {
+      std::memcpy(&t_listener_local, &l, sizeof(t_listener_local));
+      t_listener_wildcard = IsWildcard(reinterpret_cast<sockaddr*>(&l));
+      t_listener_cookie = listener_cookie;
+    }
+  }
+  if (t_listener_cookie != 0 && !t_listener_wildcard) {
+    *out = sockaddr_storage{};
+    std::memcpy(out, &t_listener_local, sizeof(t_listener_local));
+    return true;
+  }
+  socklen_t len = sizeof(*out);
+  return getsockname(fd, reinterpret_cast<sockaddr*>(out), &len) == 0;
 }
 
 // Starts tracking a socket the program got without creating it: inherited
@@ -397,12 +464,36 @@ void OnSocketpair(const int fds[2], int domain, int type) {
   OnSocket(fds[1], domain, type);
 }
 
-void OnAccept(int fd, int listen_fd, int accept_flags) {
+AcceptPeer::AcceptPeer(sockaddr* addr, socklen_t* len)
+    : user_(addr), user_len_(len) {
+  // A size the program keeps on its stack can be read without risk (it may
+  // have passed a bad pointer, which only the kernel may find out).
+  if (addr != nullptr && len != nullptr &&
+      OnThisThreadsStack(len, sizeof(*len))) {
+    user_cap_ = *len;
+  }
+}
+
+const sockaddr* AcceptPeer::Get(socklen_t* size) const {
+  if (user_ == nullptr) {
+    *size = own_len_;
+    return own_len_ <= sizeof(own_) ? reinterpret_cast<const sockaddr*>(&own_)
+                                    : nullptr;
+  }
+  // The kernel wrote all of it only if it fitted in the program's buffer.
+  if (user_cap_ == 0 || *user_len_ > user_cap_) return nullptr;
+  *size = *user_len_;
+  return user_;
+}
+
+void OnAccept(int fd, int listen_fd, int accept_flags, const AcceptPeer& peer) {
   if (!Recording() || fd < 0) return;
   Scope scope;
   uint32_t state = kStateConnected;
   FdEntry* listener = g_fds.Find(listen_fd);
-  if (listener && listener->cookie.load(std::memory_order_relaxed) != 0) {
+  uint64_t listener_cookie =
+      listener ? listener->cookie.load(std::memory_order_relaxed) : 0;
+  if (listener_cookie != 0) {
     state |= listener->state.load(std::memory_order_relaxed) &
              (kStateStream | kStateInet);
   } else {
@@ -414,8 +505,25 @@ void OnAccept(int fd, int listen_fd, int accept_flags) {
     state |= StateFor(domain, type);
   }
   if (accept_flags & SOCK_CLOEXEC) state |= kStateCloexec;
-  Track(EventType::kAccept, fd, state, 0, static_cast<uint64_t>(listen_fd),
-        true);
+  // A TCP connection's endpoints, now, while they cost little.
+  sockaddr_storage local;
+  socklen_t peer_len = 0;
+  const sockaddr* remote = nullptr;
+  if ((state & (kStateStream | kStateInet)) == (kStateStream | kStateInet)) {
+    remote = peer.Get(&peer_len);
+    if (remote != nullptr &&
+        (!LocalEnd(fd, listen_fd, listener_cookie, &local) ||
+         !Describable(reinterpret_cast<sockaddr*>(&local), remote,
+                      peer_len))) {
+      remote = nullptr;
+    }
+  }
+  if (remote != nullptr) state |= kStateAddressSent;
+  uint64_t cookie = Track(EventType::kAccept, fd, state, 0,
+                          static_cast<uint64_t>(listen_fd), true);
+  if (remote != nullptr) {
+    PushEndpoints(fd, cookie, reinterpret_cast<sockaddr*>(&local), remote);
+  }
 }
 
 void OnConnect(int fd, int result, int err) {

@@ -45,7 +45,29 @@ bool Recording();
 
 void OnSocket(int fd, int domain, int type);
 void OnSocketpair(const int fds[2], int domain, int type);
-void OnAccept(int fd, int listen_fd, int accept_flags);
+// The address buffer an accept() is given. The peer's address comes back
+// from accept() itself, which spares a getpeername() per connection: into
+// the program's buffer when the shim can tell it holds the whole address
+// (its size is on the thread's stack, where reading it cannot fault), or
+// into a buffer of the shim's when the program passed none (the program
+// sees no difference: it asked for nothing).
+class AcceptPeer {
+ public:
+  AcceptPeer(sockaddr* addr, socklen_t* len);
+  sockaddr* addr() { return user_ ? user_ : reinterpret_cast<sockaddr*>(&own_); }
+  socklen_t* len() { return user_ ? user_len_ : &own_len_; }
+  // After a successful accept: the whole peer address, or null.
+  const sockaddr* Get(socklen_t* size) const;
+
+ private:
+  sockaddr_storage own_{};
+  socklen_t own_len_ = sizeof(own_);
+  sockaddr* user_;
+  socklen_t* user_len_;
+  socklen_t user_cap_ = 0;  // the program's buffer size, when known
+};
+
+void OnAccept(int fd, int listen_fd, int accept_flags, const AcceptPeer& peer);
 void OnConnect(int fd, int result, int err);
 void OnListen(int fd);
 void OnShutdown(int fd, int how, int result, int err);

@@ -17,6 +17,18 @@
 namespace closeaudit::shim {
 namespace {
 
+struct SiteEntry;
+
+// A call-site entry a capture found or filled, and its seq then.
+struct SiteRef {
+  SiteEntry* entry = nullptr;
+  uint32_t seq = 0;
+  uint64_t blob = 0;  // the entry's blob at the lookup, if of this epoch
+};
+
+// Bumped by ResetStacks(): blobs noted before belong to a ring that is gone.
+std::atomic<uint32_t> g_site_epoch{1};
+
 // Frames the shim itself contributes are dropped; a little headroom keeps the
 // program's frames within kMaxFrames after that.
 constexpr int kCaptureFrames = wire::kMaxFrames + 8;
@@ -123,6 +135,10 @@ constexpr uint32_t kSiteBuckets = 256;
 struct SiteEntry {
   std::atomic<uint32_t> seq;    // odd while being written
   std::atomic<uint32_t> count;  // return addresses held; 0: empty
+  // The stack's blob, as in StackSlot::blob (0: not yet known), so that a
+  // hit needs no hashing either; valid only in the epoch it was noted in.
+  std::atomic<uint64_t> blob;
+  std::atomic<uint32_t> blob_epoch;
   std::atomic<uint32_t> offset[wire::kMaxFrames];  // from the first slot
   std::atomic<uint64_t> ret[wire::kMaxFrames];
 };
@@ -161,7 +177,8 @@ SiteEntry* Bucket(uintptr_t ret) {
 // Fills frames (adjusted to point into the call) from the cache if an entry
 // for this call site matches the stack; returns their count, or 0.
 __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
-                                                       uint64_t* frames) {
+                                                       uint64_t* frames,
+                                                       SiteRef* ref) {
   if (g_sites == nullptr || slot < t_stack_lo || slot >= t_stack_hi) return 0;
   uintptr_t ret0 = *reinterpret_cast<const uintptr_t*>(slot);
   SiteEntry* bucket = Bucket(ret0);
@@ -184,16 +201,22 @@ __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
       if (*reinterpret_cast<const uintptr_t*>(at) != ret) break;
       frames[i] = ret - 1;
     }
+    uint64_t blob = e.blob_epoch.load(std::memory_order_relaxed) ==
+                            g_site_epoch.load(std::memory_order_relaxed)
+                        ? e.blob.load(std::memory_order_relaxed)
+                        : 0;
     std::atomic_thread_fence(std::memory_order_acquire);
     if (i != count || e.seq.load(std::memory_order_relaxed) != seq) continue;
     frames[0] = ret0 - 1;
+    *ref = {&e, seq, blob};
     return static_cast<int>(count);
   }
   return 0;
 }
 
-void RememberSite(const uintptr_t* rets, const uintptr_t* slots, int count) {
-  if (g_sites == nullptr || count <= 0) return;
+SiteRef RememberSite(const uintptr_t* rets, const uintptr_t* slots,
+                     int count) {
+  if (g_sites == nullptr || count <= 0) return {};
   SiteEntry* bucket = Bucket(rets[0]);
   SiteEntry* e = nullptr;
   for (uint32_t way = 0; way < kSiteWays && e == nullptr; ++way) {
@@ -207,16 +230,33 @@ void RememberSite(const uintptr_t* rets, const uintptr_t* slots, int count) {
   if ((seq & 1) != 0 ||
       !e->seq.compare_exchange_strong(seq, seq + 1,
                                       std::memory_order_acquire)) {
-    return;  // another thread (or an interrupted one) is writing it
+    return {};  // another thread (or an interrupted one) is writing it
   }
   std::atomic_thread_fence(std::memory_order_release);
   e->count.store(static_cast<uint32_t>(count), std::memory_order_relaxed);
+  e->blob.store(0, std::memory_order_relaxed);
   for (int i = 0; i < count; ++i) {
     e->offset[i].store(static_cast<uint32_t>(slots[i] - slots[0]),
                        std::memory_order_relaxed);
     e->ret[i].store(rets[i], std::memory_order_relaxed);
   }
   e->seq.store(seq + 2, std::memory_order_release);
+  return {e, seq + 2, 0};
+}
+
+// Records the blob of the entry's stack, unless the entry changed since.
+void NoteSiteBlob(const SiteRef& ref, uint64_t blob) {
+  if (ref.entry == nullptr || ref.blob == blob) return;
+  uint32_t seq = ref.seq;
+  if (!ref.entry->seq.compare_exchange_strong(seq, seq + 1,
+                                              std::memory_order_acquire)) {
+    return;
+  }
+  std::atomic_thread_fence(std::memory_order_release);
+  ref.entry->blob.store(blob, std::memory_order_relaxed);
+  ref.entry->blob_epoch.store(g_site_epoch.load(std::memory_order_relaxed),
+                              std::memory_order_relaxed);
+  ref.entry->seq.store(seq + 2, std::memory_order_release);
 }
 
 // Widens this thread's known stack range by a walk's range, or starts again
@@ -236,7 +276,8 @@ void NoteStackRange(uintptr_t lo, uintptr_t hi) {
 // program frames (the shim's own are dropped) written to frames, and caches
 // the walk if `slot` (the first program frame's slot) is where it found it.
 __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
-                                                            uint64_t* frames) {
+                                                            uint64_t* frames,
+                                                            SiteRef* ref) {
   uintptr_t rets[wire::kMaxFrames];
   uintptr_t slots[wire::kMaxFrames];
   int count = 0;
@@ -274,7 +315,7 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
     if (*reinterpret_cast<const uintptr_t*>(slots[i]) != rets[i]) return count;
   }
   NoteStackRange(lowest, highest);
-  RememberSite(rets, slots, count);
+  *ref = RememberSite(rets, slots, count);
   return count;
 }
 #endif  // !__SANITIZE_THREAD__
@@ -319,12 +360,26 @@ void InitStacks() {
   Backtrace(warm, 4);
 }
 
+bool OnThisThreadsStack(const void* p, size_t size) {
+#if defined(__SANITIZE_THREAD__)
+  (void)p;
+  (void)size;
+  return false;  // no walks, no known bounds
+#else
+  uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  return t_stack_hi != 0 && here >= t_stack_lo && at >= here &&
+         at + size >= at && at + size <= t_stack_hi;
+#endif
+}
+
 bool InUnwinder(const void* ip) {
   uintptr_t p = reinterpret_cast<uintptr_t>(ip);
   return p >= g_unwinder_start && p < g_unwinder_end;
 }
 
 void ResetStacks() {
+  g_site_epoch.fetch_add(1, std::memory_order_relaxed);
   StackSlot* old = g_table;
   g_table = MapTable();
   if (old) munmap(old, sizeof(StackSlot) * kTableSize);
@@ -334,7 +389,8 @@ namespace {
 
 // The program's frames, innermost first, each a return address less one: one
 // less points into the call, so that line tables name the line of the call.
-int ProgramFrames(uint64_t* frames) {
+// `ref` is the call-site entry the frames came from or went to, if any.
+int ProgramFrames(uint64_t* frames, SiteRef* ref) {
 #if defined(__SANITIZE_THREAD__)
   void* raw[kCaptureFrames];
   int n = Backtrace(raw, kCaptureFrames);
@@ -351,20 +407,20 @@ int ProgramFrames(uint64_t* frames) {
   uintptr_t slot = 0;
   if (!FindCallSite(&slot)) slot = 0;
   if (slot != 0) {
-    int count = LookUpSite(slot, frames);
+    int count = LookUpSite(slot, frames, ref);
     if (count > 0) return count;
   }
-  return WalkAndRemember(slot, frames);
+  return WalkAndRemember(slot, frames, ref);
 #endif
 }
 
 }  // namespace
 
-uint32_t CaptureStack(RingWriter& ring) {
-  uint64_t frames[wire::kMaxFrames];
-  int count = ProgramFrames(frames);
-  if (count == 0) return 0;
+namespace {
 
+// The arena offset of a blob holding these frames: the one written before,
+// or a new one.
+uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count) {
   uint64_t hash = HashFrames(frames, count);
   StackSlot* table = g_table;
   StackSlot* claimed = nullptr;
@@ -407,6 +463,25 @@ uint32_t CaptureStack(RingWriter& ring) {
     claimed->blob.store((uint64_t{ring.generation()} << 32) | offset,
                         std::memory_order_release);
   }
+  return offset;
+}
+
+}  // namespace
+
+uint32_t CaptureStack(RingWriter& ring) {
+  uint64_t frames[wire::kMaxFrames];
+  SiteRef site;
+  int count = ProgramFrames(frames, &site);
+  if (count == 0) return 0;
+  if (site.blob != 0 && (site.blob >> 32) == ring.generation()) {
+    return static_cast<uint32_t>(site.blob);
+  }
+  uint32_t offset = DedupStack(ring, frames, count);
+#if !defined(__SANITIZE_THREAD__)
+  if (offset != 0) {
+    NoteSiteBlob(site, (uint64_t{ring.generation()} << 32) | offset);
+  }
+#endif
   return offset;
 }
 

@@ -11,6 +11,7 @@
 #ifndef CLOSEAUDIT_SHIM_STACKS_H_
 #define CLOSEAUDIT_SHIM_STACKS_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "shim/ring_writer.h"
@@ -28,6 +29,11 @@ uint32_t CaptureStack(RingWriter& ring);
 // under TSan). Only calls made from there are the unwinder's own: a signal
 // handler that interrupts an unwind is still the program.
 bool InUnwinder(const void* ip);
+
+// Whether [p, p + size) lies on the calling thread's stack, between the
+// caller's frame and the outermost frame a walk of this thread has seen: such
+// memory is mapped, so the shim may read it. False when unsure.
+bool OnThisThreadsStack(const void* p, size_t size);
 
 // Forgets every known stack (the blobs they point at belong to a ring that is
 // being replaced, as in a fork child). Allocation-free.

@@ -105,7 +105,8 @@ def descendants(root):
 class Run:
     """One `closeaudit run` invocation in temp dir `tmp`."""
 
-    def __init__(self, opts, tmp, program, prog_args, grace=None):
+    def __init__(self, opts, tmp, program, prog_args, grace=None, extra=(),
+                 stderr=None):
         self.tmp = tmp
         self.program = program
         self.json_path = os.path.join(tmp, "report.json")
@@ -117,11 +118,13 @@ class Run:
         cmd = [os.path.abspath(opts.closeaudit), "run"]
         if grace is not None:
             cmd += ["--grace", grace]
+        cmd += list(extra)
         cmd += ["--json", self.json_path, "--out", tmp, "--", prog] + prog_args
         self.cmd = cmd
         log("running: " + " ".join(cmd))
         with open(self.stdout_path, "wb") as out, \
-                open(self.stderr_path, "wb") as err:
+                open(self.stderr_path, "wb") as err_file:
+            err = err_file if stderr is None else stderr
             # New session = new process group led by closeaudit, so cleanup
             # can kill the whole tree; signals we *mean* to send go to
             # closeaudit's pid only.
@@ -1381,6 +1384,200 @@ def case_time_wait(opts, tmp):
         log(f"note: time_wait stacks are {sorted(f['stacks'])} (no 'close')")
 
 
+# ---- live: status, snapshot, SIGUSR1 and /metrics while a run goes on ----
+
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+
+
+def parse_exposition(text):
+    """Prometheus text format 0.0.4, strictly: {name: (type, [(labels,
+    value)])}. Fails on anything the format does not allow."""
+    check(text.endswith("\n"), "exposition does not end with a newline")
+    families, helped = {}, set()
+    for line in text[:-1].split("\n"):
+        if line.startswith("# HELP "):
+            name = line[7:].split(" ", 1)[0]
+            check(name not in helped, f"second HELP for {name}")
+            helped.add(name)
+        elif line.startswith("# TYPE "):
+            parts = line[7:].split(" ")
+            check(len(parts) == 2 and parts[1] in
+                  ("counter", "gauge", "histogram", "summary", "untyped"),
+                  f"bad TYPE line {line!r}")
+            check(parts[0] not in families, f"second TYPE for {parts[0]}")
+            families[parts[0]] = (parts[1], [])
+        else:
+            check(not line.startswith("#"), f"stray comment {line!r}")
+            m = SAMPLE_RE.match(line)
+            check(m, f"not a sample line: {line!r}")
+            name, body, value = m.groups()
+            check(name in families, f"sample {name} before its TYPE line")
+            labels, pos = {}, 0
+            while body and pos < len(body):
+                lm = LABEL_RE.match(body, pos)
+                check(lm, f"bad labels in {line!r}")
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+            try:
+                v = float(value)
+            except ValueError:
+                raise Failure(f"bad value in {line!r}")
+            families[name][1].append((labels, v))
+    for name, (kind, _) in families.items():
+        check(kind != "counter" or name.endswith("_total"),
+              f"counter {name} does not end in _total")
+    return families
+
+
+def metric(families, name, **labels):
+    kind, samples = families.get(name, (None, []))
+    found = [v for lab, v in samples
+             if all(lab.get(k) == str(x) for k, x in labels.items())]
+    check(len(found) == 1,
+          f"expected one {name}{labels} sample, found {found} in {samples}")
+    return found[0]
+
+
+def http_get(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}",
+                                    timeout=CLIENT_TIMEOUT) as resp:
+            return resp.status, resp.headers.get("Content-Type"), \
+                resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def closeaudit_cmd(opts, *args):
+    return subprocess.run([os.path.abspath(opts.closeaudit)] + list(args),
+                          capture_output=True, text=True, timeout=60)
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def case_live(opts, tmp):
+    mport = free_tcp_port()
+    port_file = os.path.join(tmp, "port")
+    run = Run(opts, tmp, "leak_server", [port_file], grace="1s",
+              extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    port = run.wait_for_port(port_file)
+    pid = None
+    drive_clients(port, 3)
+    time.sleep(1.6)  # past the grace period
+
+    st = closeaudit_cmd(opts, "status", tmp, "--json")
+    check(st.returncode == 0, f"status --json: {st.returncode} {st.stderr}")
+    status = json.loads(st.stdout)
+    log(f"status: {status}")
+    procs = status["processes"]
+    check(len(procs) == 1 and procs[0]["exe"].endswith("leak_server"),
+          f"status processes {procs}")
+    pid = procs[0]["pid"]
+    check(procs[0]["close_wait"] == 3 and procs[0]["open_sockets"] == 4,
+          f"status of the server: {procs[0]}, expected 4 open, 3 CLOSE_WAIT")
+    check({"kind": "close_wait_leak", "severity": "error", "sockets": 3}
+          in status["finding_sockets"], f"status findings {status}")
+    table = closeaudit_cmd(opts, "status", tmp)
+    check(table.returncode == 0 and re.search(
+        rf"^ *{pid} +4 +3 +\S*leak_server$", table.stdout, re.M),
+          f"status table has no row 'pid 4 3 leak_server':\n{table.stdout}")
+
+    code, ctype, body = http_get(mport, "/metrics")
+    check(code == 200 and ctype.startswith("text/plain; version=0.0.4"),
+          f"/metrics answered {code} {ctype}")
+    fam = parse_exposition(body)
+    check(metric(fam, "closeaudit_close_wait_sockets", pid=pid) == 3 and
+          metric(fam, "closeaudit_open_sockets", pid=pid) == 4,
+          "per-process gauges are wrong")
+    check(metric(fam, "closeaudit_finding_sockets_total",
+                 kind="close_wait_leak", severity="error") == 3,
+          "close_wait_leak counter is not 3")
+    check(metric(fam, "closeaudit_events_received_total") > 0 and
+          metric(fam, "closeaudit_events_dropped_total") == 0 and
+          metric(fam, "closeaudit_processes") == 1, "event counters")
+    check(fam["closeaudit_open_sockets"][0] == "gauge" and
+          fam["closeaudit_finding_sockets_total"][0] == "counter", "types")
+    check(http_get(mport, "/other")[0] == 404, "/other is not a 404")
+    # A client that never finishes its request holds nothing up.
+    with socket.create_connection(("127.0.0.1", mport), CLIENT_TIMEOUT) as idle:
+        idle.sendall(b"GET /metr")
+        check(http_get(mport, "/metrics")[0] == 200,
+              "/metrics stalled behind an idle client")
+    with socket.create_connection(("127.0.0.1", mport), CLIENT_TIMEOUT) as bad:
+        bad.sendall(b"NONSENSE\r\n\r\n")
+        check(bad.recv(100).startswith(b"HTTP/1.1 400"), "no 400 for junk")
+
+    snap = closeaudit_cmd(opts, "snapshot", tmp)
+    check(snap.returncode == 0 and "reports written" in snap.stdout,
+          f"snapshot: {snap.returncode} {snap.stdout} {snap.stderr}")
+    with open(os.path.join(tmp, "report.json")) as f:
+        rep = json.load(f)
+    one_of_kind(rep, "close_wait_leak", 3)
+    check(run.running(), "closeaudit stopped after a snapshot")
+
+    os.unlink(os.path.join(tmp, "report.html"))
+    os.kill(run.proc.pid, signal.SIGUSR1)
+    run.wait_for_file(os.path.join(tmp, "report.html"), timeout=10)
+    check(run.running(), "closeaudit stopped after SIGUSR1")
+
+    drive_clients(port, 2)
+    time.sleep(1.6)
+    fam = parse_exposition(http_get(mport, "/metrics")[2])
+    check(metric(fam, "closeaudit_finding_sockets_total",
+                 kind="close_wait_leak", severity="error") == 5,
+          "the counter did not grow to 5")
+
+    run.sigterm()
+    check_exit_signal(run.wait(EXIT_TIMEOUT))
+    rep = finish_report(run)
+    one_of_kind(rep, "close_wait_leak", 5)
+    after = closeaudit_cmd(opts, "status", tmp)
+    check(after.returncode != 0 and "has finished" in after.stderr,
+          f"status after the run: {after.returncode} {after.stderr!r}")
+    check("open sockets" not in run.stderr(),
+          "the status line was printed although stderr is not a terminal")
+
+
+def case_status_line(opts, tmp):
+    """On a terminal, `closeaudit run` keeps one status line up to date."""
+    import pty
+    master, slave = pty.openpty()
+    port_file = os.path.join(tmp, "port")
+    try:
+        run = Run(opts, tmp, "leak_server", [port_file], grace="1s",
+                  stderr=slave)
+    finally:
+        os.close(slave)
+    port = run.wait_for_port(port_file)
+    drive_clients(port, 2)
+    time.sleep(2.5)
+    run.sigterm()
+    check_exit_signal(run.wait(EXIT_TIMEOUT))
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    text = out.decode("utf-8", "replace")
+    lines = [l for l in re.split(r"\r\x1b\[K", text) if "open sockets" in l]
+    log(f"status lines: {lines[-2:]}")
+    check(any("1 process · 3 open sockets · 2 in CLOSE_WAIT · 1 finding"
+              in l for l in lines),
+          f"no status line showing the two leaks on the terminal: {text!r}")
+
+
 # ---- call_paths (call_paths.c) ----
 
 def case_call_paths(opts, tmp):
@@ -1426,6 +1623,8 @@ def case_call_paths(opts, tmp):
 
 
 CASES.update({
+    "live": case_live,
+    "status_line": case_status_line,
     "call_paths": case_call_paths,
     "fork_held": case_fork_held,
     "fork_clean": case_fork_clean,

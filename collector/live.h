@@ -1,0 +1,49 @@
+// What a running collector knows now: for the status line `closeaudit run`
+// shows on a terminal, `closeaudit status` (table or JSON) and the
+// Prometheus /metrics endpoint. One snapshot feeds all three.
+#ifndef CLOSEAUDIT_COLLECTOR_LIVE_H_
+#define CLOSEAUDIT_COLLECTOR_LIVE_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace closeaudit {
+
+struct LiveProcess {
+  uint32_t pid = 0;
+  std::string exe;
+  int64_t open = 0;        // sockets it holds
+  int64_t close_wait = 0;  // of those, EOF seen and not closed
+};
+
+struct LiveStatus {
+  double uptime_s = 0;
+  std::vector<LiveProcess> processes;  // the ones still running
+  int64_t open_sockets = 0;
+  int64_t close_wait = 0;
+  int64_t findings = 0;  // findings so far, as the report would list them
+  // Sockets in findings so far, by (kind, severity).
+  std::map<std::pair<std::string, std::string>, int64_t> finding_sockets;
+  uint64_t events = 0;
+  uint64_t dropped = 0;
+};
+
+// "3 processes · 120 open sockets · 4 in CLOSE_WAIT · 2 findings · 0 dropped"
+std::string StatusLine(const LiveStatus& status);
+// The same, with one row per process, for `closeaudit status`.
+std::string StatusTable(const LiveStatus& status);
+std::string StatusJson(const LiveStatus& status);
+
+// The Prometheus text exposition format (version 0.0.4). Counters never go
+// down: `floor` holds the highest value each finding counter has shown and
+// is updated.
+std::string MetricsText(
+    const LiveStatus& status,
+    std::map<std::pair<std::string, std::string>, int64_t>* floor);
+
+}  // namespace closeaudit
+
+#endif  // CLOSEAUDIT_COLLECTOR_LIVE_H_
