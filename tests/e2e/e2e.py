@@ -1578,6 +1578,44 @@ def case_status_line(opts, tmp):
           f"no status line showing the two leaks on the terminal: {text!r}")
 
 
+def case_merge(opts, tmp):
+    """Two hosts' runs of one leaky server: one culprit, examples by host."""
+    dirs = []
+    for host, clients in (("web-1", 2), ("web-2", 3)):
+        d = os.path.join(tmp, host)
+        os.mkdir(d)
+        port_file = os.path.join(d, "port")
+        run = Run(opts, d, "leak_server", [port_file], grace="1s",
+                  extra=["--host", host])
+        drive_clients(run.wait_for_port(port_file), clients)
+        time.sleep(1.6)
+        run.sigterm()
+        check_exit_signal(run.wait(EXIT_TIMEOUT))
+        check(finish_report(run)["host"] == host, f"{host}: host not recorded")
+        dirs.append(d)
+    out = os.path.join(tmp, "merged")
+    merged = closeaudit_cmd(opts, "merge", *dirs, "--out", out,
+                            "--format", "json")
+    check(merged.returncode == 0, f"merge: {merged.returncode} {merged.stderr}")
+    rep = json.loads(merged.stdout)
+    check_envelope(rep)
+    check_findings_shape(rep)
+    f = one_of_kind(rep, "close_wait_leak", 5)
+    check("[all hosts: web-1 2, web-2 3]" in f["message"],
+          f"merged message does not count by host: {f['message']!r}")
+    hosts = sorted({e.get("host") for e in f["examples"]})
+    check(hosts == ["web-1", "web-2"], f"example hosts {hosts}")
+    check_frame(f, "eof_seen", "leak_server.c",
+                find_marker_line(opts.srcdir, "leak_server.c"))
+    check(rep["host"] == "web-1, web-2", f"merged host {rep['host']!r}")
+    for name in ("report.txt", "report.json", "report.html", "report.folded"):
+        check(os.path.exists(os.path.join(out, name)), f"merge wrote no {name}")
+    bad = closeaudit_cmd(opts, "merge", dirs[0], os.path.join(tmp, "nope"),
+                         "--out", out)
+    check(bad.returncode != 0 and "nope" in bad.stderr,
+          f"merging a missing directory: {bad.returncode} {bad.stderr!r}")
+
+
 # ---- call_paths (call_paths.c) ----
 
 def case_call_paths(opts, tmp):
@@ -1624,6 +1662,7 @@ def case_call_paths(opts, tmp):
 
 CASES.update({
     "live": case_live,
+    "merge": case_merge,
     "status_line": case_status_line,
     "call_paths": case_call_paths,
     "fork_held": case_fork_held,
