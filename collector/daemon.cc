@@ -14,7 +14,15 @@ namespace closeaudit {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_snapshot{false};
 void OnStop(int) { g_stop.store(true); }
+void OnSnapshot(int) { g_snapshot.store(true); }
+
+void WriteSnapshot(Session& session) {
+  if (absl::Status s = session.WriteSnapshot(); !s.ok()) {
+    fprintf(stderr, "closeaudit daemon: %s\n", std::string(s.message()).c_str());
+  }
+}
 
 // True if some process accepts connections on path (another daemon).
 bool SomeoneListens(const std::string& path) {
@@ -54,22 +62,22 @@ int Serve(const SessionOptions& options, absl::Duration idle, int ready_fd) {
   sa.sa_handler = OnStop;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = OnSnapshot;  // SIGUSR1: the reports, now
+  sigaction(SIGUSR1, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   uint32_t reported = 0;
   uint64_t idle_since = MonoNowNs();
   while (!g_stop.load()) {
     session.Poll(kDrainIntervalMs);
+    if (g_snapshot.exchange(false)) WriteSnapshot(session);
     if (session.collector().live_streams() > 0) {
       idle_since = MonoNowNs();
       continue;
     }
     if (session.collector().streams_seen() != reported) {
       reported = session.collector().streams_seen();
-      if (absl::Status s = session.WriteSnapshot(); !s.ok()) {
-        fprintf(stderr, "closeaudit daemon: %s\n",
-                std::string(s.message()).c_str());
-      }
+      WriteSnapshot(session);
     }
     if (absl::Nanoseconds(MonoNowNs() - idle_since) > idle) break;
   }

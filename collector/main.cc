@@ -153,16 +153,19 @@ void SnapshotIfAsked(Session& session) {
   }
 }
 
-// The one status line `closeaudit run` keeps up to date on a terminal.
-class StatusLine {
+// The one status line `closeaudit run` keeps up to date on a terminal:
+// every second, or less often when counting takes long (millions of
+// sockets), so that it never costs the collector more than a few percent.
+class LiveLine {
  public:
-  StatusLine() : enabled_(isatty(STDERR_FILENO) == 1) {}
+  LiveLine() : enabled_(isatty(STDERR_FILENO) == 1) {}
   void Update(Session& session) {
     if (!enabled_) return;
     uint64_t now = MonoNowNs();
-    if (now - last_ns_ < 1'000'000'000) return;
-    last_ns_ = now;
-    std::string line = closeaudit::StatusLine(session.Live());
+    if (now < next_ns_) return;
+    std::string line = StatusLine(session.Live());
+    uint64_t took = MonoNowNs() - now;
+    next_ns_ = now + std::max<uint64_t>(1'000'000'000, 30 * took);
     fprintf(stderr, "\r\033[Kcloseaudit: %s", line.c_str());
     shown_ = true;
   }
@@ -174,7 +177,7 @@ class StatusLine {
  private:
   bool enabled_;
   bool shown_ = false;
-  uint64_t last_ns_ = 0;
+  uint64_t next_ns_ = 0;
 };
 
 absl::StatusOr<std::string> PrivateSocketPath() {
@@ -255,7 +258,7 @@ absl::StatusOr<RunResult> RunAudited(
 
   int status = 0;
   bool exited = false;
-  StatusLine status_line;
+  LiveLine status_line;
   while (!exited) {
     SnapshotIfAsked(session);
     status_line.Update(session);

@@ -392,6 +392,7 @@ namespace {
 // `ref` is the call-site entry the frames came from or went to, if any.
 int ProgramFrames(uint64_t* frames, SiteRef* ref) {
 #if defined(__SANITIZE_THREAD__)
+  (void)ref;  // no call-site cache without libunwind
   void* raw[kCaptureFrames];
   int n = Backtrace(raw, kCaptureFrames);
   int count = 0;
