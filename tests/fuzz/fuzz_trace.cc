@@ -9,7 +9,9 @@
 // Invariants: never a crash; every decoded record round-trips, i.e.
 // EncodeRecord(DecodeRecord(EncodeRecord(r))) == EncodeRecord(r); and a
 // payload that decodes is exactly the encoding of what it decodes to (the
-// format has one encoding per record, so nothing in it is silently ignored).
+// format has one encoding per record, so nothing in it is silently ignored),
+// except a run record in its older form, without the host, which encodes
+// again with an empty host.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -84,7 +86,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<Record> record = DecodeRecord(in);
   if (record.ok()) {
     CheckRoundTrip(*record);
-    if (EncodeRecord(*record) != in) {
+    std::string again = EncodeRecord(*record);
+    const auto* run = std::get_if<RunRecord>(&*record);
+    bool older_run = run != nullptr && run->host.empty() &&
+                     again == std::string(in) + std::string(4, '\0');
+    if (again != in && !older_run) {
       Fail("a payload decodes but is not the encoding of its record", in);
     }
   }
