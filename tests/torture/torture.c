@@ -96,6 +96,7 @@ static const char *ename(int e) {
     case ECONNREFUSED: return "ECONNREFUSED";
     case ENOTCONN: return "ENOTCONN";
     case ENOTSOCK: return "ENOTSOCK";
+    case EFAULT: return "EFAULT";
     case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
     case EINPROGRESS: return "EINPROGRESS";
     case ENOMEM: return "ENOMEM";
@@ -1238,13 +1239,120 @@ static int cmd_vfork_exec(int argc, char **argv) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* accept_buffers: every way a program hands accept() its address buffer. The
+ * shim reads the peer's address from accept's own result where it safely can
+ * and substitutes a buffer of its own when the program passed none; what the
+ * program sees must not change. Each accepted socket is left in CLOSE_WAIT
+ * (the client closes, the server reads the EOF and keeps the socket), so the
+ * report names every one with its addresses. */
+
+/* One connection from a fresh client, closed by it; returns the client's
+ * local port. */
+static int connect_and_close(const struct sockaddr_in *addr) {
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  if (c < 0) die("socket (client)");
+  if (connect(c, (const struct sockaddr *)addr, sizeof *addr) != 0) die("connect");
+  struct sockaddr_in me;
+  socklen_t len = sizeof me;
+  if (getsockname(c, (struct sockaddr *)&me, &len) != 0) die("getsockname");
+  xclose(c, "client");
+  return ntohs(me.sin_port);
+}
+
+static void read_eof(int fd, const char *mode) {
+  char b;
+  ssize_t n = recv(fd, &b, 1, 0);
+  if (n != 0) die("%s: recv returned %zd, expected EOF", mode, n);
+}
+
+/* What the program sees of an accept: rc, errno, the length it got back and
+ * whether the address in its buffer is the client's. */
+static void show(const char *mode, int fd, int err, socklen_t len,
+                 const unsigned char *buf, size_t cap, int client_port) {
+  int match = -1;
+  if (fd >= 0 && buf != NULL && len >= sizeof(struct sockaddr_in) &&
+      cap >= sizeof(struct sockaddr_in)) {
+    struct sockaddr_in a;
+    memcpy(&a, buf, sizeof a);
+    match = a.sin_family == AF_INET && ntohs(a.sin_port) == client_port;
+  }
+  out("%s: ok=%d errno=%s len=%u peer_matches=%d", mode, fd >= 0,
+      fd >= 0 ? "0" : ename(err), (unsigned)len, match);
+}
+
+static int cmd_accept_buffers(void) {
+  struct sockaddr_in addr;
+  int lfd = tcp_listener(&addr, 8);
+  int kept = 0;
+
+  int port = connect_and_close(&addr);
+  int fd = accept(lfd, NULL, NULL);
+  show("null", fd, errno, 0, NULL, 0, port);
+  if (fd >= 0) { read_eof(fd, "null"); kept++; }
+
+  struct sockaddr_storage st;
+  socklen_t len = sizeof st;
+  port = connect_and_close(&addr);
+  fd = accept(lfd, (struct sockaddr *)&st, &len);
+  show("stack", fd, errno, len, (unsigned char *)&st, sizeof st, port);
+  if (fd >= 0) { read_eof(fd, "stack"); kept++; }
+
+  unsigned char tiny[4] = {0xa5, 0xa5, 0xa5, 0xa5};
+  len = sizeof tiny;
+  port = connect_and_close(&addr);
+  fd = accept4(lfd, (struct sockaddr *)tiny, &len, SOCK_CLOEXEC);
+  show("truncated", fd, errno, len, tiny, sizeof tiny, port);
+  /* The family made it in; the rest is the (varying) port. */
+  out("truncated: family_bytes=%02x%02x", tiny[0], tiny[1]);
+  if (fd >= 0) { read_eof(fd, "truncated"); kept++; }
+
+  struct sockaddr_in *heap = malloc(sizeof *heap);
+  socklen_t *heap_len = malloc(sizeof *heap_len);
+  if (heap == NULL || heap_len == NULL) die("malloc");
+  *heap_len = sizeof *heap;
+  port = connect_and_close(&addr);
+  fd = accept4(lfd, (struct sockaddr *)heap, heap_len, 0);
+  show("heap", fd, errno, *heap_len, (unsigned char *)heap, sizeof *heap, port);
+  if (fd >= 0) { read_eof(fd, "heap"); kept++; }
+  free(heap);
+  free(heap_len);
+
+  len = 7; /* with no buffer, the kernel leaves the length alone */
+  port = connect_and_close(&addr);
+  fd = accept(lfd, NULL, &len);
+  show("null_with_len", fd, errno, len, NULL, 0, port);
+  if (fd >= 0) { read_eof(fd, "null_with_len"); kept++; }
+
+  /* A bad buffer: the kernel answers EFAULT (and drops the connection). */
+  len = sizeof st;
+  connect_and_close(&addr);
+  errno = 0;
+  fd = accept(lfd, (struct sockaddr *)8, &len);
+  show("bad_buffer", fd, errno, 0, NULL, 0, 0);
+  if (fd >= 0) die("accept into address 8 succeeded");
+
+  /* A bad length pointer: EFAULT too, never a crash in the shim. */
+  connect_and_close(&addr);
+  errno = 0;
+  fd = accept(lfd, (struct sockaddr *)&st, (socklen_t *)8);
+  show("bad_length", fd, errno, 0, NULL, 0, 0);
+  if (fd >= 0) die("accept with length at address 8 succeeded");
+
+  out("kept=%d", kept);
+  /* Past the grace period, the kept sockets still open. */
+  struct timespec ts = {1, 500000000};
+  nanosleep(&ts, NULL);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 
 static void usage(void) {
   static const char text[] =
       "usage: torture threads16 [N] | signals restart|norestart|closerace [M] |"
       " fork_mt [K] | fork_storm [C] | exec_chain LEVEL [FD] | closeall_loop |"
       " closeall_range | closeall_from | dup2_onto_all | dup2_high | emfile32 |"
-      " sigkill_after_leak [N] | vfork_exec [N]\n";
+      " sigkill_after_leak [N] | vfork_exec [N] | accept_buffers\n";
   write_all(2, text, sizeof text - 1);
   exit(2);
 }
@@ -1265,5 +1373,6 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "emfile32") == 0) return cmd_emfile32();
   if (strcmp(cmd, "sigkill_after_leak") == 0) return cmd_sigkill_after_leak(argc, argv);
   if (strcmp(cmd, "vfork_exec") == 0) return cmd_vfork_exec(argc, argv);
+  if (strcmp(cmd, "accept_buffers") == 0) return cmd_accept_buffers();
   usage();
 }

@@ -492,6 +492,23 @@ def case_emfile32(ctx):
                   "emfile32's sockets, parent and child")
 
 
+def case_accept_buffers(ctx):
+    # The program sees the same accept() results however it passes its
+    # address buffer (none, stack, too short, heap, a bad pointer), and the
+    # report still has both endpoints of every kept connection.
+    plain, a = pair(ctx, ["accept_buffers"])
+    rep, _ = need_report(a)
+    kept = transcript_int(plain, "kept")
+    leaks = [f for f in rep["findings"] if f.get("kind") == "close_wait_leak"]
+    check(sum(f["count"] for f in leaks) == kept,
+          f"close_wait_leak findings {kinds(rep)}, expected {kept} sockets")
+    for f in leaks:
+        for e in f["examples"]:
+            check(str(e.get("local")).startswith("127.0.0.1:") and
+                  str(e.get("peer")).startswith("127.0.0.1:"),
+                  f"example without both endpoints: {e}")
+
+
 def case_sigkill_after_leak(ctx):
     n = 50
     # --grace 0s: the process dies right after its last EOF, and a leak is
@@ -726,6 +743,7 @@ CASES = {
     "dup2_high": case_dup2_high,
     "emfile32": case_emfile32,
     "sigkill_after_leak": case_sigkill_after_leak,
+    "accept_buffers": case_accept_buffers,
     "collector_absent": case_collector_absent,
     "collector_stopped": case_collector_stopped,
     "collector_killed": case_collector_killed,
