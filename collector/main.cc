@@ -129,15 +129,25 @@ int Fail(const absl::Status& status) {
   return 2;
 }
 
+// The signals closeaudit handles itself, which the command must get back at
+// their defaults. One that was ignored when closeaudit started (nohup, a
+// background job) stays ignored, here and in the command.
+sigset_t g_default_in_command;
+
 void InstallSignalHandlers() {
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sa.sa_handler = OnSnapshotSignal;
-  sigaction(SIGUSR1, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigemptyset(&g_default_in_command);
+  for (int sig : {SIGINT, SIGTERM, SIGUSR1, SIGPIPE}) {
+    struct sigaction old {};
+    sigaction(sig, nullptr, &old);
+    if (old.sa_handler == SIG_IGN) continue;
+    sigaddset(&g_default_in_command, sig);
+    struct sigaction sa {};
+    sa.sa_handler = sig == SIGPIPE    ? SIG_IGN
+                    : sig == SIGUSR1 ? OnSnapshotSignal
+                                     : OnSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, nullptr);
+  }
 }
 
 // SIGUSR1: the reports as of now, the run going on.
@@ -211,9 +221,16 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
   std::vector<std::string> copy = argv;
   for (std::string& a : copy) args.push_back(a.data());
   args.push_back(nullptr);
+  // An ignored SIGPIPE would survive the exec: give the command the
+  // dispositions closeaudit itself was started with.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setsigdefault(&attr, &g_default_in_command);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
   pid_t pid;
-  int err = posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(),
+  int err = posix_spawnp(&pid, args[0], nullptr, &attr, args.data(),
                          envp.data());
+  posix_spawnattr_destroy(&attr);
   if (err != 0) return absl::ErrnoToStatus(err, "cannot run " + argv[0]);
   return pid;
 }

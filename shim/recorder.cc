@@ -134,7 +134,11 @@ void TryRegister(uint32_t flags) {
 // already open: the resync snapshot a restarted collector starts from.
 void Snapshot(RingWriter& ring, uint32_t aux, uint64_t mono_ns) {
   g_fds.ForEach([&](int fd, FdEntry& e) {
-    uint32_t state = e.state.load(std::memory_order_relaxed);
+    // Addresses sent into an earlier ring may never be read (a collector
+    // that died with it): send them again when they are next needed.
+    uint32_t state = e.state.fetch_and(~uint32_t{kStateAddressSent},
+                                       std::memory_order_relaxed) &
+                     ~uint32_t{kStateAddressSent};
     Event ev = MakeEvent(EventType::kInherited, fd,
                          e.cookie.load(std::memory_order_relaxed),
                          e.inode.load(std::memory_order_relaxed), state);
@@ -252,8 +256,8 @@ uint64_t Track(EventType type, int fd, uint32_t state, uint32_t aux,
 }
 
 // A kAddress event from the two endpoints; nothing unless both are IPv4 or
-// both IPv6.
-void PushEndpoints(int fd, uint64_t cookie, const sockaddr* local,
+// both IPv6. Returns whether it went into the ring.
+bool PushEndpoints(int fd, uint64_t cookie, const sockaddr* local,
                    const sockaddr* peer) {
   wire::AddressEvent a{};
   a.type = EventType::kAddress;
@@ -276,12 +280,12 @@ void PushEndpoints(int fd, uint64_t cookie, const sockaddr* local,
     std::memcpy(a.local_addr, &l->sin6_addr, 16);
     std::memcpy(a.peer_addr, &p->sin6_addr, 16);
   } else {
-    return;
+    return false;
   }
   Event e;
   static_assert(sizeof(e) == sizeof(a));
   std::memcpy(&e, &a, sizeof(e));
-  Ring().Push(e);
+  return Ring().Push(e);
 }
 
 // The endpoints of a connected TCP socket whose addresses were not sent at
@@ -518,11 +522,15 @@ void OnAccept(int fd, int listen_fd, int accept_flags, const AcceptPeer& peer) {
       remote = nullptr;
     }
   }
-  if (remote != nullptr) state |= kStateAddressSent;
   uint64_t cookie = Track(EventType::kAccept, fd, state, 0,
                           static_cast<uint64_t>(listen_fd), true);
-  if (remote != nullptr) {
-    PushEndpoints(fd, cookie, reinterpret_cast<sockaddr*>(&local), remote);
+  // Only an address that made it into the ring spares the later look-up.
+  if (remote != nullptr &&
+      PushEndpoints(fd, cookie, reinterpret_cast<sockaddr*>(&local), remote)) {
+    uint64_t current;
+    if (FdEntry* e = Tracked(fd, &current); e != nullptr && current == cookie) {
+      AddState(e, kStateAddressSent);
+    }
   }
 }
 

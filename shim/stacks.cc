@@ -14,6 +14,10 @@
 #include "common/wire.h"
 #include "shim/recorder.h"
 
+// Bounds of the vfork trampoline (vfork_x86_64.S).
+extern "C" const char closeaudit_vfork_begin[];
+extern "C" const char closeaudit_vfork_end[];
+
 namespace closeaudit::shim {
 namespace {
 
@@ -151,8 +155,14 @@ thread_local uintptr_t t_stack_hi __attribute__((tls_model("initial-exec"))) = 0
 
 // The stack slot that holds the return address into the program: the first
 // one, going out from here along the shim's own frame pointers (the shim is
-// built with them), whose address lies outside the shim.
+// built with them), whose address lies outside the shim. The vfork
+// trampoline (assembly) keeps no frame pointer: the saved one above it is
+// the program's rbp, perhaps not a pointer at all, so the walk stops there,
+// as it does at anything that does not look like the next frame up.
 bool FindCallSite(uintptr_t* slot) {
+  constexpr uintptr_t kMaxShimFrame = 64 << 10;
+  auto vfork_begin = reinterpret_cast<uintptr_t>(closeaudit_vfork_begin);
+  auto vfork_end = reinterpret_cast<uintptr_t>(closeaudit_vfork_end);
   auto* fp = static_cast<uintptr_t*>(__builtin_frame_address(0));
   for (int depth = 0; depth < 16; ++depth) {
     uintptr_t ret = fp[1];
@@ -160,8 +170,12 @@ bool FindCallSite(uintptr_t* slot) {
       *slot = reinterpret_cast<uintptr_t>(&fp[1]);
       return true;
     }
+    if (ret >= vfork_begin && ret <= vfork_end) return false;
     auto* next = reinterpret_cast<uintptr_t*>(fp[0]);
-    if (next <= fp || (reinterpret_cast<uintptr_t>(next) & 7) != 0) {
+    uintptr_t at = reinterpret_cast<uintptr_t>(next);
+    uintptr_t here = reinterpret_cast<uintptr_t>(fp);
+    if (at <= here || at - here > kMaxShimFrame || (at & 7) != 0 ||
+        (t_stack_hi != 0 && at + 2 * sizeof(uintptr_t) > t_stack_hi)) {
       return false;
     }
     fp = next;

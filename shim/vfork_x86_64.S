@@ -16,6 +16,11 @@
     .globl vfork
     .type vfork, @function
     .p2align 4
+    /* The trampoline keeps no frame pointer of its own: stack captures stop
+       at it (see FindCallSite in stacks.cc), which needs its bounds. */
+    .globl closeaudit_vfork_begin
+    .hidden closeaudit_vfork_begin
+closeaudit_vfork_begin:
 vfork:
     .cfi_startproc
     /* At entry rsp+8 is 16-byte aligned; make the call below aligned. */
@@ -51,5 +56,8 @@ vfork:
     ret
     .cfi_endproc
     .size vfork, .-vfork
+    .globl closeaudit_vfork_end
+    .hidden closeaudit_vfork_end
+closeaudit_vfork_end:
 
     .section .note.GNU-stack,"",@progbits

@@ -1616,6 +1616,29 @@ def case_merge(opts, tmp):
           f"merging a missing directory: {bad.returncode} {bad.stderr!r}")
 
 
+def case_signals_inherited(opts, tmp):
+    """The command starts with the signal dispositions closeaudit started
+    with: closeaudit's own handling (it ignores SIGPIPE) does not leak in."""
+    script = "grep '^SigIgn' /proc/self/status"
+    plain = subprocess.run(["/bin/sh", "-c", script], capture_output=True,
+                           text=True, timeout=30).stdout
+    run = closeaudit_cmd(opts, "run", "--out", os.path.join(tmp, "run"),
+                         "--", "/bin/sh", "-c", script)
+    check(run.returncode == 0, f"closeaudit run: {run.returncode} {run.stderr}")
+    audited = [l for l in run.stdout.splitlines() if l.startswith("SigIgn")]
+    check(len(audited) == 1, f"no SigIgn line from the command: {run.stdout!r}")
+
+    def ignored(line):
+        mask = int(line.split()[1], 16)
+        # glibc's posix_spawn leaves its two internal signals (32, 33) at
+        # SIG_IGN in every child; the program's own libc sets them up again.
+        return {n for n in range(1, 65) if mask >> (n - 1) & 1} - {32, 33}
+
+    want, got = ignored(plain.strip()), ignored(audited[0])
+    check(got == want, f"the command ignores signals {sorted(got)}, "
+          f"started directly it ignores {sorted(want)}")
+
+
 # ---- call_paths (call_paths.c) ----
 
 def case_call_paths(opts, tmp):
@@ -1663,6 +1686,7 @@ def case_call_paths(opts, tmp):
 CASES.update({
     "live": case_live,
     "merge": case_merge,
+    "signals_inherited": case_signals_inherited,
     "status_line": case_status_line,
     "call_paths": case_call_paths,
     "fork_held": case_fork_held,

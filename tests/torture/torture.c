@@ -1202,6 +1202,28 @@ static int cmd_sigkill_after_leak(int argc, char **argv) {
  * the vfork child runs on the parent's memory until it execs, so the shim
  * must not touch anything there; both must exit 0 and the parent's socket
  * must still be its own afterwards. */
+/* vfork() called with rbp holding something that is no frame pointer, as in
+ * code built without them: an address 1 GiB above the stack, unmapped. The
+ * child exits at once; the parent gets the pid. */
+pid_t vfork_bad_rbp(void);
+__asm__(".text\n"
+        ".globl vfork_bad_rbp\n"
+        ".hidden vfork_bad_rbp\n"
+        ".type vfork_bad_rbp, @function\n"
+        "vfork_bad_rbp:\n"
+        "  pushq %rbp\n"
+        "  movq %rsp, %rbp\n"
+        "  addq $0x40000000, %rbp\n"
+        "  call vfork@PLT\n"
+        "  testl %eax, %eax\n"
+        "  jnz 1f\n"
+        "  xorl %edi, %edi\n"
+        "  call _exit@PLT\n"
+        "1:\n"
+        "  popq %rbp\n"
+        "  ret\n"
+        ".size vfork_bad_rbp, .-vfork_bad_rbp\n");
+
 static int cmd_vfork_exec(int argc, char **argv) {
   int n = argc > 2 ? atoi(argv[2]) : 50;
   int sv[2];
@@ -1217,6 +1239,14 @@ static int cmd_vfork_exec(int argc, char **argv) {
     int st;
     if (waitpid(pid, &st, 0) != pid) die("waitpid");
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) ok++;
+  }
+  int bad_rbp = 0;
+  for (int i = 0; i < n; i++) {
+    pid_t pid = vfork_bad_rbp();
+    if (pid < 0) die("vfork (bad rbp)");
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) bad_rbp++;
   }
   int spawned = 0;
   for (int i = 0; i < n; i++) {
@@ -1234,8 +1264,9 @@ static int cmd_vfork_exec(int argc, char **argv) {
   if (read(sv[1], &c, 1) != 1 || c != 'x') die("the socketpair no longer works");
   close(sv[0]);
   close(sv[1]);
-  out("vfork_exec ok=%d spawned=%d socketpair=fine\n", ok, spawned);
-  return ok == n && spawned == n ? 0 : 1;
+  out("vfork_exec ok=%d bad_rbp=%d spawned=%d socketpair=fine\n", ok, bad_rbp,
+      spawned);
+  return ok == n && bad_rbp == n && spawned == n ? 0 : 1;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -720,7 +720,7 @@ def case_collector_killed(ctx):
 
 def case_vfork_exec(ctx):
     plain, a = pair(ctx, ["vfork_exec", "50"])
-    check("vfork_exec ok=50 spawned=50 socketpair=fine"
+    check("vfork_exec ok=50 bad_rbp=50 spawned=50 socketpair=fine"
           in plain.stdout.splitlines(), "transcript lacks the success line")
     rep, s = need_report(a)
     # The parent and every exec'd /bin/true report (each a new image).
