@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -267,6 +268,7 @@ absl::StatusOr<RunResult> RunAudited(
   }
   absl::StatusOr<pid_t> child = Spawn(argv, shim, *socket_path);
   if (!child.ok()) {
+    session.StopServing();
     RemoveSocketDir(*socket_path);
     return child.status();
   }
@@ -489,15 +491,22 @@ int CmdMerge(const std::vector<std::string>& dirs) {
     std::string host = report->host.empty() ? "unknown host" : report->host;
     inputs.push_back({host, *std::move(report)});
   }
-  // Two runs of one host stay apart too: name them by their directories.
-  for (HostReport& a : inputs) {
-    int same = 0;
-    for (const HostReport& b : inputs) same += a.host == b.host;
-    if (same > 1) {
-      std::string dir = dirs[&a - inputs.data()];
-      while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-      a.host = absl::StrCat(a.host, " (", dir.substr(dir.rfind('/') + 1), ")");
-    }
+  // Two runs of one host stay apart too: name them by their directories,
+  // and number what is still the same.
+  std::map<std::string, int> seen;
+  for (const HostReport& in : inputs) ++seen[in.host];
+  std::map<std::string, int> used;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    HostReport& in = inputs[i];
+    if (seen[in.host] < 2) continue;
+    std::string dir = dirs[i];
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    in.host = absl::StrCat(in.host, " (", dir.substr(dir.rfind('/') + 1), ")");
+  }
+  for (const HostReport& in : inputs) ++used[in.host];
+  std::map<std::string, int> nth;
+  for (HostReport& in : inputs) {
+    if (used[in.host] > 1) in.host = absl::StrCat(in.host, " #", ++nth[in.host]);
   }
   Report merged = MergeReports(std::move(inputs));
   ApplyFilter(*filter, merged);

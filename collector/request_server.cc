@@ -154,13 +154,16 @@ bool RequestServer::Serve(Conn& c, short revents) {
     if (end != std::string::npos) {
       c.out = handler_(std::string_view(c.in).substr(0, end));
       c.answered = true;
+      c.deadline_ns = NowNs() + kRequestTimeoutNs;  // to take the answer
     }
   }
   if (c.answered) {
     while (c.sent < c.out.size()) {
       ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent,
                          MSG_NOSIGNAL);
-      if (n < 0) return errno == EAGAIN || errno == EINTR;
+      if (n < 0) {
+        return (errno == EAGAIN || errno == EINTR) && NowNs() < c.deadline_ns;
+      }
       c.sent += static_cast<size_t>(n);
     }
     return false;  // all sent

@@ -6,7 +6,8 @@
 // A connection sends one request, ended by `terminator` ("\n" for the
 // control socket, "\r\n\r\n" for HTTP); the handler's reply is written back
 // and the connection closed. Requests over 8 KiB, or not complete within
-// 2 s, get no reply; at most 32 connections are served at once.
+// 2 s, get no reply, and a reply not taken within 2 s is dropped; at most 32
+// connections are served at once.
 #ifndef CLOSEAUDIT_COLLECTOR_REQUEST_SERVER_H_
 #define CLOSEAUDIT_COLLECTOR_REQUEST_SERVER_H_
 

@@ -111,11 +111,15 @@ absl::Status Session::Start() {
   } else if (absl::Status s = WriteFileAtomically(
                  options_.out_dir + "/" + kControlFileName, control + "\n");
              !s.ok()) {
+    StopServing();
     return s;
   }
   if (!options_.metrics_listen.empty()) {
     absl::StatusOr<std::string> bound = ServeMetrics(options_.metrics_listen);
-    if (!bound.ok()) return bound.status();
+    if (!bound.ok()) {
+      StopServing();
+      return bound.status();
+    }
     fprintf(stderr, "closeaudit: metrics on http://%s/metrics\n",
             bound->c_str());
   }
@@ -200,17 +204,12 @@ void Session::SampleKernel() {
 }
 
 absl::StatusOr<Report> Session::Finish() {
-  if (control_) {
-    control_.reset();
-    ::unlink((options_.out_dir + "/" + kControlFileName).c_str());
-  }
-  metrics_.reset();
+  StopServing();
   collector_.DrainAll();
   SampleKernel();
   Sink(EndRecord{MonoNowNs()});
   if (absl::Status s = trace_.Flush(); !s.ok()) return s;
-  Symbolizer symbolizer;
-  Report report = analyzer_.Build(symbolizer);
+  Report report = analyzer_.Build(symbolizer_);
   ApplyFilter(options_.filter, report);
   if (absl::Status s = WriteReports(report, options_.out_dir, options_.json_path);
       !s.ok()) {
@@ -222,17 +221,31 @@ absl::StatusOr<Report> Session::Finish() {
 absl::Status Session::WriteSnapshot() {
   collector_.DrainAll();
   if (absl::Status s = trace_.Flush(); !s.ok()) return s;
-  Symbolizer symbolizer;
-  Report report = analyzer_.Build(symbolizer, MonoNowNs());
+  Report report = analyzer_.Build(symbolizer_, MonoNowNs());
   ApplyFilter(options_.filter, report);
   return WriteReports(report, options_.out_dir, options_.json_path);
 }
 
 LiveStatus Session::Live() {
+  uint64_t now = MonoNowNs();
+  if (live_ns_ != 0 && now - live_ns_ < 1'000'000'000) return live_;
   collector_.DrainAll();
-  LiveStatus live = analyzer_.Live(MonoNowNs());
-  live.dropped += collector_.live_dropped_events();
-  return live;
+  live_ = analyzer_.Live(now);
+  live_.dropped += collector_.live_dropped_events();
+  // A process that exec'd takes its ring's count along until its exit
+  // record: what was shown once stays counted.
+  dropped_floor_ = std::max(dropped_floor_, live_.dropped);
+  live_.dropped = dropped_floor_;
+  live_ns_ = now;
+  return live_;
+}
+
+void Session::StopServing() {
+  if (control_) {
+    control_.reset();
+    ::unlink((options_.out_dir + "/" + kControlFileName).c_str());
+  }
+  metrics_.reset();
 }
 
 absl::Status Session::ServeControl(const std::string& path) {

@@ -80,6 +80,9 @@ class Session : private IngestSink {
   // Serves Prometheus' /metrics on HOST:PORT from Poll(). Returns the
   // address it is bound to.
   absl::StatusOr<std::string> ServeMetrics(const std::string& host_port);
+  // Closes the control socket and /metrics, and removes the run directory's
+  // pointer to the control socket. Finish() does it too.
+  void StopServing();
 
  private:
   std::string Control(std::string_view request);
@@ -103,6 +106,12 @@ class Session : private IngestSink {
   bool kernel_warned_ = false;
   std::unique_ptr<RequestServer> control_;
   std::unique_ptr<RequestServer> metrics_;
+  // Live() counts over every socket seen: at most once a second.
+  LiveStatus live_;
+  uint64_t live_ns_ = 0;
+  uint64_t dropped_floor_ = 0;  // events_dropped never goes down
+  // Kept between snapshots: symbolizing is the slow part of a report.
+  Symbolizer symbolizer_;
   // The highest value each finding counter has shown on /metrics.
   std::map<std::pair<std::string, std::string>, int64_t> metrics_floor_;
 };

@@ -72,15 +72,13 @@ void Analyzer::NoteKernelSample(const KernelRecord& k, const Socket* tracked) {
     return;
   }
   for (const auto& [pid, fd] : k.owners) {
-    // The newest image of that pid that had started by then.
-    uint32_t stream = 0;
-    for (uint32_t id : stream_order_) {
-      const Stream& s = streams_.at(id);
-      if (s.process.pid == pid && s.process.start_mono_ns <= k.mono_ns) {
-        stream = id;
-      }
+    // The pid's current image, if it had started by then.
+    auto it = live_stream_by_pid_.find(pid);
+    if (it == live_stream_by_pid_.end()) continue;
+    auto s = streams_.find(it->second);
+    if (s != streams_.end() && s->second.process.start_mono_ns <= k.mono_ns) {
+      ++kernel_close_wait_[{k.mono_ns, it->second}];
     }
-    if (stream != 0) ++kernel_close_wait_[{k.mono_ns, stream}];
   }
 }
 
