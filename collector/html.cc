@@ -61,6 +61,10 @@ class SourceLines {
 
  private:
   static void Load(const std::string& path, std::vector<std::string>* lines) {
+    // Debug information names source files; never what only looks like one.
+    for (const char* pseudo : {"/proc/", "/sys/", "/dev/"}) {
+      if (path.rfind(pseudo, 0) == 0) return;
+    }
     struct stat st;
     if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         st.st_size > (8 << 20)) {

@@ -308,7 +308,12 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
       unw_get_reg(&cursor, UNW_REG_IP, &ip);
       unw_get_reg(&cursor, UNW_REG_SP, &sp);
       if (steps == 0) lowest = sp;
-      if (sp < highest) cacheable = false;  // not one stack, going out
+      // Not one stack, going out: a frame below the last, or far above it
+      // (a coroutine's stack linked to the thread's by unwind info).
+      constexpr unw_word_t kMaxFrameGap = 1 << 20;
+      if (sp < highest || (steps > 0 && sp - highest > kMaxFrameGap)) {
+        cacheable = false;
+      }
       highest = sp;
       if (unw_is_signal_frame(&cursor) > 0) cacheable = false;
       if (!(in_shim && ip >= g_self_start && ip < g_self_end)) {
