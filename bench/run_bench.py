@@ -77,6 +77,19 @@ class Daemon:
             self.proc.kill()
 
 
+def run_env(opts, tmp, mode, name):
+    """The environment for one run: plain, or ("shim") under the library with
+    a collector of its own draining. Returns (env, daemon or None); the
+    caller stops the daemon."""
+    env = dict(os.environ)
+    if mode != "shim":
+        return env, None
+    daemon = Daemon(opts.closeaudit, tmp, name)
+    env["LD_PRELOAD"] = opts.lib
+    env["CLOSEAUDIT_SOCKET"] = daemon.sock
+    return env, daemon
+
+
 MICRO_REPETITIONS = 5
 
 
@@ -86,12 +99,7 @@ def micro(opts, tmp, results):
     runs = {"plain": [], "shim": []}
     for pair in range(opts.pairs):
         for mode in ("plain", "shim"):
-            env = dict(os.environ)
-            daemon = None
-            if mode == "shim":
-                daemon = Daemon(opts.closeaudit, tmp, f"micro-{pair}")
-                env["LD_PRELOAD"] = opts.lib
-                env["CLOSEAUDIT_SOCKET"] = daemon.sock
+            env, daemon = run_env(opts, tmp, mode, f"micro-{pair}")
             out = subprocess.run(
                 [exe, "--benchmark_format=json",
                  f"--benchmark_min_time={opts.min_time}",
@@ -112,12 +120,7 @@ def micro(opts, tmp, results):
             runs[mode].append(fastest)
     memory = {}
     for mode in ("plain", "shim"):
-        env = dict(os.environ)
-        daemon = None
-        if mode == "shim":
-            daemon = Daemon(opts.closeaudit, tmp, "fd-memory")
-            env["LD_PRELOAD"] = opts.lib
-            env["CLOSEAUDIT_SOCKET"] = daemon.sock
+        env, daemon = run_env(opts, tmp, mode, "fd-memory")
         out = subprocess.run([os.path.join(opts.build, "bench", "fd_memory")],
                              env=env, capture_output=True, text=True, check=True)
         if daemon:
@@ -202,12 +205,8 @@ def nginx(opts, tmp, results):
                 conf = os.path.join(d, "nginx.conf")
                 with open(conf, "w") as f:
                     f.write(NGINX_CONF.format(tmp=d, port=port))
-                env = dict(os.environ)
-                daemon = None
-                if mode == "shim":
-                    daemon = Daemon(opts.closeaudit, tmp, f"nginx-{workload}-{pair}")
-                    env["LD_PRELOAD"] = opts.lib
-                    env["CLOSEAUDIT_SOCKET"] = daemon.sock
+                env, daemon = run_env(opts, tmp, mode,
+                                      f"nginx-{workload}-{pair}")
                 proc = subprocess.Popen(pin(1) + ["nginx", "-c", conf, "-p", d],
                                         env=env,
                                         stdout=subprocess.DEVNULL,

@@ -343,6 +343,17 @@ int PrintReport(const Report& report) {
   return 0;
 }
 
+// For reports made again from traces (report, merge): an explicit --grace
+// overrides the one each run used.
+AnalyzerOptions ReanalysisOptions() {
+  AnalyzerOptions options;
+  absl::Duration grace = absl::GetFlag(FLAGS_grace);
+  if (grace != absl::Seconds(5)) {
+    options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
+  }
+  return options;
+}
+
 absl::StatusOr<SessionOptions> OptionsFromFlags() {
   // Bad --format, --min-severity or --kind fail before anything runs.
   if (absl::Status s = RenderAs(Report{}, absl::GetFlag(FLAGS_format)).status();
@@ -424,12 +435,7 @@ int CmdReport(const std::vector<std::string>& args) {
     fprintf(stderr, "closeaudit report: one directory at most\n");
     return 2;
   }
-  AnalyzerOptions options;
-  // An explicit --grace overrides the one the run used.
-  absl::Duration grace = absl::GetFlag(FLAGS_grace);
-  if (grace != absl::Seconds(5)) {
-    options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
-  }
+  AnalyzerOptions options = ReanalysisOptions();
   absl::StatusOr<ReportFilter> filter = FilterFromFlags();
   if (!filter.ok()) return Fail(filter.status());
   absl::StatusOr<Report> report = ReportFromTrace(dir, options);
@@ -475,11 +481,7 @@ int CmdMerge(const std::vector<std::string>& dirs) {
   }
   absl::StatusOr<ReportFilter> filter = FilterFromFlags();
   if (!filter.ok()) return Fail(filter.status());
-  AnalyzerOptions options;
-  absl::Duration grace = absl::GetFlag(FLAGS_grace);
-  if (grace != absl::Seconds(5)) {
-    options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
-  }
+  AnalyzerOptions options = ReanalysisOptions();
   std::vector<HostReport> inputs;
   for (const std::string& dir : dirs) {
     absl::StatusOr<Report> report = ReportFromTrace(dir, options);
