@@ -21,7 +21,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "shim/high_fd.h"
 #include "shim/hooks.h"
 #include "shim/recorder.h"
 #include "shim/stacks.h"
@@ -91,9 +90,8 @@ CA_EXPORT int listen(int fd, int backlog) {
 
 CA_EXPORT int close(int fd) {
   // libunwind closing descriptors of its own is none of the program's doing.
-  if (core::t_unwinding > 0 &&
-      closeaudit::shim::InUnwinder(__builtin_return_address(0))) {
-    return Real().close(fd);
+  if (core::t_unwinding > 0 && core::InUnwinder(__builtin_return_address(0))) {
+    return core::IsUnwinderPipe(fd) ? 0 : Real().close(fd);
   }
   core::CloseClaim claim = core::ClaimClose(fd);
   int r = Real().close(fd);
@@ -164,6 +162,11 @@ CA_EXPORT int fcntl64(int fd, int cmd, ...) {
 }
 
 CA_EXPORT ssize_t read(int fd, void* buf, size_t n) {
+  if (__builtin_expect(core::IsUnwinderPipe(fd), 0) && core::t_unwinding > 0 &&
+      core::InUnwinder(__builtin_return_address(0))) {
+    errno = EAGAIN;  // the emulated pipe never holds a byte to read
+    return -1;
+  }
   ssize_t r = Real().read(fd, buf, n);
   core::OnRead(fd, r, n, __builtin_return_address(0));
   return r;
@@ -222,17 +225,16 @@ CA_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   return r;
 }
 
-// libunwind opens a pipe when it initialises (it validates addresses by
-// writing them to it) and would take the program's lowest free fd numbers.
-// Pipes made while unwinding are moved out of the program's range.
+// libunwind's validation pipe is emulated (see IsUnwinderPipe in stacks.h):
+// the pipe libunwind asks for while the shim unwinds never exists.
 CA_EXPORT int pipe2(int fds[2], int flags) {
-  int r = Real().pipe2(fds, flags);
-  if (r == 0 && core::t_unwinding > 0 &&
-      closeaudit::shim::InUnwinder(__builtin_return_address(0))) {
-    fds[0] = closeaudit::shim::MoveFdHigh(fds[0]);
-    fds[1] = closeaudit::shim::MoveFdHigh(fds[1]);
+  if (core::t_unwinding > 0 && fds != nullptr &&
+      core::InUnwinder(__builtin_return_address(0))) {
+    fds[0] = core::kUnwinderPipeRead;
+    fds[1] = core::kUnwinderPipeWrite;
+    return 0;
   }
-  return r;
+  return Real().pipe2(fds, flags);
 }
 
 CA_EXPORT int pipe(int fds[2]) { return pipe2(fds, 0); }
@@ -471,6 +473,11 @@ CA_EXPORT long syscall(long number, ...) {
     long r = Real().syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
     core::FinishClose(fd, claim, r == 0 ? 0 : -1, r == 0 ? 0 : errno);
     return r;
+  }
+  if (number == SYS_write && core::IsUnwinderPipe(a[0]) &&
+      core::t_unwinding > 0 && core::InUnwinder(__builtin_return_address(0))) {
+    return core::UnwinderPipeWrite(reinterpret_cast<const void*>(a[1]),
+                                   static_cast<size_t>(a[2]));
   }
   if (number == SYS_close_range) {
     core::BeforeCloseRange(static_cast<unsigned>(a[0]),

@@ -6,6 +6,8 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -77,6 +79,23 @@ class Scope {
 
  private:
   int errno_;
+};
+
+// Blocks every signal for a registration: between the memfd's creation and
+// the hello that hands it over, the shim holds two fds, and a signal handler
+// that opened a file meanwhile would be given another number than without
+// the library.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old_);
+  }
+  ~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+
+ private:
+  sigset_t old_;
 };
 
 uint64_t NowNs() {
@@ -154,6 +173,7 @@ void Snapshot(RingWriter& ring, uint32_t aux, uint64_t mono_ns) {
 void Reconnect(uint32_t flags) {
   bool expected = false;
   if (!g_registering.compare_exchange_strong(expected, true)) return;
+  SignalsBlocked blocked;
   g_last_register_try.store(NowNs(), std::memory_order_relaxed);
   int current = g_ring_index.load(std::memory_order_relaxed);
   int next = current + 1;
@@ -441,6 +461,7 @@ bool StartRecording() {
   g_slots = 1u << (31 - __builtin_clz(g_slots));  // a power of two
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
+  SignalsBlocked blocked;
   if (!Ring().Create(g_slots, g_arena)) {
     SayDisabled("cannot create the event ring");
     return false;
@@ -786,6 +807,7 @@ void ForkChild(ForkKind kind) {
   g_registering.store(false);
   g_last_register_try.store(0, std::memory_order_relaxed);
   ResetStacks();
+  SignalsBlocked blocked;
   if (!Ring().Create(g_slots, g_arena)) {
     g_recording.store(false);
     g_fds.Clear();

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include "common/ring.h"
-#include "shim/high_fd.h"
 #include "shim/hooks.h"
 
 namespace closeaudit::shim {
@@ -39,8 +38,8 @@ bool RingWriter::Create(uint32_t slot_count, uint32_t arena_bytes) {
       wire::kRingHeaderBytes + uint64_t{slot_count} * sizeof(wire::Slot);
   header->arena_bytes = arena_bytes;
   header->arena_used = 8;  // offset 0 means "no blob"
-  // Until the collector takes it, the memfd is the one fd the shim holds.
-  fd = MoveFdHigh(fd);
+  // The memfd lives only until the hello that hands it over has been tried
+  // (see Register in transport.h), in the same call into the shim.
   struct stat st;
   fd_inode_ = fstat(fd, &st) == 0 ? st.st_ino : 0;
   static std::atomic<uint32_t> generations{0};

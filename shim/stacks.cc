@@ -2,7 +2,9 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <errno.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 
 #define UNW_LOCAL_ONLY
 #include <execinfo.h>
@@ -12,6 +14,7 @@
 #include <cstring>
 
 #include "common/wire.h"
+#include "shim/hooks.h"
 #include "shim/recorder.h"
 
 // Bounds of the vfork trampoline (vfork_x86_64.S).
@@ -76,20 +79,18 @@ int FindSelf(dl_phdr_info* info, size_t, void* data) {
   return 0;
 }
 
+#if defined(__SANITIZE_THREAD__)
 // Under ThreadSanitizer, libunwind's per-thread trace cache is freed by a
 // pthread key destructor that takes a mutex after TSan has torn down the
 // exiting thread's state, which crashes TSan itself. TSan builds therefore
 // walk the stack with glibc's backtrace(); every other build uses libunwind.
 int Backtrace(void** frames, int max) {
   ++t_unwinding;
-#if defined(__SANITIZE_THREAD__)
   int n = backtrace(frames, max);
-#else
-  int n = unw_backtrace(frames, max);
-#endif
   --t_unwinding;
   return n;
 }
+#endif
 
 int FindUnwinder(dl_phdr_info* info, size_t, void* data) {
   uintptr_t probe = reinterpret_cast<uintptr_t>(data);
@@ -359,24 +360,33 @@ void InitStacks() {
   void* unwinder = reinterpret_cast<void*>(&unw_backtrace);
 #endif
   dl_iterate_phdr(FindUnwinder, unwinder);
-  // libunwind sets itself up on first use (opening a pipe, see pipe2 in
-  // preload.cc): that is unwinding too.
 #if !defined(__SANITIZE_THREAD__)  // TSan builds do not use libunwind
   ++t_unwinding;
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   unw_set_cache_size(unw_local_addr_space, 1024, 0);
   --t_unwinding;
 #endif
+  // Both tables are touched page by page as stacks arrive: a process that
+  // never makes a socket pays two mmap calls and no page. libunwind, too,
+  // sets itself up only at the first walk.
   g_table = MapTable();
 #if !defined(__SANITIZE_THREAD__)
   void* sites = mmap(nullptr, sizeof(SiteEntry) * kSiteBuckets * kSiteWays,
                      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   g_sites = sites == MAP_FAILED ? nullptr : static_cast<SiteEntry*>(sites);
 #endif
-  // Let libunwind finish its own set-up now, inside the shim (see pipe2 in
-  // preload.cc), rather than at the program's first socket call.
-  void* warm[4];
-  Backtrace(warm, 4);
+}
+
+long UnwinderPipeWrite(const void* addr, size_t len) {
+  if (len == 0) return 0;
+  // rt_sigprocmask copies the new mask in from user memory before it looks at
+  // `how`: with an invalid `how` it fails with EFAULT when that memory cannot
+  // be read, and otherwise with EINVAL, changing nothing. The 8 aligned bytes
+  // that hold addr never straddle a page.
+  auto at = reinterpret_cast<uintptr_t>(addr) & ~uintptr_t{7};
+  long r = Real().syscall(SYS_rt_sigprocmask, -1L, at, 0L, 8L, 0L, 0L);
+  if (r == -1 && errno == EFAULT) return -1;
+  return static_cast<long>(len);
 }
 
 bool OnThisThreadsStack(const void* p, size_t size) {

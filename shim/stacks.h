@@ -35,6 +35,27 @@ bool InUnwinder(const void* ip);
 // memory is mapped, so the shim may read it. False when unsure.
 bool OnThisThreadsStack(const void* p, size_t size);
 
+// libunwind's address-validation pipe, without a pipe.
+//
+// When libunwind falls back from unwind tables to frame pointers it checks
+// each address before reading it, by write(2)-ing one byte from it into a
+// pipe it opens at initialisation: the kernel answers EFAULT for memory that
+// is not readable. Those two fds would be the program's to see (in
+// /proc/self/fd, in a close-all loop, at its RLIMIT_NOFILE). So the shim
+// hands libunwind two numbers no fd can ever have (the kernel keeps every fd
+// below INT_MAX - 63) and answers libunwind's calls on them itself: pipe2
+// returns them, read says EAGAIN (the pipe is never full), close succeeds,
+// and the write asks the kernel the same question through a system call
+// that needs no fd (see UnwinderPipeWrite in stacks.cc).
+inline constexpr int kUnwinderPipeRead = 0x7ffffffe;
+inline constexpr int kUnwinderPipeWrite = 0x7fffffff;
+inline bool IsUnwinderPipe(long fd) {
+  return fd >= kUnwinderPipeRead && fd <= kUnwinderPipeWrite;
+}
+// What write(kUnwinderPipeWrite, addr, len) returns: len if the first bytes
+// at addr are readable, else -1 with errno EFAULT. Never faults.
+long UnwinderPipeWrite(const void* addr, size_t len);
+
 // Forgets every known stack (the blobs they point at belong to a ring that is
 // being replaced, as in a fork child). Allocation-free.
 void ResetStacks();
