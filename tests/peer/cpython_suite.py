@@ -1,0 +1,684 @@
+#!/usr/bin/env python3
+"""CPython's own regression tests, run three ways, must agree test by test.
+
+The ways:
+  plain    /usr/bin/python3 -m test ...
+  literal  LD_PRELOAD=.../libcloseaudit.so /usr/bin/python3 -m test ...
+           (the library starts a per-user `closeaudit daemon` by itself)
+  run      closeaudit run -- /usr/bin/python3 -m test ...
+
+Each way gets its own fresh HOME, XDG_RUNTIME_DIR, XDG_STATE_HOME and TMPDIR,
+so that no daemon or state of an earlier run is reused. The per-test outcomes
+(pass, fail, error, skip, expected failure, unexpected success) come from
+regrtest's --junit-xml and its verbose log; the outcome of each test module
+as regrtest judged it (passed, failed, env changed, timed out, crashed)
+counts as one more test. Any test whose outcome differs between the ways
+fails the check; a summary shows each such test's outcome per way and the
+tail of its output.
+
+Tests that fail or hang without the library are listed, each with its
+reason, in cpython_exclusions.txt next to this script; regrtest skips them in
+every way.
+
+Usage:
+  cpython_suite.py [--closeaudit PATH] [--lib PATH] [--long] [--ways W,...]
+                   [--logdir DIR] [--module-timeout S]
+  --long (or CLOSEAUDIT_PEER_LONG=1) adds the longer modules (multiprocessing,
+  ssl, http, ftp, ...). Exits 77 (a meson skip) when /usr/bin/python3 or
+  Debian's libpython3.11-testsuite is missing.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PYTHON = "/usr/bin/python3"
+SKIP = 77
+
+SELECTION = [
+    "test_socket", "test_subprocess", "test_os", "test_selectors",
+    "test_signal", "test_threading", "test_socketserver",
+    "test.test_asyncio.test_events", "test.test_asyncio.test_sock_lowlevel",
+    "test.test_asyncio.test_unix_events", "test.test_asyncio.test_subprocess",
+]
+# test_socketserver needs the 'network' resource, though it only serves on
+# loopback; the one test it would let out (test_socket's test_idna) is
+# excluded. The long modules' network tests do reach the internet, so the
+# long batch runs without it.
+SELECTION_RESOURCES = ["-u", "network"]
+LONG_SELECTION = [
+    "test_multiprocessing_fork", "test_multiprocessing_forkserver",
+    "test_multiprocessing_spawn", "test_concurrent_futures", "test_ssl",
+    "test_httplib", "test_httpservers", "test_ftplib", "test_smtplib",
+    "test_poplib", "test_imaplib", "test_xmlrpc", "test_urllib2_localnet",
+    "test_logging", "test_eintr", "test_pty", "test_epoll", "test_poll",
+    "test_select", "test_fcntl", "test.test_asyncio.test_streams",
+    "test.test_asyncio.test_server", "test.test_asyncio.test_base_events",
+    "test.test_asyncio.test_sendfile", "test.test_asyncio.test_sslproto",
+    "test.test_asyncio.test_ssl",
+]
+WAYS = ["plain", "literal", "run"]
+TAIL_LINES = 25
+
+
+def say(text=""):
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- set-up
+
+def check_python(modules):
+    """None when PYTHON can run every module of the selection, else why not."""
+    if not os.access(PYTHON, os.X_OK):
+        return f"{PYTHON} is missing"
+    probe = ("import importlib.util, sys\n"
+             "missing = [m for m in sys.argv[1:]"
+             " if importlib.util.find_spec(m) is None]\n"
+             "print(' '.join(missing)); sys.exit(1 if missing else 0)\n")
+    names = ["test.libregrtest"] + [abs_module(m) for m in modules]
+    p = subprocess.run([PYTHON, "-c", probe] + names, capture_output=True,
+                       text=True, env=clean_env({}))
+    if p.returncode != 0:
+        return (f"{PYTHON} lacks {p.stdout.strip() or p.stderr.strip()}: "
+                "install Debian's libpython3.11-testsuite (scripts/deps does)")
+    return None
+
+
+def read_exclusions(path):
+    """[(test id, reason)] from lines of `test.id  # reason`."""
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            test_id, _, reason = line.partition("#")
+            if not reason.strip():
+                sys.exit(f"{path}:{n}: an exclusion needs its reason")
+            out.append((test_id.strip(), reason.strip()))
+    return out
+
+
+def abs_module(name):
+    return name if name.startswith("test.") else "test." + name
+
+
+def clean_env(extra):
+    """The environment every way starts from: nothing of the caller's audit
+    or Python set-up, a fixed PATH, and the given HOME/XDG/TMPDIR."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CLOSEAUDIT_", "PYTHON", "XDG_", "LD_"))
+           and k not in ("HOME", "TMPDIR", "PATH")}
+    env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(extra)
+    return env
+
+
+class Way:
+    """One way of running the selection, with its private directories."""
+
+    def __init__(self, name, base, opts):
+        self.name = name
+        self.dir = os.path.join(base, name)
+        for sub in ("home", "run", "state", "tmp", "out"):
+            os.makedirs(os.path.join(self.dir, sub), mode=0o700)
+        self.env = clean_env({
+            "HOME": os.path.join(self.dir, "home"),
+            "XDG_RUNTIME_DIR": os.path.join(self.dir, "run"),
+            "XDG_STATE_HOME": os.path.join(self.dir, "state"),
+            "TMPDIR": os.path.join(self.dir, "tmp"),
+            # Finds what this way left running, even detached (the daemon).
+            "CPYTHON_PEER_TOKEN": self.dir,
+        })
+        if name == "literal":
+            self.env["LD_PRELOAD"] = opts.lib
+        self.socket = os.path.join(self.dir, "run", "closeaudit",
+                                   "collector.sock")
+        self.opts = opts
+
+    def command(self, batch, xml_path, ignore_path):
+        cmd = [PYTHON, "-m", "test", "-v", "-j", str(self.opts.jobs),
+               "--timeout", str(self.opts.module_timeout),
+               "--junit-xml", xml_path, "--ignorefile", ignore_path]
+        cmd += batch.resources + batch.modules
+        if self.name == "run":
+            out = os.path.join(self.dir, "out", batch.name)
+            cmd = [self.opts.closeaudit, "run", "--out", out, "--"] + cmd
+        return cmd
+
+
+class Batch:
+    def __init__(self, name, modules, resources):
+        self.name, self.modules, self.resources = name, modules, resources
+
+
+# ---------------------------------------------------------------- running
+
+def run_batch(way, batch, ignore_path, logdir, deadline_s):
+    """Runs one batch one way; returns (log path, xml path, seconds, note)."""
+    stem = os.path.join(logdir, f"{way.name}-{batch.name}")
+    xml_path, log_path = stem + ".xml", stem + ".log"
+    for p in (xml_path, log_path):
+        if os.path.exists(p):
+            os.unlink(p)
+    cmd = way.command(batch, xml_path, ignore_path)
+    start = time.monotonic()
+    note = None
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, env=way.env, cwd=os.path.join(way.dir, "tmp"),
+                                stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=deadline_s)
+        except subprocess.TimeoutExpired:
+            note = (f"HUNG: still running after {deadline_s} s; interrupted "
+                    "(regrtest's own --timeout did not end it)")
+            stop_group(proc)
+    elapsed = time.monotonic() - start
+    if note is None and proc.returncode not in (0, 2, 3, 4):
+        # regrtest: 0 ok, 2 failures, 3 interrupted, 4 no tests ran (env
+        # changed is 3 with --fail-env-changed only). Anything else is a crash
+        # of the runner or of closeaudit itself.
+        note = f"exited with status {proc.returncode}"
+    return log_path, xml_path, elapsed, note
+
+
+def stop_group(proc):
+    """SIGINT first, so that regrtest stops its workers and writes its XML;
+    then SIGKILL whatever of the group is left."""
+    for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def processes_of(way, closeaudit):
+    """{pid: argv} of processes this way left: those with its token in their
+    environment, and closeaudit daemons of this build that were not there
+    before (a test that empties its child's environment can start one)."""
+    found = {}
+    real_bin = os.path.realpath(closeaudit)
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace")
+                        for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+            exe = os.path.realpath(f"/proc/{name}/exe")
+        except OSError:
+            continue
+        token = b"CPYTHON_PEER_TOKEN=" + way.dir.encode() + b"\0"
+        daemon = exe == real_bin and "daemon" in argv
+        if token in environ or daemon:
+            found[int(name)] = argv
+    return found
+
+
+def clean_up(way, before, closeaudit):
+    """Stops the daemon(s) this way started (SIGTERM: they write their
+    reports and exit) and kills anything else it left. Returns notes."""
+    notes = []
+    left = {p: a for p, a in processes_of(way, closeaudit).items()
+            if p not in before}
+    daemons = {p: a for p, a in left.items() if "daemon" in a}
+    for pid, argv in daemons.items():
+        where = argv[argv.index("--socket") + 1] if "--socket" in argv else "?"
+        if where != way.socket:
+            notes.append(f"a daemon (pid {pid}) served {where}, not "
+                         f"this way's {way.socket}")
+    for pid in daemons:
+        kill(pid, signal.SIGTERM)
+    if not wait_gone(daemons, 20):
+        notes.append(f"daemon(s) {sorted(daemons)} still alive 20 s after "
+                     "SIGTERM; killed")
+    others = [p for p in left if p not in daemons]
+    if others:
+        notes.append(f"processes left running, killed: "
+                     + "; ".join(f"{p} {' '.join(left[p])[:80]}" for p in others))
+    for pid in list(daemons) + others:
+        kill(pid, signal.SIGKILL)
+    return notes
+
+
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_gone(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") and not is_zombie(p) for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# ---------------------------------------------------------------- results
+
+class Outcome:
+    def __init__(self, kind, detail=""):
+        self.kind, self.detail = kind, detail
+
+
+# regrtest -v prints these at the end of a module, one per failed test or
+# subtest: "FAIL: test_x (test.test_os.Cls.test_x) (i=1)". Subtest failures
+# are only here: the XML then holds a nameless <testcase/>.
+HEADER = re.compile(r"^(FAIL|ERROR): (\S+) \(([\w.]+)\)")
+# "0:00:25 load avg: 2.48 [ 1/11] test_subprocess passed"
+MODULE_LINE = re.compile(
+    r"^(?:\d+:\d\d:\d\d )?(?:load avg: [\d.]+ )?\[\s*\d+/\d+(?:/\d+)?\] "
+    r"(test[\w.]*)(?: (.*?))?(?: -- running: .*)?$")
+
+TIMEOUT = re.compile(r"Timeout \(\d+:\d\d:\d\d\)!$")
+FATAL = re.compile(r"Fatal Python error: ")
+RUNNER_FRAME = re.compile(r'^  File "(.*/(unittest|libregrtest)/|<frozen runpy>)')
+
+
+def parse_xml(xml_path, results):
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (OSError, ET.ParseError):
+        return
+    for case in root.iter("testcase"):
+        name = case.get("name")
+        if not name:
+            continue  # a test with failed subtests: see HEADER
+        text = [(e.text or "") for e in case
+                if e.tag in ("failure", "error", "system-out", "system-err")]
+        if case.find("error") is not None:
+            kind = "error"
+        elif case.find("failure") is not None:
+            kind = "fail"
+        elif case.find("skipped") is not None:
+            kind = "skip"
+            text = [case.find("skipped").text or ""]
+        elif case.find("output") is not None:
+            kind = "xfail"
+        elif case.find("outcome") is not None:
+            kind = "xpass"
+        else:
+            kind = "pass"
+        results[name] = Outcome(
+            kind, "\n".join(without_unittest(t) for t in text if t.strip()))
+
+
+def without_unittest(text):
+    """A traceback without unittest's own frames, as unittest prints it."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("  File "):
+            skipping = "/unittest/" in line
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def parse_log(log_path, results, modules):
+    """Failed subtests and each module's own outcome from the verbose log."""
+    with open(log_path, errors="replace") as f:
+        lines = f.read().splitlines()
+    sections = {}   # module -> its lines of output
+    current = None
+    for i, line in enumerate(lines):
+        m = MODULE_LINE.match(line)
+        if m and m.group(1) in modules:
+            current = m.group(1)
+            sections[current] = [line]
+            results[f"{current} (module)"] = Outcome(
+                module_kind(m.group(2) or "passed"), "")
+            continue
+        if line.startswith("== Tests result:"):
+            current = None  # regrtest's own summary follows
+        if current:
+            sections[current].append(line)
+        h = HEADER.match(line)
+        if h:
+            kind = "fail" if h.group(1) == "FAIL" else "error"
+            name, where = h.group(2), h.group(3)
+            test_id = where if where.endswith("." + name) else f"{name} ({where})"
+            old = results.get(test_id)
+            if old is None or old.kind in ("pass", "xfail", "xpass"):
+                results[test_id] = Outcome(kind, failure_block(lines, i))
+    for module, text in sections.items():
+        outcome = results[f"{module} (module)"]
+        if any(TIMEOUT.search(t) for t in text):
+            outcome.kind = "timed out"
+        outcome.detail = module_detail(outcome.kind, text)
+    for module in modules:
+        results.setdefault(f"{module} (module)",
+                           Outcome("no result", "regrtest reported nothing"))
+
+
+def module_detail(kind, text):
+    """What to show of a module's output: nothing when it passed, the verdict
+    when only its tests failed (they are shown one by one), else regrtest's
+    warnings (env changed) and the tail (a timeout's traceback, a crash)."""
+    if kind == "passed":
+        return ""
+    if kind == "failed":
+        return "\n".join(t for t in text if re.match(r"^(FAILED|OK) \(", t))
+    if kind == "env changed":
+        return "\n".join(t[:300] for t in text if t.startswith("Warning -- "))
+    # A timeout or a crash: faulthandler's dump says which test and where,
+    # most recent call first.
+    for i, line in enumerate(text):
+        if TIMEOUT.search(line) or FATAL.search(line):
+            frames = [t for t in text[i:] if not RUNNER_FRAME.search(t)]
+            return "\n".join(text[max(0, i - 3):i] + frames[:TAIL_LINES])
+    return "\n".join(text[-TAIL_LINES:])
+
+
+def module_kind(status):
+    for prefix, kind in (("passed", "passed"), ("failed (env changed)", "env changed"),
+                         ("failed", "failed"), ("skipped", "skipped"),
+                         ("timed out", "timed out"), ("crashed", "crashed"),
+                         ("ran no tests", "ran no tests"),
+                         ("interrupted", "interrupted")):
+        if status.startswith(prefix):
+            return kind
+    return status
+
+
+def failure_block(lines, i):
+    out = []
+    for line in lines[i + 2:]:
+        if line.startswith(("=====", "-----")):
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+def collect(log_path, xml_path, modules):
+    results = {}
+    parse_xml(xml_path, results)
+    parse_log(log_path, results, modules)
+    return results
+
+
+def module_of(test_id, modules):
+    if test_id.endswith(" (module)"):
+        return test_id[:-len(" (module)")]
+    best = None
+    for m in modules:
+        prefix = abs_module(m) + "."
+        if (prefix in test_id) and (best is None or len(m) > len(best)):
+            best = m
+    return best
+
+
+def audit_note(way, batch):
+    """(one line on the audited way's report, whether it shows an audit)."""
+    if way.name == "run":
+        path = os.path.join(way.dir, "out", batch.name, "report.json")
+    else:
+        path = os.path.join(way.dir, "state", "closeaudit", "latest",
+                            "report.json")
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        return f"no report ({e})", False
+    s = report.get("summary", {})
+    kinds = {}
+    for f in report.get("findings", []):
+        kinds[f["kind"]] = kinds.get(f["kind"], 0) + f.get("count", 1)
+    text = (f"report: {s.get('processes', 0)} processes, "
+            f"{s.get('sockets_tracked', 0)} sockets, "
+            f"{s.get('events_dropped', 0)} events dropped; findings: "
+            + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+               or "none"))
+    return text, s.get("processes", 0) > 0
+
+
+def keep_reports(way, batch, logdir):
+    """Copies the audited way's text report and daemon log next to the logs."""
+    if way.name == "run":
+        src = os.path.join(way.dir, "out", batch.name)
+    else:
+        src = os.path.join(way.dir, "state", "closeaudit", "latest")
+    for name in ("report.txt", "report.json", "daemon.log"):
+        path = os.path.join(src, name)
+        if os.path.exists(path):
+            shutil.copy(path, os.path.join(logdir, f"{way.name}-{batch.name}-{name}"))
+
+
+# ---------------------------------------------------------------- comparing
+
+def compare(results, modules):
+    """[(test id, {way: Outcome or None})] of the tests whose kinds differ."""
+    ids = sorted(set().union(*(r.keys() for r in results.values())))
+    diffs = []
+    for test_id in ids:
+        per_way = {w: r.get(test_id) for w, r in results.items()}
+        kinds = {o.kind if o else "missing" for o in per_way.values()}
+        if len(kinds) > 1:
+            diffs.append((test_id, per_way))
+    return diffs
+
+
+def tail(text, n):
+    lines = text.rstrip().splitlines()
+    return (["..."] if len(lines) > n else []) + lines[-n:]
+
+
+def print_counts(results, times, notes):
+    say(f"{'way':8} {'time':>8} {'passed':>7} {'failed':>7} {'errors':>7} "
+        f"{'skipped':>8} {'xfail':>6}  modules not passed")
+    for way, r in results.items():
+        n = {}
+        for test_id, o in r.items():
+            if not test_id.endswith(" (module)"):
+                n[o.kind] = n.get(o.kind, 0) + 1
+        bad = [f"{t[:-9]}: {o.kind}" for t, o in r.items()
+               if t.endswith(" (module)") and o.kind not in ("passed",)]
+        say(f"{way:8} {times[way]:7.1f}s {n.get('pass', 0):7} {n.get('fail', 0):7} "
+            f"{n.get('error', 0):7} {n.get('skip', 0):8} "
+            f"{n.get('xfail', 0) + n.get('xpass', 0):6}  {', '.join(bad) or '-'}")
+    for way, lines in notes.items():
+        for line in lines:
+            say(f"  {way}: {line}")
+
+
+def print_diffs(diffs, results, modules):
+    # Tests missing from a way whose module ended early are counted, not
+    # listed: the module's own line says why.
+    missing = {}
+    listed = []
+    for test_id, per_way in diffs:
+        module = module_of(test_id, modules)
+        gone = [w for w, o in per_way.items() if o is None]
+        if gone and not test_id.endswith(" (module)") and all(
+                results[w].get(f"{module} (module)", Outcome("")).kind != "passed"
+                for w in gone):
+            key = (module, tuple(gone))
+            missing[key] = missing.get(key, 0) + 1
+        else:
+            listed.append((test_id, per_way))
+    for test_id, per_way in listed:
+        say(f"DIFF {test_id}")
+        say("     " + " | ".join(f"{w}: {o.kind if o else 'missing'}"
+                                 for w, o in per_way.items()))
+        shown = {}
+        for w, o in per_way.items():
+            if o and o.kind != "pass" and o.detail.strip():
+                if o.detail in shown:
+                    say(f"     --- {w}: the same as {shown[o.detail]}")
+                    continue
+                shown[o.detail] = w
+                say(f"     --- {w}:")
+                n = TAIL_LINES * (2 if test_id.endswith(" (module)") else 1)
+                for line in tail(o.detail, n):
+                    say(f"     {line}")
+    for (module, gone), count in sorted(missing.items()):
+        say(f"DIFF {count} tests of {module} did not report under "
+            f"{', '.join(gone)} (see the module's line above)")
+
+
+def stale_exclusions(exclusions, modules):
+    """Exclusions that name no test of the selection (regrtest --list-cases)."""
+    p = subprocess.run([PYTHON, "-m", "test", "--list-cases"] + modules,
+                       capture_output=True, text=True, env=clean_env({}),
+                       timeout=300)
+    known = set(p.stdout.split())
+    return [t for t, _ in exclusions
+            if t not in known and module_of(t, modules) is not None]
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--closeaudit",
+                    default=os.path.join(ROOT, "build", "collector", "closeaudit"))
+    ap.add_argument("--lib",
+                    default=os.path.join(ROOT, "build", "shim", "libcloseaudit.so"))
+    ap.add_argument("--exclusions",
+                    default=os.path.join(HERE, "cpython_exclusions.txt"))
+    ap.add_argument("--logdir", help="where the logs, XML and reports stay "
+                    "(default: a new directory under /tmp)")
+    ap.add_argument("--long", action="store_true",
+                    default=os.environ.get("CLOSEAUDIT_PEER_LONG") == "1",
+                    help="also the longer modules (CLOSEAUDIT_PEER_LONG=1)")
+    ap.add_argument("--only-long", action="store_true",
+                    help="only the longer modules")
+    ap.add_argument("--ways", default=",".join(WAYS),
+                    help="a subset of " + ",".join(WAYS))
+    ap.add_argument("--jobs", type=int, default=2, help="regrtest -j")
+    ap.add_argument("--module-timeout", type=int, default=300,
+                    help="regrtest --timeout: seconds per test module")
+    ap.add_argument("--batch-timeout", type=int, default=720,
+                    help="seconds one way may take before it is interrupted "
+                    "(four times this for the long modules)")
+    opts = ap.parse_args()
+    opts.ways = [w for w in opts.ways.split(",") if w]
+    if not set(opts.ways) <= set(WAYS):
+        ap.error(f"--ways: one of {', '.join(WAYS)}")
+    return opts
+
+
+def batches(opts):
+    out = []
+    if not opts.only_long:
+        out.append(Batch("default", SELECTION, SELECTION_RESOURCES))
+    if opts.long or opts.only_long:
+        out.append(Batch("long", LONG_SELECTION, []))
+    return out
+
+
+def main():
+    opts = parse_args()
+    todo = batches(opts)
+    modules = [m for b in todo for m in b.modules]
+    why = check_python(modules)
+    if why:
+        say(f"SKIP peer-cpython: {why}")
+        return SKIP
+    for path in (opts.closeaudit, opts.lib):
+        if not os.access(path, os.R_OK):
+            say(f"FAIL peer-cpython: {path} is missing (build first)")
+            return 1
+    opts.closeaudit = os.path.abspath(opts.closeaudit)
+    opts.lib = os.path.abspath(opts.lib)
+    exclusions = read_exclusions(opts.exclusions)
+    logdir = opts.logdir or tempfile.mkdtemp(prefix="cpython-peer-logs-")
+    os.makedirs(logdir, exist_ok=True)
+    # Short: a test's Unix socket path under TMPDIR must fit in 108 bytes,
+    # and every way's path has the same length.
+    base = tempfile.mkdtemp(prefix="cpeer-", dir="/tmp")
+    try:
+        return run_all(opts, todo, modules, exclusions, base, logdir)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_all(opts, todo, modules, exclusions, base, logdir):
+    ignore_path = os.path.join(base, "ignore.txt")
+    with open(ignore_path, "w") as f:
+        f.write("".join(t + "\n" for t, _ in exclusions))
+    say(f"peer-cpython: {PYTHON} -m test, {len(modules)} modules, "
+        f"{len(exclusions)} exclusions, ways {', '.join(opts.ways)}; logs in {logdir}")
+    results, times, notes = {}, {}, {}
+    failed = False
+    for name in opts.ways:
+        way = Way(name, base, opts)
+        before = processes_of(way, opts.closeaudit)
+        results[name], times[name], notes[name] = {}, 0.0, []
+        for batch in todo:
+            deadline = opts.batch_timeout * (4 if batch.name == "long" else 1)
+            log, xml, secs, note = run_batch(way, batch, ignore_path, logdir,
+                                             deadline)
+            times[name] += secs
+            say(f"  {name} {batch.name}: {secs:.1f} s")
+            if note:
+                notes[name].append(f"{batch.name}: {note}")
+                failed = True
+            results[name].update(collect(log, xml, batch.modules))
+            if name != "plain":
+                notes[name] += clean_up(way, before, opts.closeaudit)
+                text, audited = audit_note(way, batch)
+                notes[name].append(f"{batch.name}: {text}")
+                if not audited:
+                    notes[name].append(f"{batch.name}: FAIL: the library audited "
+                                       "nothing, so the comparison proves nothing")
+                    failed = True
+                keep_reports(way, batch, logdir)
+        notes[name] += clean_up(way, before, opts.closeaudit)
+    say()
+    print_counts(results, times, notes)
+    stale = stale_exclusions(exclusions, modules)
+    for t in stale:
+        say(f"  warning: exclusion {t} names no test of the selection")
+    diffs = compare(results, modules) if len(results) > 1 else []
+    if diffs:
+        say()
+        print_diffs(diffs, results, modules)
+    same = [t for t in results[opts.ways[0]]
+            if all(r.get(t) and r[t].kind in ("fail", "error") for r in results.values())]
+    for t in same:
+        say(f"  note: {t} fails in every way (not a difference; exclude it if "
+            "it fails without the library)")
+    say()
+    if diffs or failed:
+        say(f"FAIL peer-cpython: {len(diffs)} tests differ between the ways"
+            + ("; see the notes above" if failed else ""))
+        return 1
+    say("PASS peer-cpython: every test has the same outcome in every way")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
