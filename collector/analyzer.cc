@@ -131,7 +131,12 @@ void Analyzer::OnProcess(const ProcessRecord& p) {
 }
 
 uint32_t Analyzer::InternModule(const ModuleRecord& module) {
-  auto key = std::make_pair(module.path, module.build_id);
+  // One file is one module under whichever path a process loaded it (/lib
+  // and /usr/lib are one directory on merged-/usr systems): by its build-id
+  // when it has one.
+  auto key = module.build_id.empty()
+                 ? std::make_pair(module.path, std::string())
+                 : std::make_pair(std::string(), module.build_id);
   auto it = module_ids_.find(key);
   if (it != module_ids_.end()) return it->second;
   uint32_t id = static_cast<uint32_t>(modules_.size());
@@ -231,14 +236,15 @@ void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
     had_previous = true;
   }
   if (e.type == EventType::kCloseUntracked) {
-    BadClose bad;
-    bad.stream = stream_id;
-    bad.fd = e.fd;
-    bad.ns = e.mono_ns;
-    bad.stack = stack;
-    bad.tid = e.tid;
-    if (had_previous && !previous.reopened) bad.previous = previous;
-    bad_closes_.push_back(bad);
+    // EBADF on a number the process held no tracked socket on. Programs do
+    // that on purpose (bash closes pipe ends it may have closed already,
+    // daemons close every number at start-up), and it harms nothing: only
+    // the second close of a socket this process closed on that number, with
+    // nothing opened there since, is a bug (a double close).
+    ++ebadf_per_site_[{stream_id, stack}];
+    if (!had_previous || previous.reopened) return;
+    double_closes_.push_back(
+        {stream_id, e.fd, e.mono_ns, stack, e.tid, previous});
     return;
   }
   if (cookie == 0) return;

@@ -214,14 +214,15 @@ class Analyzer {
     uint64_t ns = 0;
   };
 
-  // A close() that failed with EBADF.
-  struct BadClose {
+  // A close() that failed with EBADF on a number where this process had
+  // closed a tracked socket, with nothing opened there since: a double close.
+  struct DoubleClose {
     uint32_t stream = 0;
     int fd = -1;
     uint64_t ns = 0;
     uint32_t stack = 0;
     uint32_t tid = 0;
-    std::optional<Stream::LastClose> previous;
+    Stream::LastClose previous;
   };
 
   // A close that hit a number another thread had reused.
@@ -284,7 +285,10 @@ class Analyzer {
   SocketTable sockets_;
   std::vector<SocketDetail> details_;  // index 0: the empty one
   std::vector<ForkInfo> forks_;
-  std::vector<BadClose> bad_closes_;
+  std::vector<DoubleClose> double_closes_;
+  // Per (stream, stack): how many closes there failed with EBADF. A site
+  // that failed on many numbers is a sweep (close everything at start-up).
+  absl::flat_hash_map<std::pair<uint32_t, uint32_t>, int> ebadf_per_site_;
   std::vector<ReusedClose> reused_closes_;
   // Kernel samples of sockets the shim never saw, by inode.
   absl::node_hash_map<uint64_t, Socket> untracked_;

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "collector/analyzer_feed.h"
 #include "collector/records.h"
 #include "collector/report.h"
 #include "collector/symbolizer.h"
@@ -27,116 +28,7 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
 
-constexpr uint64_t kMs = 1'000'000;
-constexpr uint64_t kSec = 1000 * kMs;
-constexpr uint64_t kT0 = 5000 * kSec;  // the run's start, CLOCK_MONOTONIC
-
-constexpr uint64_t kBias = 0x555555554000;
-constexpr uint64_t kModStart = kBias + 0x1000;
-constexpr uint64_t kModEnd = kBias + 0x100000;
-constexpr char kModulePath[] = "/nonexistent/closeaudit-analyzer-test/server";
-
-// Arena offsets that name the stacks in every stream.
-constexpr uint32_t kAcceptRef = 8;
-constexpr uint32_t kEofRef = 64;
-constexpr uint32_t kEofRef2 = 128;
-constexpr uint32_t kCloseRef = 192;
-
-const std::vector<uint64_t> kAcceptFrames = {kBias + 0x1100, kBias + 0x1200};
-const std::vector<uint64_t> kEofFrames = {kBias + 0x2100, kBias + 0x2200,
-                                          kBias + 0x2300};
-const std::vector<uint64_t> kEofFrames2 = {kBias + 0x4100, kBias + 0x2300};
-const std::vector<uint64_t> kCloseFrames = {kBias + 0x5100};
-constexpr uint64_t kLastUseIp = kBias + 0x3000;
-
-constexpr uint8_t kTcp = wire::kFlagStream | wire::kFlagInet;
-
-// Builds a run record by record and feeds it to an Analyzer.
-class Feed {
- public:
-  explicit Feed(uint64_t grace_ns = kSec, AnalyzerOptions options = {})
-      : analyzer_(options) {
-    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec, "test-host"});
-  }
-
-  void Process(uint32_t stream, uint32_t pid, std::string exe = "/srv/server",
-               std::vector<std::string> argv = {"server"}) {
-    ProcessRecord p;
-    p.stream = stream;
-    p.pid = pid;
-    p.ppid = 1;
-    p.start_mono_ns = kT0;
-    p.exe = std::move(exe);
-    p.argv = std::move(argv);
-    analyzer_.Add(p);
-    analyzer_.Add(ModuleRecord{stream, kBias, kModStart, kModEnd, kModulePath, ""});
-    analyzer_.Add(StackRecord{stream, kAcceptRef, kAcceptFrames});
-    analyzer_.Add(StackRecord{stream, kEofRef, kEofFrames});
-    analyzer_.Add(StackRecord{stream, kEofRef2, kEofFrames2});
-    analyzer_.Add(StackRecord{stream, kCloseRef, kCloseFrames});
-  }
-
-  void Event(uint32_t stream, wire::EventType type, int fd, uint64_t cookie,
-             uint64_t t, uint8_t flags, uint32_t blob = 0, uint64_t arg = 0) {
-    EventRecord r;
-    r.stream = stream;
-    r.seq = seq_++;
-    r.event.type = type;
-    r.event.flags = flags;
-    r.event.fd = fd;
-    r.event.tid = 1;
-    r.event.mono_ns = t;
-    r.event.ident.cookie = cookie;
-    r.event.ident.inode = cookie + 1000;
-    r.event.blob = blob;
-    r.event.arg = arg;
-    analyzer_.Add(r);
-  }
-  void Accept(uint32_t stream, int fd, uint64_t cookie, uint64_t t,
-              uint8_t flags = kTcp) {
-    Event(stream, wire::EventType::kAccept, fd, cookie, t, flags, kAcceptRef, 3);
-  }
-  void Eof(uint32_t stream, int fd, uint64_t cookie, uint64_t t,
-           uint32_t ref = kEofRef, uint8_t flags = kTcp) {
-    Event(stream, wire::EventType::kEofSeen, fd, cookie, t, flags, ref,
-          kLastUseIp);
-  }
-  void Close(uint32_t stream, int fd, uint64_t cookie, uint64_t t) {
-    Event(stream, wire::EventType::kClose, fd, cookie, t, 0, kCloseRef);
-  }
-  void Dup(uint32_t stream, int newfd, int oldfd, uint64_t cookie, uint64_t t) {
-    Event(stream, wire::EventType::kDup, newfd, cookie, t, 0, 0,
-          static_cast<uint64_t>(oldfd));
-  }
-  void Exit(uint32_t stream, uint64_t t, int32_t status = 0,
-            uint64_t dropped = 0, uint64_t torn = 0, uint64_t dropped_blobs = 0) {
-    analyzer_.Add(ExitRecord{stream, t, status, dropped, dropped_blobs, torn});
-  }
-  void End(uint64_t t) { analyzer_.Add(EndRecord{t}); }
-
-  Report Build(std::optional<uint64_t> as_of = std::nullopt) {
-    Symbolizer symbolizer;
-    return analyzer_.Build(symbolizer, as_of);
-  }
-  const Analyzer& analyzer() const { return analyzer_; }
-
- private:
-  Analyzer analyzer_;
-  uint64_t seq_ = 0;
-};
-
-std::vector<uint64_t> Addresses(const std::vector<Frame>& frames) {
-  std::vector<uint64_t> out;
-  for (const Frame& f : frames) out.push_back(f.address);
-  return out;
-}
-
-const std::vector<Frame>* Stack(const Finding& f, std::string_view name) {
-  for (const auto& [n, frames] : f.stacks) {
-    if (n == name) return &frames;
-  }
-  return nullptr;
-}
+using namespace testing_feed;  // NOLINT: the fixtures of collector/analyzer_feed.h
 
 // Three accepted TCP connections whose peers closed at `eof`, +10 ms, +20 ms.
 void ThreeEofs(Feed& run, uint64_t eof, uint8_t flags = kTcp) {
@@ -310,6 +202,55 @@ TEST(Analyzer, DifferentEofStacksAreSeparateFindingsByCount) {
   EXPECT_THAT(Addresses(*first), ElementsAreArray(kEofFrames2));
   EXPECT_THAT(Addresses(*second), ElementsAreArray(kEofFrames));
   EXPECT_EQ(r.findings[1].examples.at(0).fd, 5);
+}
+
+// One call site in many processes of one binary: every process has the
+// module at another address (ASLR), and some loaded it under another path.
+// Each leaks one connection from the same lines.
+Report OneSitePerProcess(const std::vector<std::string>& paths,
+                         const std::string& build_id) {
+  Feed run;
+  const uint64_t eof = kT0 + kSec;
+  for (uint32_t i = 0; i < paths.size(); ++i) {
+    uint32_t stream = i + 1;
+    run.Process(stream, 100 + i, "/srv/server", {"server"},
+                kBias + uint64_t{i} * 0x10'000'000, paths[i], build_id);
+    run.Accept(stream, 5, 101 + i, kT0);
+    run.Eof(stream, 5, 101 + i, eof);
+  }
+  run.End(eof + 5 * kSec);
+  return run.Build();
+}
+
+TEST(Analyzer, OneCallSiteInManyProcessesIsOneFindingWhateverTheAddresses) {
+  Report r = OneSitePerProcess(std::vector<std::string>(5, kModulePath), "");
+  ASSERT_EQ(r.findings.size(), 1u);
+  const Finding& f = r.findings[0];
+  EXPECT_EQ(f.count, 5);
+  EXPECT_EQ(f.examples.size(), 5u);
+  // The frames name the module and the offset in it, never the address
+  // one process had: the text and folded forms are the same in every run.
+  const std::vector<Frame>* eof = Stack(f, "eof_seen");
+  ASSERT_NE(eof, nullptr);
+  ASSERT_EQ(eof->size(), kEofFrames.size());
+  EXPECT_EQ((*eof)[0].offset, kEofFrames[0] - kBias);
+  EXPECT_EQ(FrameText((*eof)[0]), "server+0x2100");
+  EXPECT_EQ(RenderFolded(r).find("0x5555"), std::string::npos)
+      << RenderFolded(r);
+}
+
+TEST(Analyzer, OneFileUnderTwoPathsIsOneModule) {
+  // Merged /usr: /lib and /usr/lib are one directory, and processes load
+  // the same library through either.
+  const std::vector<std::string> paths = {
+      "/usr/lib/closeaudit-test/server", "/lib/closeaudit-test/server",
+      "/usr/lib/closeaudit-test/server"};
+  for (const std::string build_id : {"", "\x12\x34\x56\x78"}) {
+    SCOPED_TRACE(build_id.empty() ? "no build-id" : "with a build-id");
+    Report r = OneSitePerProcess(paths, build_id);
+    ASSERT_EQ(r.findings.size(), 1u);
+    EXPECT_EQ(r.findings[0].count, 3);
+  }
 }
 
 // (e)

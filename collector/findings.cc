@@ -7,6 +7,7 @@
 #include <map>
 #include <string_view>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "collector/analyzer.h"
@@ -60,10 +61,28 @@ class FindingBuilder {
       for (Frame& frame :
            symbolizer_->Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset)) {
         frame.address = f.address;
+        frame.offset = f.offset;
         out.push_back(std::move(frame));
       }
     }
     return out;
+  }
+
+  // The stack that stands for every stack that symbolizes to the same
+  // places (StackKey): findings group by it, so that one call site is one
+  // finding across all the processes of a binary, whatever addresses ASLR
+  // gave each, and across binaries built from the same code. Without a
+  // symbolizer (the live counts) a stack stands for itself: stacks are
+  // already one when their frames are at the same offsets of the same
+  // modules.
+  uint32_t Canon(uint32_t stack) {
+    if (symbolizer_ == nullptr || stack == 0) return stack;
+    auto [it, inserted] = canon_.try_emplace(stack, stack);
+    if (inserted) {
+      it->second = canon_by_key_.try_emplace(StackKey(Sym(stack)), stack)
+                       .first->second;
+    }
+    return it->second;
   }
 
   const Stream* StreamOf(uint32_t id) const {
@@ -164,14 +183,22 @@ class FindingBuilder {
     return stack;
   }
 
+  // The place a message names: the innermost frame with a function name,
+  // or without one (no symbols), the innermost frame; never the C
+  // library's start-up code.
   std::string Where(const std::vector<Frame>& frames) const {
+    const Frame* unnamed = nullptr;
     for (const Frame& f : frames) {
-      if (f.function.empty()) continue;
+      if (IsStartupFrame(f)) continue;
+      if (f.function.empty()) {
+        if (unnamed == nullptr) unnamed = &f;
+        continue;
+      }
       if (f.file.empty()) return f.function;
       return absl::StrFormat("%s (%s:%d)", f.function,
                              f.file.substr(f.file.rfind('/') + 1), f.line);
     }
-    return "unknown code";
+    return unnamed ? FrameName(*unnamed) : "unknown code";
   }
 
   static std::string Plural(int64_t n, const char* one, const char* many) {
@@ -210,7 +237,7 @@ class FindingBuilder {
           }
         }
         if (still.empty()) continue;
-        groups[{h.close_stack, s.created_stack}].push_back({&s, &h, still});
+        groups[{Canon(h.close_stack), Canon(s.created_stack)}].push_back({&s, &h, still});
         fork_held_.insert(&s);
         break;
       }
@@ -264,7 +291,7 @@ class FindingBuilder {
       if (fork_held_.contains(&s)) continue;
       uint64_t until = Until(s);
       if (until < s.eof_ns || until - s.eof_ns <= grace_) continue;
-      groups[{s.created_stack, s.eof_stack}].push_back(&s);
+      groups[{Canon(s.created_stack), Canon(s.eof_stack)}].push_back(&s);
     }
     for (auto& [key, sockets] : groups) {
       std::stable_sort(sockets.begin(), sockets.end(),
@@ -326,7 +353,7 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[s.created_stack].push_back(&s);
+      groups[Canon(s.created_stack)].push_back(&s);
     }
     for (const auto& [inode, s] : a_.untracked_) {
       const SocketDetail& d = Detail(s);
@@ -397,7 +424,7 @@ class FindingBuilder {
       uint64_t deadline = s.shutdown_ns + grace_;
       if (s.eof_ns != 0 && s.eof_ns <= deadline) continue;  // the peer answered
       if (!HeldAt(s, deadline)) continue;
-      groups[{s.shutdown_stack, s.created_stack}].push_back(&s);
+      groups[{Canon(s.shutdown_stack), Canon(s.created_stack)}].push_back(&s);
       fin_wait2_.insert(&s);
     }
     for (const auto& [key, sockets] : groups) {
@@ -438,7 +465,7 @@ class FindingBuilder {
     for (const Socket& s : a_.sockets_) {
       const Hold* h = FinalClose(s);
       if (h == nullptr || !(h->close_state & wire::kStateLinger0)) continue;
-      groups[{s.linger_stack, h->close_stack}].push_back(&s);
+      groups[{Canon(s.linger_stack), Canon(h->close_stack)}].push_back(&s);
       abortive_.insert(&s);
     }
     for (const auto& [key, sockets] : groups) {
@@ -510,7 +537,7 @@ class FindingBuilder {
           if (h.stream != id || h.origin != Origin::kStart) continue;
           // Closing it unused is the new image cleaning up after its parent.
           if (h.end == End::kClose) continue;
-          groups[{s.created_stack, exec_stack}].push_back({&s, id, h.fd});
+          groups[{Canon(s.created_stack), Canon(exec_stack)}].push_back({&s, id, h.fd});
           break;
         }
       }
@@ -552,7 +579,7 @@ class FindingBuilder {
     std::map<std::pair<uint32_t, uint32_t>, std::vector<const Analyzer::ReusedClose*>>
         reused;
     for (const Analyzer::ReusedClose& r : a_.reused_closes_) {
-      reused[{r.stack, r.previous.stack}].push_back(&r);
+      reused[{Canon(r.stack), Canon(r.previous.stack)}].push_back(&r);
     }
     for (const auto& [key, items] : reused) {
       Finding f = BadCloseFinding("reused_fd", key.first, key.second);
@@ -560,14 +587,7 @@ class FindingBuilder {
       const Socket* victim = a_.sockets_.Find(items.front()->victim);
       f.stacks.emplace_back("victim_created",
                             Sym(victim ? victim->created_stack : 0));
-      for (const auto* r : items) Began(f, r->ns, Pid(r->stream));
-      for (const auto* r : items) {
-        if (f.examples.size() >= kMaxExamples) break;
-        Example ex;
-        ex.pid = Pid(r->stream);
-        ex.fd = r->fd;
-        f.examples.push_back(ex);
-      }
+      CloseExamples(f, items);
       f.message = absl::StrFormat(
           "%s closed fd numbers a second time after another thread had "
           "reused them for new sockets: the second close() at %s closed "
@@ -576,50 +596,45 @@ class FindingBuilder {
       report.findings.push_back(std::move(f));
     }
 
-    // EBADF: double closes, and closes of numbers that were never open.
-    std::map<std::pair<uint32_t, uint32_t>, std::vector<const Analyzer::BadClose*>>
-        doubles, ebadf;
-    // A sweep (close every number up to a limit) hits many never-opened fds
-    // from one place; that is deliberate, not a bug.
-    absl::flat_hash_map<std::pair<uint32_t, uint32_t>, int> per_site;
-    for (const Analyzer::BadClose& b : a_.bad_closes_) {
-      if (!b.previous) ++per_site[{b.stream, b.stack}];
-    }
-    for (const Analyzer::BadClose& b : a_.bad_closes_) {
-      if (b.previous) {
-        doubles[{b.stack, b.previous->stack}].push_back(&b);
-      } else if (per_site[{b.stream, b.stack}] < kSweepFds) {
-        ebadf[{b.stack, 0}].push_back(&b);
+    // Double closes. A close of a number that was never open is no
+    // finding at all (see Analyzer::OnClose), and neither is a double close
+    // from a sweep: one place that failed with EBADF on many numbers is
+    // closing everything on purpose.
+    std::map<std::pair<uint32_t, uint32_t>,
+             std::vector<const Analyzer::DoubleClose*>>
+        doubles;
+    for (const Analyzer::DoubleClose& d : a_.double_closes_) {
+      auto site = a_.ebadf_per_site_.find({d.stream, d.stack});
+      if (site != a_.ebadf_per_site_.end() && site->second >= kSweepFds) {
+        continue;
       }
+      doubles[{Canon(d.stack), Canon(d.previous.stack)}].push_back(&d);
     }
-    for (auto* groups : {&doubles, &ebadf}) {
-      bool is_double = groups == &doubles;
-      for (const auto& [key, items] : *groups) {
-        Finding f = BadCloseFinding(is_double ? "double_close" : "ebadf",
-                                    key.first, key.second);
-        f.count = static_cast<int64_t>(items.size());
-        for (const auto* b : items) Began(f, b->ns, Pid(b->stream));
-        for (const auto* b : items) {
-          if (f.examples.size() >= kMaxExamples) break;
-          Example ex;
-          ex.pid = Pid(b->stream);
-          ex.fd = b->fd;
-          f.examples.push_back(ex);
-        }
-        f.message = is_double
-                        ? absl::StrFormat(
-                              "%s: an fd was closed twice, the second time at "
-                              "%s (it failed with EBADF; had another thread "
-                              "opened something on that number in between, "
-                              "it would have closed that instead)",
-                              Plural(f.count, "double close", "double closes"),
-                              Where(f.stacks[0].second))
-                        : absl::StrFormat(
-                              "%s of fds that were not open (EBADF) at %s",
-                              Plural(f.count, "close()", "close() calls"),
-                              Where(f.stacks[0].second));
-        report.findings.push_back(std::move(f));
-      }
+    for (const auto& [key, items] : doubles) {
+      Finding f = BadCloseFinding("double_close", key.first, key.second);
+      f.count = static_cast<int64_t>(items.size());
+      CloseExamples(f, items);
+      f.message = absl::StrFormat(
+          "%s: a socket's fd was closed twice, the second time at %s (it "
+          "failed with EBADF; had anything been opened on that number in "
+          "between, it would have closed that instead)",
+          Plural(f.count, "double close", "double closes"),
+          Where(f.stacks[0].second));
+      report.findings.push_back(std::move(f));
+    }
+  }
+
+  // When a bad_close finding began, and its examples: the process and fd of
+  // each bad close (`Close` is one of Analyzer's records of them).
+  template <typename Close>
+  void CloseExamples(Finding& f, const std::vector<const Close*>& items) const {
+    for (const Close* c : items) Began(f, c->ns, Pid(c->stream));
+    for (const Close* c : items) {
+      if (f.examples.size() >= kMaxExamples) break;
+      Example ex;
+      ex.pid = Pid(c->stream);
+      ex.fd = c->fd;
+      f.examples.push_back(ex);
     }
   }
 
@@ -657,7 +672,7 @@ class FindingBuilder {
         stack = close->close_stack;
       }
       if (fin == 0 || (s.eof_ns != 0 && s.eof_ns <= fin)) continue;
-      groups[stack].push_back(&s);
+      groups[Canon(stack)].push_back(&s);
     }
     for (const auto& [stack, sockets] : groups) {
       Finding f;
@@ -712,6 +727,8 @@ class FindingBuilder {
   Symbolizer* symbolizer_;
   uint64_t end_ns_;
   uint64_t grace_;
+  absl::flat_hash_map<uint32_t, uint32_t> canon_;  // stack -> Canon(stack)
+  absl::flat_hash_map<std::string, uint32_t> canon_by_key_;
   absl::flat_hash_set<const Socket*> fork_held_;
   absl::flat_hash_set<const Socket*> fin_wait2_;
   absl::flat_hash_set<const Socket*> abortive_;

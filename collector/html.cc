@@ -101,9 +101,7 @@ void AppendStack(std::string* out, const std::string& name,
   int n = 0;
   for (const Frame& fr : frames) {
     if (IsStartupFrame(fr)) continue;
-    std::string fn = fr.function.empty()
-                         ? absl::StrFormat("0x%x", fr.address)
-                         : fr.function;
+    std::string fn = FrameName(fr);
     std::string loc;
     if (!fr.file.empty()) {
       loc = absl::StrCat(fr.file.substr(fr.file.rfind('/') + 1), ":", fr.line);

@@ -1,8 +1,9 @@
 // `closeaudit merge`: one report from the reports of several hosts or runs.
 //
 // Findings are the same culprit when their kind, reason and symbolized
-// stacks match (function, source file name and line: addresses and install
-// paths differ from host to host). Their counts add up; examples stay tagged
+// stacks match (function, source file name and line, or for frames without
+// a line the module's file name and offset: addresses and install paths
+// differ from host to host). Their counts add up; examples stay tagged
 // with the host they came from, and every host keeps at least one.
 #include "collector/merge.h"
 
@@ -19,24 +20,12 @@ namespace {
 constexpr size_t kMaxExamples = 5;
 constexpr size_t kMaxHolders = 10;
 
-std::string Basename(const std::string& path) {
-  return path.substr(path.rfind('/') + 1);
-}
-
-// What makes two findings the same culprit.
+// What makes two findings the same culprit: the same kind and reason, and
+// stacks that name the same places (StackKey).
 std::string CulpritKey(const Finding& f) {
   std::string key = absl::StrCat(f.kind, "|", f.reason);
   for (const auto& [name, frames] : f.stacks) {
-    absl::StrAppend(&key, "|", name, ":");
-    for (const Frame& fr : frames) {
-      if (fr.function.empty()) {
-        // Unsymbolized: only the module can be compared across hosts.
-        absl::StrAppend(&key, Basename(fr.module), "+?;");
-      } else {
-        absl::StrAppend(&key, fr.function, "@", Basename(fr.file), ":",
-                        fr.line, ";");
-      }
-    }
+    absl::StrAppend(&key, "|", name, ":", StackKey(frames));
   }
   return key;
 }

@@ -95,6 +95,30 @@ TEST(Merge, DifferentStacksStayApartAndSortWorstFirst) {
   EXPECT_EQ(r.findings[2].kind, "time_wait");
 }
 
+// A leak whose only frame has no symbol: module `module`, `offset` into it,
+// loaded at `base`.
+Finding Unsymbolized(int64_t count, const std::string& module,
+                     uint64_t offset, uint64_t base) {
+  Finding f = Leak(count, "unused", "/x", 0, 1);
+  Frame frame;
+  frame.module = module;
+  frame.offset = offset;
+  frame.address = base + offset;
+  f.stacks = {{"eof_seen", {frame}}};
+  return f;
+}
+
+TEST(Merge, FramesWithoutSymbolsAreTheSameByModuleAndOffset) {
+  std::vector<HostReport> in;
+  in.push_back(Host("a", {Unsymbolized(3, "/usr/bin/server", 0x1234, 0x5000),
+                          Unsymbolized(1, "/usr/bin/server", 0x5678, 0x5000)}));
+  in.push_back(Host("b", {Unsymbolized(5, "/opt/bin/server", 0x1234, 0x9000)}));
+  Report r = MergeReports(std::move(in));
+  ASSERT_EQ(r.findings.size(), 2u);
+  EXPECT_EQ(r.findings[0].count, 8);  // the same offset on both hosts
+  EXPECT_EQ(r.findings[1].count, 1);  // another place in the same binary
+}
+
 TEST(Merge, SummariesAddUpAndHostsAreNamed) {
   std::vector<HostReport> in;
   in.push_back(Host("a", {}));

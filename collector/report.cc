@@ -41,6 +41,10 @@ namespace {
 
 std::string Quote(std::string_view s) { return JsonQuote(s); }
 
+std::string Basename(const std::string& path) {
+  return path.substr(path.rfind('/') + 1);
+}
+
 template <typename T>
 std::string OptionalNumber(const std::optional<T>& v) {
   return v ? absl::StrCat(*v) : "null";
@@ -49,8 +53,9 @@ std::string OptionalNumber(const std::optional<T>& v) {
 std::string FrameJson(const Frame& f) {
   return absl::StrFormat(
       "{\"function\":%s,\"file\":%s,\"line\":%d,\"module\":%s,"
-      "\"address\":\"0x%x\",\"inlined\":%s}",
+      "\"address\":\"0x%x\",\"offset\":%s,\"inlined\":%s}",
       Quote(f.function), Quote(f.file), f.line, Quote(f.module), f.address,
+      f.module.empty() ? "null" : absl::StrFormat("\"0x%x\"", f.offset),
       f.inlined ? "true" : "false");
 }
 
@@ -120,20 +125,37 @@ std::string Duration(int64_t ms) {
 
 }  // namespace
 
+std::string FrameName(const Frame& f) {
+  if (!f.function.empty()) return f.function;
+  if (f.module.empty()) return absl::StrFormat("0x%x", f.address);
+  return absl::StrFormat("%s+0x%x", Basename(f.module), f.offset);
+}
+
 std::string FrameText(const Frame& f) {
-  std::string name = f.function.empty()
-                         ? absl::StrFormat("0x%x", f.address)
-                         : f.function;
+  std::string name = FrameName(f);
   if (f.inlined) name += " [inlined]";
   if (!f.file.empty()) {
-    return absl::StrFormat("%s (%s:%d)", name,
-                           f.file.substr(f.file.rfind('/') + 1), f.line);
+    return absl::StrFormat("%s (%s:%d)", name, Basename(f.file), f.line);
   }
-  if (!f.module.empty()) {
-    return absl::StrFormat("%s (%s)", name,
-                           f.module.substr(f.module.rfind('/') + 1));
+  if (!f.module.empty() && !f.function.empty()) {
+    return absl::StrFormat("%s (%s)", name, Basename(f.module));
   }
   return name;
+}
+
+std::string StackKey(const std::vector<Frame>& frames) {
+  std::string key;
+  for (const Frame& f : frames) {
+    if (!f.file.empty() && f.line > 0) {
+      absl::StrAppend(&key, f.function, "@", Basename(f.file), ":", f.line,
+                      f.inlined ? "+inlined;" : ";");
+    } else if (!f.module.empty()) {
+      absl::StrAppendFormat(&key, "%s+0x%x;", Basename(f.module), f.offset);
+    } else {
+      absl::StrAppend(&key, "unknown;");
+    }
+  }
+  return key;
 }
 
 bool IsStartupFrame(const Frame& f) {

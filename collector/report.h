@@ -56,7 +56,7 @@ struct Finding {
   std::vector<std::pair<std::string, std::vector<Frame>>> stacks;
   std::vector<Example> examples;
   std::vector<Holder> holders;   // fork_held
-  std::string reason;            // bad_close: ebadf, double_close, reused_fd
+  std::string reason;            // bad_close: double_close, reused_fd
   std::vector<PeerCount> peers;  // time_wait
   // When and where the first of its sockets went wrong (the EOF of a leak,
   // the close of a fork_held socket...), from the start of the run.
@@ -127,7 +127,18 @@ std::string RenderFolded(const Report& report);
 std::string JsonQuote(std::string_view s);
 
 // "handle_client (server.c:42)" for a person; the full path is in the JSON.
+// A frame without a function name is its module and offset,
+// "server+0x1a2b", never its runtime address, which ASLR makes differ from
+// one process to the next.
 std::string FrameText(const Frame& frame);
+// The function, or for a frame without one "server+0x1a2b" (or the bare
+// address when even the module is unknown).
+std::string FrameName(const Frame& frame);
+// What makes two stacks the same place in the code, across processes, runs
+// and hosts: each frame's function, file name and line; for a frame without
+// a line, its module's file name and the offset in it. Never a runtime
+// address: frames in modules nobody knows count only as "unknown".
+std::string StackKey(const std::vector<Frame>& frames);
 // Frames of the C library's start-up code, which tell a reader nothing.
 bool IsStartupFrame(const Frame& frame);
 

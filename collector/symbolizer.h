@@ -31,6 +31,10 @@ struct Frame {
   std::string module;    // ModuleRef::path, as given.
   uint64_t address = 0;  // The runtime address that was asked for.
   bool inlined = false;  // True if this frame was inlined into the next one.
+  // The address within `module`'s file (runtime address - load bias): the
+  // same in every process that loaded it, whatever ASLR did. Set by the
+  // analyzer; 0 when the module is unknown.
+  uint64_t offset = 0;
 };
 
 // Identifies one loaded object in the traced process.

@@ -4,7 +4,11 @@
  * (No network: PORT_FILE only receives one line describing what was done,
  * e.g. "mode=reuse fd=5 pid=1234\n", written atomically at the end.)
  *
- *   double  socket(), close() it (E2E:double_first_close), then close() the
+ *   double  first the harmless EBADFs a shell makes (harmless_ebadf): a pipe
+ *           whose ends are closed twice (E2E:pipe_close_again) and a number
+ *           that was never open (E2E:never_open_close); none of them is a
+ *           bad close, since no socket was ever on those numbers. Then
+ *           socket(), close() it (E2E:double_first_close), and close() the
  *           same number again (E2E:double_bad_close): that close fails with
  *           EBADF. Nothing is opened in between.
  *   reuse   thread A creates socket X (fd N) and closes N
@@ -34,6 +38,25 @@ static void write_info(const char *port_file, const char *mode, int fd) {
 }
 
 /* ---- double ------------------------------------------------------------ */
+
+/* Closes that fail with EBADF on numbers that never held a socket, as bash
+ * makes in every pipeline. */
+E2E_NOINLINE void harmless_ebadf(void) {
+  int p[2];
+  if (pipe(p) != 0) e2e_die("pipe");
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < 2; i++) {
+      int rc = close(p[i]); /* E2E:pipe_close_again */
+      if (round == 0 && rc != 0) e2e_die("close pipe end %d", p[i]);
+      if (round == 1 && (rc == 0 || errno != EBADF))
+        e2e_die("closing pipe end %d again: expected EBADF", p[i]);
+    }
+  }
+  int never = 900;
+  if (fcntl(never, F_GETFD) != -1) e2e_die("fd %d is open", never);
+  if (close(never) == 0 || errno != EBADF) /* E2E:never_open_close */
+    e2e_die("close of never-open fd %d: expected EBADF", never);
+}
 
 E2E_NOINLINE int double_close(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0); /* E2E:double_socket */
@@ -162,6 +185,7 @@ int main(int argc, char **argv) {
   const char *mode = argv[2];
   int fd;
   if (strcmp(mode, "double") == 0) {
+    harmless_ebadf();
     fd = double_close();
   } else if (strcmp(mode, "reuse") == 0) {
     fd = reuse_close();
