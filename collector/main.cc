@@ -210,12 +210,16 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
   for (char** e = environ; *e; ++e) {
     if (strncmp(*e, "LD_PRELOAD=", 11) == 0) {
       preload += std::string(" ") + (*e + 11);
-    } else if (strncmp(*e, "CLOSEAUDIT_SOCKET=", 18) != 0) {
+    } else if (strncmp(*e, "CLOSEAUDIT_SOCKET=", 18) != 0 &&
+               strncmp(*e, "CLOSEAUDIT_RUN_PID=", 19) != 0) {
       env.push_back(*e);
     }
   }
   env.push_back(preload);
   env.push_back("CLOSEAUDIT_SOCKET=" + socket_path);
+  // The command registers even if it never makes a socket (the shim's
+  // images otherwise wait for their first): its parent is this process.
+  env.push_back(absl::StrCat("CLOSEAUDIT_RUN_PID=", getpid()));
   std::vector<char*> envp, args;
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);

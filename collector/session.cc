@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "collector/kernel.h"
+#include "common/paths.h"
 
 namespace closeaudit {
 
@@ -52,13 +53,21 @@ absl::Status MakeDirs(const std::string& dir) {
 }
 
 std::string StateDir() {
+  std::string home_dir;
   const char* state = getenv("XDG_STATE_HOME");
-  if (state && state[0] == '/') return absl::StrCat(state, "/closeaudit");
   const char* home = getenv("HOME");
-  if (home && home[0] == '/') {
-    return absl::StrCat(home, "/.local/state/closeaudit");
+  if (state && state[0] == '/') {
+    home_dir = absl::StrCat(state, "/closeaudit");
+  } else if (home && home[0] == '/') {
+    home_dir = absl::StrCat(home, "/.local/state/closeaudit");
   }
-  return absl::StrFormat("/tmp/closeaudit-%d/state", getuid());
+  // A service user's HOME is often not theirs to write (HOME=/root for
+  // nobody, or / for a daemon account): then the per-user runtime
+  // directory, which is.
+  if (!home_dir.empty() && MakeDirs(home_dir).ok()) return home_dir;
+  char runtime[256];
+  paths::DefaultRuntimeDir(runtime, sizeof(runtime));
+  return absl::StrCat(runtime, "/state");
 }
 
 absl::StatusOr<std::string> NewRunDir() {

@@ -133,7 +133,9 @@ absl::Status WriteReports(const Report& report, const std::string& dir,
                           const std::string& json_path);
 
 // ${XDG_STATE_HOME:-$HOME/.local/state}/closeaudit: where runs keep their
-// traces when no --out is given, with a `latest` link to the newest.
+// traces when no --out is given, with a `latest` link to the newest. Where
+// that cannot be created (a service user whose HOME is not writable), the
+// per-user runtime directory's state/ instead.
 std::string StateDir();
 // A fresh directory under StateDir(), which `latest` then points at.
 absl::StatusOr<std::string> NewRunDir();

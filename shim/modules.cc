@@ -85,14 +85,7 @@ void Write(RingWriter& ring, const Module& m) {
 int SendNew(dl_phdr_info* info, size_t, void* data) {
   auto& ring = *static_cast<RingWriter*>(data);
   Module m{};
-  m.start = ~uintptr_t{0};
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_LOAD) continue;
-    uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-    if (start < m.start) m.start = start;
-    if (start + ph.p_memsz > m.end) m.end = start + ph.p_memsz;
-  }
+  ModuleRange(info, &m.start, &m.end);
   if (m.end == 0 || g_module_count == kMaxModules) return 0;
   for (int i = 0; i < g_module_count; ++i) {
     if (g_modules[i].start == m.start && g_modules[i].end == m.end) return 0;
@@ -109,6 +102,18 @@ int SendNew(dl_phdr_info* info, size_t, void* data) {
 }
 
 }  // namespace
+
+void ModuleRange(const dl_phdr_info* info, uintptr_t* lo, uintptr_t* hi) {
+  *lo = ~uintptr_t{0};
+  *hi = 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD) continue;
+    uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+    if (start < *lo) *lo = start;
+    if (start + ph.p_memsz > *hi) *hi = start + ph.p_memsz;
+  }
+}
 
 void InitModules(const char* exe_path) { g_exe_path = exe_path; }
 

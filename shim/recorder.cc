@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 #include "shim/ring_writer.h"
 #include "shim/stacks.h"
 #include "shim/transport.h"
+#include "shim/unwinder.h"
 
 extern "C" {
 __thread int closeaudit_vfork_child __attribute__((tls_model("initial-exec"))) = 0;
@@ -60,6 +62,11 @@ std::atomic<uint64_t> g_registered_at{0};
 // it is sent late because no collector answered at first.
 uint32_t g_hello_flags = 0;
 std::atomic<bool> g_recording{false};
+// An image starts dormant: no ring, no hello, nothing for the collector to
+// do. The first socket it tracks (made, accepted, received or inherited)
+// starts it. Most images a shell or a build runs never make one.
+enum StartState : int { kDormant, kStarting, kStarted };
+std::atomic<int> g_start{kDormant};
 std::atomic<bool> g_registered{false};
 std::atomic<bool> g_registering{false};
 std::atomic<uint64_t> g_last_register_try{0};
@@ -217,7 +224,21 @@ void MaybeRegister(uint64_t now) {
   }
 }
 
+bool EnsureStarted();
+
+// Whether an event of this type starts a dormant image: only one that tracks
+// a socket. The others (a fork, an exec, a close of an fd that never held a
+// socket) say nothing about sockets in an image that has none.
+bool StartsImage(EventType type) {
+  return type == EventType::kSocket || type == EventType::kAccept ||
+         type == EventType::kInherited;
+}
+
 void Push(Event& event, bool with_stack) {
+  if (g_start.load(std::memory_order_acquire) != kStarted &&
+      !(StartsImage(event.type) && EnsureStarted())) {
+    return;
+  }
   if (with_stack && t_busy == 1) event.blob = CaptureStack(Ring());
   Ring().Push(event);
   MaybeRegister(event.mono_ns);
@@ -450,10 +471,77 @@ bool Recording() {
          !closeaudit_vfork_child;
 }
 
+namespace {
+
+// Makes this image's ring, fills it with the module maps (and, in a fork
+// child, the sockets it inherited) and hands it to the collector. Runs once
+// per image, with every signal blocked: the memfd and the hello's socket
+// exist only inside this call.
+bool StartRing(bool snapshot, bool daemon_fork) {
+  SignalsBlocked blocked;
+  InitTransport();
+  if (!Ring().Create(g_slots, g_arena)) {
+    SayDisabled("cannot create the event ring");
+    g_recording.store(false);
+    g_fds.Clear();
+    return false;
+  }
+  // What is known already, and (except in a fork child, which must not
+  // take the loader's lock another thread of its parent may have held) what
+  // was loaded since.
+  ResendModules(Ring());
+  if (!snapshot) SendModules(Ring());
+  // Events pushed while starting must not trigger a registration of their
+  // own before the one below.
+  g_last_register_try.store(NowNs(), std::memory_order_relaxed);
+  if (daemon_fork) {
+    // daemon()'s parent exits inside daemon() and cannot say it forked: the
+    // child says it, with its own stack (the parent's is in the old ring).
+    Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
+    ev.mono_ns = g_fork.mono_ns;
+    ev.arg = static_cast<uint64_t>(g_fork.parent);
+    ev.aux = static_cast<uint32_t>(ForkKind::kDaemon);
+    ev.blob = CaptureStack(Ring());
+    Ring().Push(ev);
+  }
+  if (snapshot) Snapshot(Ring(), /*aux=*/1, g_fork.mono_ns);
+  g_start.store(kStarted, std::memory_order_release);
+  EnsureDefaultCollector();
+  TryRegister(g_hello_flags);
+  return true;
+}
+
+bool EnsureStarted() {
+  int state = g_start.load(std::memory_order_acquire);
+  if (state == kStarted) return true;
+  if (state == kDormant &&
+      g_start.compare_exchange_strong(state, kStarting,
+                                      std::memory_order_acq_rel)) {
+    return StartRing(/*snapshot=*/false, /*daemon_fork=*/false);
+  }
+  // Another thread is starting the image, with its signals blocked: it
+  // finishes (StartRing never waits), then this event goes into the ring.
+  while ((state = g_start.load(std::memory_order_acquire)) == kStarting) {
+    sched_yield();
+  }
+  return state == kStarted && Recording();
+}
+
+// `closeaudit run` wants its own command to say hello even if it never makes
+// a socket, so that the report can tell "audited, nothing found" from "the
+// library never loaded". It names its pid; the command's images are the ones
+// whose parent that is.
+bool StartEagerly() {
+  const char* run = getenv("CLOSEAUDIT_RUN_PID");
+  return run != nullptr && *run != '\0' &&
+         strtol(run, nullptr, 10) == static_cast<long>(getppid());
+}
+
+}  // namespace
+
 bool StartRecording() {
   Scope scope;
   if (!ResolveHooks()) return false;
-  InitTransport();
   InitModules(ExePath());
   InitStacks();
   g_slots = EnvNumber("CLOSEAUDIT_RING_SLOTS", kDefaultSlots, 64,
@@ -461,19 +549,11 @@ bool StartRecording() {
   g_slots = 1u << (31 - __builtin_clz(g_slots));  // a power of two
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
-  SignalsBlocked blocked;
-  if (!Ring().Create(g_slots, g_arena)) {
-    SayDisabled("cannot create the event ring");
-    return false;
-  }
-  SendModules(Ring());
-  // Events pushed while starting must not trigger a registration of their
-  // own before the one below.
-  g_last_register_try.store(NowNs(), std::memory_order_relaxed);
   g_recording.store(true);
+  // Inherited sockets start the image (through their events); so does
+  // `closeaudit run`'s own command.
   ScanExistingSockets();
-  EnsureDefaultCollector(5000);
-  TryRegister(g_hello_flags);
+  if (StartEagerly()) EnsureStarted();
   return true;
 }
 
@@ -770,7 +850,8 @@ ForkToken ForkPrepare() {
   ForkToken token{};
   if (!Recording()) return token;
   Scope scope;
-  token.stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
+  bool started = g_start.load(std::memory_order_acquire) == kStarted;
+  token.stack = started && t_busy == 1 ? CaptureStack(Ring()) : 0;
   token.mono_ns = NowNs();
   token.parent = getpid();
   g_fork = token;  // the child's copy of memory carries it over
@@ -792,6 +873,7 @@ void ForkChild(ForkKind kind) {
   if (!Recording()) return;
   Scope scope;
   t_tid = 0;
+  UnwinderForkChild();
   // The parent's ring stays the parent's: let go of it (and of its memfd,
   // if the parent had not handed it over yet) and start our own.
   for (RingWriter& ring : g_rings) {
@@ -806,33 +888,22 @@ void ForkChild(ForkKind kind) {
   g_registered.store(false);
   g_registering.store(false);
   g_last_register_try.store(0, std::memory_order_relaxed);
+  g_hello_flags = wire::kHelloForked;
   ResetStacks();
-  SignalsBlocked blocked;
-  if (!Ring().Create(g_slots, g_arena)) {
-    g_recording.store(false);
-    g_fds.Clear();
-    SayDisabled("cannot create the event ring after fork");
-    return;
-  }
-  ResendModules(Ring());
-  if (kind == ForkKind::kDaemon) {
-    // daemon()'s parent exits inside daemon() and cannot say it forked: the
-    // child says it, with its own stack (the parent's is in the old ring).
-    Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
-    ev.mono_ns = g_fork.mono_ns;
-    ev.arg = static_cast<uint64_t>(g_fork.parent);
-    ev.aux = static_cast<uint32_t>(kind);
-    ev.blob = CaptureStack(Ring());
-    Ring().Push(ev);
-  }
   // Every socket the parent had is now held here too, since the fork.
   // Reads in the parent are not reads in the child.
-  g_fds.ForEach([](int, FdEntry& e) {
+  int held = 0;
+  g_fds.ForEach([&held](int, FdEntry& e) {
     e.last_use_ip.store(0, std::memory_order_relaxed);
+    ++held;
   });
-  Snapshot(Ring(), /*aux=*/1, g_fork.mono_ns);
-  g_hello_flags = wire::kHelloForked;
-  TryRegister(g_hello_flags);
+  if (held == 0) {
+    // Nothing to say until this process makes a socket of its own.
+    g_start.store(kDormant, std::memory_order_release);
+    return;
+  }
+  g_start.store(kStarting, std::memory_order_release);
+  StartRing(/*snapshot=*/true, kind == ForkKind::kDaemon);
 }
 
 void OnExec() {

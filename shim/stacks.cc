@@ -6,16 +6,16 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-#define UNW_LOCAL_ONLY
 #include <execinfo.h>
-#include <libunwind.h>
 
 #include <atomic>
 #include <cstring>
 
 #include "common/wire.h"
 #include "shim/hooks.h"
+#include "shim/modules.h"
 #include "shim/recorder.h"
+#include "shim/unwinder.h"
 
 // Bounds of the vfork trampoline (vfork_x86_64.S).
 extern "C" const char closeaudit_vfork_begin[];
@@ -53,9 +53,11 @@ struct StackSlot {
 StackSlot* g_table = nullptr;
 uintptr_t g_self_start = 0;
 uintptr_t g_self_end = 0;
-// The module that holds the unwinder, all of its segments.
+#if defined(__SANITIZE_THREAD__)
+// The module that holds glibc's unwinder, all of its segments.
 uintptr_t g_unwinder_start = 0;
 uintptr_t g_unwinder_end = 0;
+#endif
 
 StackSlot* MapTable() {
   void* mem = mmap(nullptr, sizeof(StackSlot) * kTableSize,
@@ -92,21 +94,17 @@ int Backtrace(void** frames, int max) {
 }
 #endif
 
+#if defined(__SANITIZE_THREAD__)
 int FindUnwinder(dl_phdr_info* info, size_t, void* data) {
   uintptr_t probe = reinterpret_cast<uintptr_t>(data);
-  uintptr_t lo = ~uintptr_t{0}, hi = 0;
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_LOAD) continue;
-    uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-    if (start < lo) lo = start;
-    if (start + ph.p_memsz > hi) hi = start + ph.p_memsz;
-  }
+  uintptr_t lo, hi;
+  ModuleRange(info, &lo, &hi);
   if (probe < lo || probe >= hi) return 0;
   g_unwinder_start = lo;
   g_unwinder_end = hi;
   return 1;
 }
+#endif
 
 #if !defined(__SANITIZE_THREAD__)
 // --- The call-site cache -----------------------------------------------------
@@ -298,16 +296,18 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
   int count = 0;
   bool cacheable = slot != 0;
   uintptr_t lowest = 0, highest = 0;
+  const Unwinder* unw = LoadUnwinder();
+  if (unw == nullptr) return 0;
   ++t_unwinding;
   unw_context_t context;
   unw_cursor_t cursor;
-  if (unw_getcontext(&context) == 0 &&
-      unw_init_local(&cursor, &context) == 0) {
+  if (unw->getcontext(&context) == 0 &&
+      unw->init_local(&cursor, &context) == 0) {
     bool in_shim = true;
     for (int steps = 0; steps < kCaptureFrames; ++steps) {
       unw_word_t ip = 0, sp = 0;
-      unw_get_reg(&cursor, UNW_REG_IP, &ip);
-      unw_get_reg(&cursor, UNW_REG_SP, &sp);
+      unw->get_reg(&cursor, UNW_REG_IP, &ip);
+      unw->get_reg(&cursor, UNW_REG_SP, &sp);
       if (steps == 0) lowest = sp;
       // Not one stack, going out: a frame below the last, or far above it
       // (a coroutine's stack linked to the thread's by unwind info).
@@ -316,7 +316,7 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
         cacheable = false;
       }
       highest = sp;
-      if (unw_is_signal_frame(&cursor) > 0) cacheable = false;
+      if (unw->is_signal_frame(&cursor) > 0) cacheable = false;
       if (!(in_shim && ip >= g_self_start && ip < g_self_end)) {
         in_shim = false;
         if (count == static_cast<int>(wire::kMaxFrames)) break;
@@ -326,7 +326,7 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
         slots[count] = sp - sizeof(uintptr_t);
         frames[count++] = ip - 1;
       }
-      if (unw_step(&cursor) <= 0) break;
+      if (unw->step(&cursor) <= 0) break;
     }
   }
   --t_unwinding;
@@ -355,20 +355,11 @@ uint64_t HashFrames(const uint64_t* frames, int n) {
 void InitStacks() {
   dl_iterate_phdr(FindSelf, reinterpret_cast<void*>(&InitStacks));
 #if defined(__SANITIZE_THREAD__)
-  void* unwinder = reinterpret_cast<void*>(&backtrace);
-#else
-  void* unwinder = reinterpret_cast<void*>(&unw_backtrace);
-#endif
-  dl_iterate_phdr(FindUnwinder, unwinder);
-#if !defined(__SANITIZE_THREAD__)  // TSan builds do not use libunwind
-  ++t_unwinding;
-  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
-  unw_set_cache_size(unw_local_addr_space, 1024, 0);
-  --t_unwinding;
+  dl_iterate_phdr(FindUnwinder, reinterpret_cast<void*>(&backtrace));
 #endif
   // Both tables are touched page by page as stacks arrive: a process that
-  // never makes a socket pays two mmap calls and no page. libunwind, too,
-  // sets itself up only at the first walk.
+  // never makes a socket pays two mmap calls and no page. libunwind is
+  // loaded by the first walk (unwinder.h).
   g_table = MapTable();
 #if !defined(__SANITIZE_THREAD__)
   void* sites = mmap(nullptr, sizeof(SiteEntry) * kSiteBuckets * kSiteWays,
@@ -404,7 +395,11 @@ bool OnThisThreadsStack(const void* p, size_t size) {
 
 bool InUnwinder(const void* ip) {
   uintptr_t p = reinterpret_cast<uintptr_t>(ip);
+#if defined(__SANITIZE_THREAD__)
   return p >= g_unwinder_start && p < g_unwinder_end;
+#else
+  return InLoadedUnwinder(p);
+#endif
 }
 
 void ResetStacks() {

@@ -19,8 +19,8 @@
 namespace closeaudit::shim {
 
 // Reads who this process is (exe, argv) and where the collector is. Called
-// once per image from the constructor; may use the heap-free parts of libc
-// only, like everything else in the shim.
+// when the image starts its ring (its first socket); later calls do nothing.
+// Uses the heap-free parts of libc only, like everything else in the shim.
 void InitTransport();
 
 const char* ExePath();
@@ -30,10 +30,13 @@ const char* ExePath();
 bool Register(RingWriter& ring, uint32_t flags);
 
 // For the literal `LD_PRELOAD=libcloseaudit.so ./server` form: if no
-// collector answers on the default socket, start `closeaudit daemon` there and
-// give it up to `wait_ms` to come up. Does nothing when $CLOSEAUDIT_SOCKET
-// is set.
-void EnsureDefaultCollector(int wait_ms);
+// collector answers on the default socket, start `closeaudit daemon` there.
+// Never waits for something that cannot come: the daemon's first process
+// says at once whether it listens; a failure is remembered for a minute in
+// the runtime directory, so that the processes after this one neither try
+// again nor repeat the one line this one prints. Does nothing when
+// $CLOSEAUDIT_SOCKET is set.
+void EnsureDefaultCollector();
 
 }  // namespace closeaudit::shim
 

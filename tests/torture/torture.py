@@ -29,6 +29,10 @@ Cases:
                         event is either in the report or counted as dropped
   collector_killed      SIGKILL the collector in the middle of a big
                         threads16: the orphaned program must finish normally
+  literal_unprivileged  LD_PRELOAD alone, as uid 65534 with HOME=/root: a
+                        working daemon under the runtime directory; where
+                        none can start, no wait and one line in all (root
+                        only, else skipped)
   fd_view               tests/torture/fd_view.c (--fd-view): what the
                         program sees of its fd table at four RLIMIT_NOFILE
                         settings, across execs, plainly, under closeaudit run
@@ -754,8 +758,151 @@ def case_fd_view(ctx):
     same(plain, literal)
 
 
+NOBODY = 65534
+LINE_LIMIT_S = 3  # one run; waiting for a daemon that cannot come took 5 s
+
+
+class Skip(Exception):
+    pass
+
+
+def run_as_nobody(ctx, args, env, label):
+    out, err = ctx.path(label + ".stdout"), ctx.path(label + ".stderr")
+    start = time.monotonic()
+    with open(out, "wb") as o, open(err, "wb") as e:
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=o,
+                             stderr=e, env=env, cwd=ctx.tmp,
+                             start_new_session=True, user=NOBODY,
+                             group=NOBODY, extra_groups=[])
+    ctx.procs.append(p)
+    status = ctx.wait(p, 20, f"{label} run of `{' '.join(args)}`")
+    took = time.monotonic() - start
+    r = Result(label, args, read_text(out), read_text(err), status)
+    ctx.evidence.append((f"{label} stderr", r.stderr))
+    check(took < LINE_LIMIT_S, f"{label}: `{' '.join(args)}` took {took:.1f}s "
+          "under the library: it waited for a collector")
+    return r
+
+
+def closeaudit_lines(results):
+    return [line for r in results for line in r.stderr.splitlines()
+            if line.startswith("closeaudit")]
+
+
+def private_dir(ctx, name, owner=NOBODY, mode=0o700):
+    d = os.path.join(ctx.tmp, name)
+    os.mkdir(d)
+    os.chown(d, owner, owner)
+    os.chmod(d, mode)
+    return d
+
+
+def clear_shm_markers():
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(f".closeaudit-{NOBODY}-"):
+            os.unlink(os.path.join("/dev/shm", name))
+
+
+def stop_daemons_of(runtime_dir):
+    """Every `closeaudit daemon` listening under runtime_dir."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"daemon" in argv and any(runtime_dir.encode() in a for a in argv):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def case_literal_unprivileged(ctx):
+    # The literal LD_PRELOAD form for a service user (uid 65534) whose HOME
+    # (/root) is not theirs: it gets a working daemon under its runtime
+    # directory; where the daemon cannot start (the binary fails, no
+    # writable directory, a directory another user owns) no process waits,
+    # and one line is said in all.
+    if os.geteuid() != 0:
+        raise Skip("needs root to run programs as uid 65534")
+    probe = subprocess.run(["sh", "-c", 'test -r "$0" && test -x "$1"',
+                            ctx.opts.lib, ctx.opts.fd_view],
+                           user=NOBODY, group=NOBODY, extra_groups=[])
+    if probe.returncode != 0:
+        raise Skip("uid 65534 cannot read the build tree")
+    check(ctx.opts.fd_view, "literal_unprivileged needs --fd-view PATH")
+    os.chmod(ctx.tmp, 0o755)
+    work = [ctx.opts.fd_view, "tiny"]
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root"}
+    plain = run_as_nobody(ctx, work, base, "plain")
+    expect_status(plain, 0)
+    clear_shm_markers()
+    try:
+        # A working daemon, its state under the runtime directory.
+        rt = private_dir(ctx, "rt-working")
+        env = dict(base, XDG_RUNTIME_DIR=rt, LD_PRELOAD=ctx.opts.lib)
+        runs = [run_as_nobody(ctx, work, env, f"working-{i}") for i in range(5)]
+        for r in runs:
+            same(plain, r)
+        check(not closeaudit_lines(runs),
+              f"closeaudit said {closeaudit_lines(runs)} with a working daemon")
+        report = os.path.join(rt, "closeaudit", "state", "latest", "report.json")
+        deadline = time.monotonic() + 15
+        rep = None
+        while time.monotonic() < deadline:
+            if os.path.exists(report):
+                rep = load_report(report)
+                if rep["summary"]["processes"] >= 5:
+                    break
+            time.sleep(0.1)
+        check(rep is not None, f"the daemon wrote no report at {report}")
+        check(rep["summary"]["processes"] >= 5,
+              f"the daemon's report has {rep['summary']['processes']} "
+              "processes, expected the 5 runs")
+        stop_daemons_of(rt)
+
+        # A daemon that cannot start: once, and nobody waits.
+        rt = private_dir(ctx, "rt-failing")
+        env = dict(base, XDG_RUNTIME_DIR=rt, LD_PRELOAD=ctx.opts.lib,
+                   CLOSEAUDIT_BIN="/bin/false")
+        runs = [run_as_nobody(ctx, work, env, f"failing-{i}") for i in range(5)]
+        for r in runs:
+            same(plain, r)
+        lines = closeaudit_lines(runs)
+        check(len(lines) == 1, f"5 processes whose daemon cannot start said "
+              f"{len(lines)} lines, expected 1: {lines}")
+
+        # A runtime directory another user owns: never used, never waited on.
+        rt = private_dir(ctx, "rt-foreign", owner=0, mode=0o755)
+        os.mkdir(os.path.join(rt, "closeaudit"), 0o755)
+        env = dict(base, XDG_RUNTIME_DIR=rt, LD_PRELOAD=ctx.opts.lib)
+        runs = [run_as_nobody(ctx, work, env, f"foreign-{i}") for i in range(3)]
+        for r in runs:
+            same(plain, r)
+        lines = closeaudit_lines(runs)
+        check(len(lines) <= 1, f"3 processes said {len(lines)} lines: {lines}")
+        check(os.listdir(os.path.join(rt, "closeaudit")) == [],
+              "something was created in another user's runtime directory")
+
+        # No writable runtime directory at all, one process tree.
+        clear_shm_markers()
+        env = dict(base, XDG_RUNTIME_DIR="/proc", LD_PRELOAD=ctx.opts.lib,
+                   CLOSEAUDIT_BIN="/bin/false")
+        tree = run_as_nobody(ctx, ["bash", "-c", '"$0" tiny; "$0" tiny; "$0" tiny',
+                                   ctx.opts.fd_view], env, "unwritable")
+        expect_status(tree, 0)
+        lines = closeaudit_lines([tree])
+        check(len(lines) <= 1, f"one process tree said {len(lines)} lines: "
+              f"{lines}")
+    finally:
+        clear_shm_markers()
+        stop_daemons_of(ctx.tmp)
+
+
 CASES = {
     "fd_view": case_fd_view,
+    "literal_unprivileged": case_literal_unprivileged,
     "vfork_exec": case_vfork_exec,
     "threads16": case_threads16,
     "signals": case_signals,
@@ -808,6 +955,12 @@ def main():
     try:
         CASES[opts.case](ctx)
         ok = True
+    except Skip as e:
+        signal.alarm(0)
+        ctx.kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"SKIP {opts.case}: {e}", flush=True)
+        return 77
     except Failure as e:
         reason = str(e)
     except CaseTimeout:
