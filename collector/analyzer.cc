@@ -425,8 +425,9 @@ void Analyzer::OnKernel(const KernelRecord& k) {
     if (d.kernel_close_wait_ns == 0) d.kernel_close_wait_ns = k.mono_ns;
     d.kernel_close_wait_last_ns = k.mono_ns;
   }
-  if (k.state == 5 && d.kernel_fin_wait2_ns == 0) {  // FIN_WAIT2
-    d.kernel_fin_wait2_ns = k.mono_ns;
+  if (k.state == 5) {  // FIN_WAIT2
+    if (d.kernel_fin_wait2_ns == 0) d.kernel_fin_wait2_ns = k.mono_ns;
+    d.kernel_fin_wait2_last_ns = k.mono_ns;
   }
   if (d.local.empty()) d.local = k.local;
   if (d.peer.empty()) d.peer = k.peer;

@@ -96,6 +96,7 @@ class Analyzer {
     uint64_t kernel_close_wait_ns = 0;       // first sample in CLOSE_WAIT
     uint64_t kernel_close_wait_last_ns = 0;  // latest sample in CLOSE_WAIT
     uint64_t kernel_fin_wait2_ns = 0;        // first sample in FIN_WAIT2
+    uint64_t kernel_fin_wait2_last_ns = 0;   // latest sample in FIN_WAIT2
     int kernel_state = 0;                    // latest sampled state
     std::vector<std::pair<uint32_t, int32_t>> kernel_owners;  // untracked
   };
@@ -243,6 +244,9 @@ class Analyzer {
   void NoteKernelSample(const KernelRecord& k, const Socket* tracked);
   // Report::timelines (collector/timeline.cc), after the findings.
   void BuildTimelines(Report& report, uint64_t end_ns) const;
+  // Report::kernel_observations, for a run where nothing could be audited
+  // (collector/observations.cc).
+  void BuildKernelObservations(Report& report, uint64_t grace_ns) const;
   void OnClose(Stream& stream, uint32_t stream_id, const wire::Event& e);
   // Opens a hold of (stream, fd) on cookie unless it is already held
   // there, and returns the socket.

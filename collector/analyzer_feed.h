@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "collector/analyzer.h"
@@ -139,6 +140,24 @@ class Feed {
     analyzer_.Add(ExitRecord{stream, t, status, dropped, dropped_blobs, torn});
   }
   void End(uint64_t t) { analyzer_.Add(EndRecord{t}); }
+  // A kernel sample of one socket; `owners` only for sockets the shim never
+  // reported.
+  void Kernel(uint64_t t, uint64_t cookie, uint64_t inode, int state,
+              std::vector<std::pair<uint32_t, int32_t>> owners = {},
+              std::string local = "", std::string peer = "") {
+    KernelRecord k;
+    k.mono_ns = t;
+    k.cookie = cookie;
+    k.inode = inode;
+    k.state = state;
+    k.local = std::move(local);
+    k.peer = std::move(peer);
+    k.owners = std::move(owners);
+    analyzer_.Add(k);
+  }
+  void Note(std::string text, bool unaudited) {
+    analyzer_.Add(NoteRecord{std::move(text), unaudited});
+  }
 
   Report Build(std::optional<uint64_t> as_of = std::nullopt) {
     Symbolizer symbolizer;

@@ -760,7 +760,13 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   report.audited = !unaudited_;
   report.host = run_.host;
   report.warnings = notes_;
-  FindingBuilder(*this, &symbolizer, end_ns).Run(report);
+  if (unaudited_) {
+    // No finding can stand on the few calls, if any, seen of a program that
+    // could not be audited; what the kernel showed of its sockets can.
+    BuildKernelObservations(report, grace);
+  } else {
+    FindingBuilder(*this, &symbolizer, end_ns).Run(report);
+  }
   // Worst first: errors, then warnings, then information; larger counts
   // first within a severity.
   SortFindings(report.findings);

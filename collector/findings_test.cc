@@ -1,10 +1,12 @@
 // The finding rules that keep well-behaved programs free of findings, on
 // hand-built records: which closes are bad_close, which inherited sockets
-// are exec_inherited.
+// are exec_inherited; and what a report of a program that could not be
+// audited shows instead of findings.
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "collector/analyzer_feed.h"
 #include "collector/report.h"
 #include "common/wire.h"
@@ -15,7 +17,9 @@ namespace closeaudit {
 namespace {
 
 using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 using namespace testing_feed;  // NOLINT: the fixtures of analyzer_feed.h
 
@@ -100,6 +104,86 @@ TEST(BadClose, SweepAfterClosingASocketIsNoDoubleClose) {
   }
   run.End(kT0 + kSec);
   EXPECT_THAT(OfKind(run.Build(), "bad_close"), IsEmpty());
+}
+
+// --- a run where nothing could be audited -------------------------------------
+
+constexpr int kCloseWait = 8, kFinWait2 = 5;  // the kernel's TCP states
+
+// A program the shim could not enter, whose sockets the kernel sampled: two
+// in CLOSE_WAIT for 3 s, one in CLOSE_WAIT only briefly, one in FIN_WAIT2
+// for 2 s.
+Feed UnauditedServer() {
+  Feed run;
+  run.Note("server is statically linked", /*unaudited=*/true);
+  auto sample = [&](uint64_t t, uint64_t inode, int state, int fd) {
+    run.Kernel(t, 9000 + inode, inode, state, {{4242, fd}}, "127.0.0.1:8080",
+               absl::StrCat("127.0.0.1:", 50000 + inode));
+  };
+  for (uint64_t t = kT0 + kSec; t <= kT0 + 4 * kSec; t += kSec / 2) {
+    sample(t, 1, kCloseWait, 4);
+    sample(t, 2, kCloseWait, 5);
+    if (t <= kT0 + 3 * kSec) sample(t, 4, kFinWait2, 7);
+  }
+  sample(kT0 + 4 * kSec, 3, kCloseWait, 6);
+  run.End(kT0 + 5 * kSec);
+  return run;
+}
+
+TEST(Unaudited, NoFindingsButWhatTheKernelShowed) {
+  Report r = UnauditedServer().Build();
+  EXPECT_FALSE(r.audited);
+  EXPECT_THAT(r.findings, IsEmpty());
+  ASSERT_EQ(r.kernel_observations.size(), 2u);
+  const KernelObservation& fin = r.kernel_observations[0];
+  EXPECT_EQ(fin.pid, 4242u);
+  EXPECT_EQ(fin.exe, "");
+  EXPECT_EQ(fin.tcp_state, "FIN_WAIT2");
+  EXPECT_EQ(fin.count, 1);
+  EXPECT_EQ(fin.longest_ms, 2000);
+  const KernelObservation& cw = r.kernel_observations[1];
+  EXPECT_EQ(cw.tcp_state, "CLOSE_WAIT");
+  EXPECT_EQ(cw.count, 2);  // not the one seen once, within the grace period
+  EXPECT_EQ(cw.longest_ms, 3000);
+  ASSERT_EQ(cw.sockets.size(), 2u);
+  EXPECT_EQ(cw.sockets[0].fd, 4);
+  EXPECT_EQ(cw.sockets[0].local, "127.0.0.1:8080");
+  EXPECT_EQ(cw.sockets[0].peer, "127.0.0.1:50001");
+  EXPECT_EQ(cw.sockets[1].fd, 5);
+}
+
+TEST(Unaudited, EveryFormSaysItIsTheKernelsViewWithoutStacksOrAdvice) {
+  Report r = UnauditedServer().Build();
+  std::string text = RenderText(r);
+  EXPECT_THAT(text, HasSubstr("NOTHING WAS AUDITED"));
+  EXPECT_THAT(text, HasSubstr("pid 4242: 2 sockets in CLOSE_WAIT for longer "
+                              "than the 1000 ms grace period"));
+  EXPECT_THAT(text, HasSubstr("fd 4 127.0.0.1:8080 <- 127.0.0.1:50001"));
+  EXPECT_THAT(text, Not(HasSubstr("fix:")));
+  std::string json = RenderJson(r);
+  EXPECT_THAT(json, HasSubstr("\"kernel_observations\":[{\"pid\":4242,"
+                              "\"exe\":null,\"tcp_state\":\"FIN_WAIT2\""));
+  EXPECT_THAT(json, HasSubstr("\"findings\":[\n  ]"));
+  std::string html = RenderHtml(r);
+  EXPECT_THAT(html, HasSubstr("What the kernel showed"));
+  EXPECT_THAT(html, Not(HasSubstr("<tr class=row>")));
+  EXPECT_EQ(RenderFolded(r), "");
+}
+
+TEST(Unaudited, AnAuditedRunKeepsItsKernelConfirmedFindings) {
+  // The same samples in a run that was audited: findings, not observations.
+  Feed run;
+  run.Process(1, 4242);
+  for (uint64_t t = kT0 + kSec; t <= kT0 + 4 * kSec; t += kSec / 2) {
+    run.Kernel(t, 9001, 1, kCloseWait, {{4242, 4}});
+  }
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  EXPECT_TRUE(r.audited);
+  EXPECT_THAT(r.kernel_observations, IsEmpty());
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].kind, "close_wait_leak");
+  EXPECT_TRUE(r.findings[0].confirmed_by_kernel);
 }
 
 }  // namespace

@@ -185,6 +185,40 @@ void AppendDetail(std::string* out, const Finding& f, SourceLines* sources) {
                   "</a></p>");
 }
 
+// What the kernel showed of an unaudited program's sockets: a kernel
+// observation, with no stacks and no advice.
+void AppendObservations(std::string* out, const Report& r) {
+  if (r.kernel_observations.empty()) return;
+  bool hosts = std::any_of(
+      r.kernel_observations.begin(), r.kernel_observations.end(),
+      [](const KernelObservation& o) { return !o.host.empty(); });
+  absl::StrAppend(
+      out,
+      "<section id=kernel><h2>What the kernel showed</h2><p>None of the "
+      "program's calls were seen, so there are no stacks: these are the "
+      "sockets the kernel showed in one state for longer than the grace "
+      "period (",
+      Ms(static_cast<int64_t>(r.grace_ms)),
+      ").</p><table class=examples><tr>", hosts ? "<th>host</th>" : "",
+      "<th>pid</th><th>exe</th><th>state</th><th>sockets</th>"
+      "<th>longest</th><th>for example</th></tr>");
+  for (const KernelObservation& o : r.kernel_observations) {
+    std::vector<std::string> sockets;
+    for (const ObservedSocket& s : o.sockets) {
+      sockets.push_back(absl::StrCat(
+          "fd ", s.fd, " ", Esc(s.local.empty() ? "?" : s.local), " &lt;- ",
+          Esc(s.peer.empty() ? "?" : s.peer), " (", Ms(s.seen_ms), ")"));
+    }
+    absl::StrAppend(out, "<tr>",
+                    hosts ? absl::StrCat("<td>", Esc(o.host), "</td>") : "",
+                    "<td>", o.pid, "</td><td>", Esc(o.exe), "</td><td>",
+                    Esc(o.tcp_state), "</td><td>", o.count, "</td><td>",
+                    Ms(o.longest_ms), "</td><td>",
+                    absl::StrJoin(sockets, "<br>"), "</td></tr>");
+  }
+  absl::StrAppend(out, "</table></section>");
+}
+
 // A round step for an axis that reaches `max`: 1, 2 or 5 times a power of 10.
 double NiceStep(double max, int ticks) {
   double raw = max / ticks;
@@ -432,6 +466,8 @@ std::string RenderHtml(const Report& r) {
     }
     absl::StrAppend(&out, "</ul></section>");
   }
+
+  AppendObservations(&out, r);
 
   absl::StrAppend(&out, "<section><h2>Culprits</h2>");
   if (r.findings.empty()) {

@@ -276,6 +276,8 @@ absl::StatusOr<RunResult> RunAudited(
     RemoveSocketDir(*socket_path);
     return child.status();
   }
+  // Its sockets are sampled from the kernel even if it never reports.
+  session.WatchPid(static_cast<uint32_t>(*child));
   std::thread driver_thread;
   if (driver) driver_thread = std::thread(driver, *child);
 
@@ -296,6 +298,8 @@ absl::StatusOr<RunResult> RunAudited(
     if (waitid(P_PID, static_cast<id_t>(*child), &info,
                WEXITED | WNOHANG | WNOWAIT) == 0 &&
         info.si_pid == *child) {
+      // Once reaped, its pid may be another process's.
+      session.WatchPid(0);
       // Let the collector see the exit (and the status) before reaping.
       session.Poll(0);
       while (waitpid(*child, &status, 0) < 0 && errno == EINTR) {

@@ -43,11 +43,12 @@ Report MergeReports(std::vector<HostReport> inputs) {
   std::vector<std::string> hosts;
   std::map<std::string, size_t> index;  // culprit key -> culprits
   std::vector<Culprit> culprits;
+  bool audited_any = false;
   for (HostReport& in : inputs) {
     Report& r = in.report;
     const std::string& host = in.host;
     hosts.push_back(host);
-    out.audited = out.audited && r.audited;
+    audited_any = audited_any || r.audited;
     out.processes += r.processes;
     out.sockets_tracked += r.sockets_tracked;
     out.events += r.events;
@@ -61,6 +62,10 @@ Report MergeReports(std::vector<HostReport> inputs) {
     if (out.grace_ms == 0) out.grace_ms = r.grace_ms;
     for (const std::string& w : r.warnings) {
       out.warnings.push_back(absl::StrCat(host, ": ", w));
+    }
+    for (KernelObservation& o : r.kernel_observations) {
+      o.host = host;
+      out.kernel_observations.push_back(std::move(o));
     }
     for (ProcessSummary& p : r.process_list) {
       p.host = host;
@@ -132,6 +137,9 @@ Report MergeReports(std::vector<HostReport> inputs) {
                              " [all hosts: ", absl::StrJoin(parts, ", "), "]");
     out.findings.push_back(std::move(f));
   }
+  // Something was audited if any run was; the others' warnings say which
+  // were not.
+  out.audited = audited_any;
   SortFindings(out.findings);
   out.host = absl::StrJoin(hosts, ", ");
   return out;

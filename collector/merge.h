@@ -15,8 +15,9 @@ struct HostReport {
 };
 
 // One report: culprits with the same kind and symbolized stacks merged,
-// their examples tagged by host; summaries added up; warnings and processes
-// kept, by host. Timelines are per run and are left out.
+// their examples tagged by host; summaries added up; warnings, processes
+// and kernel observations kept, by host; audited if any run was. Timelines
+// are per run and are left out.
 Report MergeReports(std::vector<HostReport> inputs);
 
 }  // namespace closeaudit

@@ -119,6 +119,30 @@ TEST(Merge, FramesWithoutSymbolsAreTheSameByModuleAndOffset) {
   EXPECT_EQ(r.findings[1].count, 1);  // another place in the same binary
 }
 
+TEST(Merge, KernelObservationsKeepTheirHostAndOneAuditedRunIsEnough) {
+  std::vector<HostReport> in;
+  in.push_back(Host("audited", {Leak(3, "handle_a", "/x", 0, 1)}));
+  HostReport blind = Host("static", {});
+  blind.report.audited = false;
+  KernelObservation o;
+  o.pid = 9;
+  o.tcp_state = "CLOSE_WAIT";
+  o.count = 4;
+  blind.report.kernel_observations.push_back(o);
+  in.push_back(std::move(blind));
+  Report r = MergeReports(std::move(in));
+  EXPECT_TRUE(r.audited);
+  ASSERT_EQ(r.kernel_observations.size(), 1u);
+  EXPECT_EQ(r.kernel_observations[0].host, "static");
+  EXPECT_EQ(r.kernel_observations[0].count, 4);
+  EXPECT_EQ(r.findings.size(), 1u);
+
+  std::vector<HostReport> none;
+  none.push_back(Host("a", {}));
+  none.back().report.audited = false;
+  EXPECT_FALSE(MergeReports(std::move(none)).audited);
+}
+
 TEST(Merge, SummariesAddUpAndHostsAreNamed) {
   std::vector<HostReport> in;
   in.push_back(Host("a", {}));
@@ -130,7 +154,7 @@ TEST(Merge, SummariesAddUpAndHostsAreNamed) {
   EXPECT_EQ(r.sockets_tracked, 20);
   EXPECT_EQ(r.events, 200);
   EXPECT_EQ(r.events_dropped, 2);
-  EXPECT_FALSE(r.audited);
+  EXPECT_TRUE(r.audited);  // "a" was
   EXPECT_EQ(r.host, "a, b");
   EXPECT_TRUE(r.timelines.empty());
   ASSERT_EQ(r.process_list.size(), 2u);

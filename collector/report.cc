@@ -118,9 +118,53 @@ std::string FindingJson(const Finding& f) {
       absl::StrJoin(examples, ",\n    "));
 }
 
+std::string ObservationJson(const KernelObservation& o) {
+  std::vector<std::string> sockets;
+  for (const ObservedSocket& s : o.sockets) {
+    sockets.push_back(absl::StrFormat(
+        "{\"fd\":%d,\"local\":%s,\"peer\":%s,\"seen_ms\":%d}", s.fd,
+        s.local.empty() ? "null" : Quote(s.local),
+        s.peer.empty() ? "null" : Quote(s.peer), s.seen_ms));
+  }
+  return absl::StrFormat(
+      "{\"pid\":%d,\"exe\":%s,\"tcp_state\":%s,\"count\":%d,"
+      "\"longest_ms\":%d,\"sockets\":[%s]%s}",
+      o.pid, o.exe.empty() ? "null" : Quote(o.exe), Quote(o.tcp_state),
+      o.count, o.longest_ms, absl::StrJoin(sockets, ","),
+      o.host.empty() ? "" : absl::StrCat(",\"host\":", Quote(o.host)));
+}
+
 std::string Duration(int64_t ms) {
   if (ms < 1000) return absl::StrFormat("%d ms", ms);
   return absl::StrFormat("%.1f s", static_cast<double>(ms) / 1000.0);
+}
+
+// What the kernel showed of an unaudited program's sockets, as what it is.
+void AppendObservationsText(std::string* out, const Report& r) {
+  if (r.kernel_observations.empty()) return;
+  absl::StrAppendFormat(
+      out,
+      "\nWhat the kernel showed of its sockets (none of its calls were seen: "
+      "no stacks):\n");
+  for (const KernelObservation& o : r.kernel_observations) {
+    absl::StrAppendFormat(
+        out, "    pid %d%s%s: %d socket%s in %s for longer than the %d ms grace "
+        "period (the longest for %s)\n",
+        o.pid, o.exe.empty() ? "" : absl::StrCat(" (", o.exe, ")"),
+        o.host.empty() ? "" : absl::StrCat(" on ", o.host), o.count,
+        o.count == 1 ? "" : "s", o.tcp_state, r.grace_ms,
+        Duration(o.longest_ms));
+    for (const ObservedSocket& s : o.sockets) {
+      absl::StrAppendFormat(out, "        fd %d %s <- %s  %s\n", s.fd,
+                            s.local.empty() ? "?" : s.local,
+                            s.peer.empty() ? "?" : s.peer,
+                            Duration(s.seen_ms));
+    }
+    if (o.count > static_cast<int64_t>(o.sockets.size())) {
+      absl::StrAppendFormat(out, "        and %d more\n",
+                            o.count - static_cast<int64_t>(o.sockets.size()));
+    }
+  }
 }
 
 }  // namespace
@@ -178,6 +222,10 @@ std::string RenderJson(const Report& r) {
   }
   std::vector<std::string> findings;
   for (const Finding& f : r.findings) findings.push_back(FindingJson(f));
+  std::vector<std::string> observations;
+  for (const KernelObservation& o : r.kernel_observations) {
+    observations.push_back(ObservationJson(o));
+  }
   std::vector<std::string> warnings;
   for (const std::string& w : r.warnings) warnings.push_back(Quote(w));
   std::vector<std::string> timelines;
@@ -202,13 +250,15 @@ std::string RenderJson(const Report& r) {
       " \"warnings\":[%s],\n"
       " \"processes\":[%s],\n"
       " \"findings\":[\n  %s],\n"
+      " \"kernel_observations\":[%s],\n"
       " \"timelines\":[%s]}\n",
       kReportFormatVersion, r.audited ? "true" : "false",
       r.host.empty() ? "null" : Quote(r.host), r.processes, r.sockets_tracked,
       r.events,
       r.events_dropped, r.findings.size(), r.grace_ms, r.duration_s,
       absl::StrJoin(warnings, ","), absl::StrJoin(procs, ",\n   "),
-      absl::StrJoin(findings, ",\n  "), absl::StrJoin(timelines, ",\n  "));
+      absl::StrJoin(findings, ",\n  "), absl::StrJoin(observations, ",\n  "),
+      absl::StrJoin(timelines, ",\n  "));
 }
 
 std::string RenderText(const Report& r) {
@@ -295,6 +345,7 @@ std::string RenderText(const Report& r) {
     }
     absl::StrAppendFormat(&out, "    %-13s %s\n", "fix:", f.advice);
   }
+  AppendObservationsText(&out, r);
   return out;
 }
 

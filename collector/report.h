@@ -64,6 +64,25 @@ struct Finding {
   uint32_t began_pid = 0;
 };
 
+// What the kernel showed of one process's sockets in one TCP state, in a
+// report where nothing could be audited: none of the program's calls were
+// seen, so there are no stacks and no advice, only the kernel's view.
+struct ObservedSocket {
+  int fd = -1;
+  std::string local, peer;  // "" if unknown
+  int64_t seen_ms = 0;  // from the first to the latest sample in the state
+};
+
+struct KernelObservation {
+  uint32_t pid = 0;
+  std::string exe;        // "" if the process never reported
+  std::string tcp_state;  // "CLOSE_WAIT" or "FIN_WAIT2"
+  int64_t count = 0;      // sockets seen in the state longer than the grace
+  int64_t longest_ms = 0;
+  std::vector<ObservedSocket> sockets;  // the first few, earliest first
+  std::string host;  // merged reports only
+};
+
 struct ProcessSummary {
   uint32_t pid = 0;
   uint32_t ppid = 0;
@@ -92,8 +111,9 @@ struct ProcessTimeline {
 };
 
 struct Report {
-  // False when the program could not be audited at all (see warnings): an
-  // empty findings list then means nothing, and the report says so.
+  // False when the program could not be audited at all (see warnings): the
+  // report then has no findings, says so, and shows only what the kernel
+  // showed of its sockets (kernel_observations).
   bool audited = true;
   int64_t processes = 0;
   int64_t sockets_tracked = 0;
@@ -103,6 +123,7 @@ struct Report {
   uint64_t grace_ms = 0;
   std::vector<ProcessSummary> process_list;
   std::vector<Finding> findings;
+  std::vector<KernelObservation> kernel_observations;  // only if !audited
   std::vector<std::string> warnings;  // about the data, e.g. dropped events
   std::string host;  // hostname of the audited machine ("" if unknown)
   std::vector<ProcessTimeline> timelines;

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -169,6 +170,10 @@ void Session::Poll(int timeout_ms) {
 void Session::SampleKernel() {
   last_sample_ns_ = MonoNowNs();
   std::vector<uint32_t> pids = collector_.live_pids();
+  if (watched_pid_ != 0 &&
+      std::find(pids.begin(), pids.end(), watched_pid_) == pids.end()) {
+    pids.push_back(watched_pid_);
+  }
   if (pids.empty()) return;
   absl::StatusOr<std::vector<KernelSocket>> sockets =
       DumpTcpSockets(StateBit(kTcpCloseWait) | StateBit(kTcpFinWait2));

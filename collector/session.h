@@ -65,6 +65,12 @@ class Session : private IngestSink {
   // every kKernelSampleMs; call it also just before the processes go away.
   void SampleKernel();
 
+  // Also asks the kernel about the sockets of `pid` (0: none) until told
+  // otherwise: the command of `closeaudit run`, which may never report (a
+  // statically linked or setuid program). What the kernel shows of its
+  // sockets is then all the report can say about it.
+  void WatchPid(uint32_t pid) { watched_pid_ = pid; }
+
   // Writes the reports as of now without ending the session (the daemon
   // does this whenever its last traced process has gone).
   absl::Status WriteSnapshot();
@@ -104,6 +110,7 @@ class Session : private IngestSink {
   uint64_t last_sample_ns_ = 0;
 
   bool kernel_warned_ = false;
+  uint32_t watched_pid_ = 0;
   std::unique_ptr<RequestServer> control_;
   std::unique_ptr<RequestServer> metrics_;
   // Live() counts over every socket seen: at most once a second.
