@@ -15,6 +15,12 @@ FdEntry* FdTable::Get(int fd) {
     FdEntry* fresh = static_cast<FdEntry*>(mem);
     if (slot.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel)) {
       chunk = fresh;
+      int index = (fd >> kChunkBits) + 1;
+      int used = top_used_.load(std::memory_order_relaxed);
+      while (used < index &&
+             !top_used_.compare_exchange_weak(used, index,
+                                              std::memory_order_release)) {
+      }
     } else {
       munmap(mem, sizeof(FdEntry) * kChunkSize);  // another thread won
     }

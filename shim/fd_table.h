@@ -70,7 +70,10 @@ class FdTable {
   // Calls fn(fd, entry) for every tracked socket. Not atomic as a whole.
   template <typename Fn>
   void ForEach(Fn&& fn) const {
-    for (int c = 0; c < kTopSize; ++c) {
+    // Only as far as chunks were made: the untouched rest of the top level
+    // is pages nobody ever faulted in, and a fork child walks this.
+    int used = top_used_.load(std::memory_order_acquire);
+    for (int c = 0; c < used; ++c) {
       FdEntry* chunk = top_[c].load(std::memory_order_acquire);
       if (!chunk) continue;
       for (int i = 0; i < kChunkSize; ++i) {
@@ -86,6 +89,7 @@ class FdTable {
 
  private:
   std::atomic<FdEntry*> top_[kTopSize] = {};
+  std::atomic<int> top_used_{0};  // 1 + the highest chunk index made
 };
 
 }  // namespace closeaudit::shim

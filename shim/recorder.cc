@@ -848,10 +848,12 @@ void OnDup2(int oldfd, int newfd, bool cloexec) {
 
 ForkToken ForkPrepare() {
   ForkToken token{};
-  if (!Recording()) return token;
+  // A dormant image records no fork (see Push): nothing to prepare.
+  if (!Recording() || g_start.load(std::memory_order_acquire) == kDormant) {
+    return token;
+  }
   Scope scope;
-  bool started = g_start.load(std::memory_order_acquire) == kStarted;
-  token.stack = started && t_busy == 1 ? CaptureStack(Ring()) : 0;
+  token.stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
   token.mono_ns = NowNs();
   token.parent = getpid();
   g_fork = token;  // the child's copy of memory carries it over
@@ -859,7 +861,10 @@ ForkToken ForkPrepare() {
 }
 
 void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
-  if (!Recording() || child <= 0) return;
+  if (!Recording() || child <= 0 ||
+      g_start.load(std::memory_order_acquire) == kDormant) {
+    return;
+  }
   Scope scope;
   Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
   ev.mono_ns = token.mono_ns;
@@ -876,19 +881,25 @@ void ForkChild(ForkKind kind) {
   UnwinderForkChild();
   // The parent's ring stays the parent's: let go of it (and of its memfd,
   // if the parent had not handed it over yet) and start our own.
-  for (RingWriter& ring : g_rings) {
-    // The parent's memfd, if it still had one: close our copy, unless the
-    // program has put something else on that number meanwhile.
-    bool ours = ring.FdStillOurs();
-    int inherited = ring.ReleaseFd();
-    if (inherited >= 0 && ours) Real().close(inherited);
-    ring.Abandon();
+  // A dormant parent had no ring: then nothing here is written, and the
+  // child copies no page of the shim's for it.
+  if (g_start.load(std::memory_order_relaxed) != kDormant) {
+    for (RingWriter& ring : g_rings) {
+      // The parent's memfd, if it still had one: close our copy, unless the
+      // program has put something else on that number meanwhile.
+      if (ring.fd() >= 0) {
+        bool ours = ring.FdStillOurs();
+        int inherited = ring.ReleaseFd();
+        if (ours) Real().close(inherited);
+      }
+      if (ring.ok()) ring.Abandon();
+    }
+    g_ring_index.store(0, std::memory_order_release);
+    g_registered.store(false);
+    g_registering.store(false);
+    g_last_register_try.store(0, std::memory_order_relaxed);
   }
-  g_ring_index.store(0, std::memory_order_release);
-  g_registered.store(false);
-  g_registering.store(false);
-  g_last_register_try.store(0, std::memory_order_relaxed);
-  g_hello_flags = wire::kHelloForked;
+  if (g_hello_flags != wire::kHelloForked) g_hello_flags = wire::kHelloForked;
   ResetStacks();
   // Every socket the parent had is now held here too, since the fork.
   // Reads in the parent are not reads in the child.
@@ -899,7 +910,9 @@ void ForkChild(ForkKind kind) {
   });
   if (held == 0) {
     // Nothing to say until this process makes a socket of its own.
-    g_start.store(kDormant, std::memory_order_release);
+    if (g_start.load(std::memory_order_relaxed) != kDormant) {
+      g_start.store(kDormant, std::memory_order_release);
+    }
     return;
   }
   g_start.store(kStarting, std::memory_order_release);

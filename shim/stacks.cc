@@ -51,6 +51,7 @@ struct StackSlot {
 };
 
 StackSlot* g_table = nullptr;
+std::atomic<bool> g_table_used{false};  // a stack went into g_table
 uintptr_t g_self_start = 0;
 uintptr_t g_self_end = 0;
 #if defined(__SANITIZE_THREAD__)
@@ -404,6 +405,10 @@ bool InUnwinder(const void* ip) {
 
 void ResetStacks() {
   g_site_epoch.fetch_add(1, std::memory_order_relaxed);
+  // A table no stack went into needs no replacing (and a fork child that
+  // execs at once pays nothing for it).
+  if (!g_table_used.load(std::memory_order_relaxed)) return;
+  g_table_used.store(false, std::memory_order_relaxed);
   StackSlot* old = g_table;
   g_table = MapTable();
   if (old) munmap(old, sizeof(StackSlot) * kTableSize);
@@ -447,6 +452,9 @@ namespace {
 // or a new one.
 uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count) {
   uint64_t hash = HashFrames(frames, count);
+  if (!g_table_used.load(std::memory_order_relaxed)) {
+    g_table_used.store(true, std::memory_order_relaxed);
+  }
   StackSlot* table = g_table;
   StackSlot* claimed = nullptr;
   if (table) {

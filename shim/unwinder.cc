@@ -122,8 +122,11 @@ const Unwinder* LoadUnwinder() {
 void UnwinderForkChild() {
   // The thread that was loading it is not in this process: nobody will
   // finish, and the loader's state is unknown. No stacks, rather than a hang.
-  int expected = kLoading;
-  g_state.compare_exchange_strong(expected, kFailed, std::memory_order_acq_rel);
+  // (Read first: a failed compare-exchange still writes, and a page
+  // written in a fork child is a page copied.)
+  if (g_state.load(std::memory_order_relaxed) == kLoading) {
+    g_state.store(kFailed, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace closeaudit::shim
