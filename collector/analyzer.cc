@@ -317,10 +317,13 @@ void Analyzer::OnEvent(const EventRecord& record) {
     case EventType::kInherited: {
       if (cookie == 0) return;
       // aux: 0 open at start, 1 over a fork, 2 received, 3 resync snapshot
-      // after the process moved to a new ring.
-      Origin origin = e.aux == 1   ? Origin::kFork
-                      : e.aux == 2 ? Origin::kReceived
-                                   : Origin::kStart;
+      // after the process moved to a new ring; and whether a service
+      // manager handed it over (LISTEN_FDS).
+      uint32_t from = e.aux & wire::kInheritedFromMask;
+      Origin origin = from == 1   ? Origin::kFork
+                      : from == 2 ? Origin::kReceived
+                      : (e.aux & wire::kInheritedListenFd) ? Origin::kListenFd
+                                                           : Origin::kStart;
       Socket& sock =
           OpenHold(stream, record.stream, e.fd, cookie, e.mono_ns, origin);
       sock.flags |= e.flags;

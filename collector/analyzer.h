@@ -71,7 +71,17 @@ class Analyzer {
     uint64_t address;  // as seen in the first process that had it
   };
 
-  enum class Origin : uint8_t { kCreated, kStart, kFork, kReceived, kDup };
+  // How a hold began. kListenFd: found at start among the sockets a service
+  // manager handed over on purpose (LISTEN_FDS); kStart: any other found at
+  // start.
+  enum class Origin : uint8_t {
+    kCreated,
+    kStart,
+    kFork,
+    kReceived,
+    kDup,
+    kListenFd
+  };
   enum class End : uint8_t { kOpen, kClose, kExit, kExec, kReuse };
 
   // One process's reference to a socket, from `from` to `to`.

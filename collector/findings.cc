@@ -537,6 +537,10 @@ class FindingBuilder {
           if (h.stream != id || h.origin != Origin::kStart) continue;
           // Closing it unused is the new image cleaning up after its parent.
           if (h.end == End::kClose) continue;
+          // A socket on stdin, stdout or stderr was handed over on purpose
+          // (inetd style): the new program's input and output. So is one a
+          // service manager passed (LISTEN_FDS), whose holds are kListenFd.
+          if (h.fd >= 0 && h.fd <= 2) continue;
           groups[{Canon(s.created_stack), Canon(exec_stack)}].push_back({&s, id, h.fd});
           break;
         }

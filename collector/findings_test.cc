@@ -106,6 +106,57 @@ TEST(BadClose, SweepAfterClosingASocketIsNoDoubleClose) {
   EXPECT_THAT(OfKind(run.Build(), "bad_close"), IsEmpty());
 }
 
+// --- exec_inherited ------------------------------------------------------------
+
+constexpr uint16_t kConnectedTcp =
+    wire::kStateStream | wire::kStateInet | wire::kStateConnected;
+
+// A server (pid 100) that accepted `fds.size()` connections, then exec'd a
+// program that found connection i open on fds[i] (with kInherited's aux[i]),
+// never used them and exited 5 s later.
+Report ExecWith(const std::vector<int>& fds, const std::vector<uint32_t>& aux) {
+  Feed run;
+  run.Process(1, 100);
+  for (size_t i = 0; i < fds.size(); ++i) {
+    run.Accept(1, 10 + static_cast<int>(i), 101 + i, kT0 + kMs);
+  }
+  run.Process(2, 100, "/usr/sbin/helper", {"helper"});  // the exec
+  for (size_t i = 0; i < fds.size(); ++i) {
+    run.Inherited(2, fds[i], 101 + i, kT0 + 2 * kMs, aux[i], kConnectedTcp);
+  }
+  run.Exit(2, kT0 + 5 * kSec);
+  run.End(kT0 + 6 * kSec);
+  return run.Build();
+}
+
+TEST(ExecInherited, ASocketNobodyHandedOverIsReported) {
+  Report r = ExecWith({7}, {0});
+  std::vector<const Finding*> fs = OfKind(r, "exec_inherited");
+  ASSERT_EQ(fs.size(), 1u);
+  EXPECT_EQ(fs[0]->count, 1);
+  ASSERT_EQ(fs[0]->examples.size(), 1u);
+  EXPECT_EQ(fs[0]->examples[0].fd, 7);
+  EXPECT_EQ(fs[0]->examples[0].exe, "/usr/sbin/helper");
+}
+
+TEST(ExecInherited, StdinStdoutAndStderrAreHandedOverOnPurpose) {
+  // inetd: the connection becomes the program's input and output.
+  EXPECT_THAT(OfKind(ExecWith({0, 1, 2}, {0, 0, 0}), "exec_inherited"),
+              IsEmpty());
+}
+
+TEST(ExecInherited, ListenFdsAreHandedOverOnPurpose) {
+  EXPECT_THAT(OfKind(ExecWith({3, 4}, {wire::kInheritedListenFd,
+                                       wire::kInheritedListenFd}),
+                     "exec_inherited"),
+              IsEmpty());
+  // The same numbers without the shim's word for it are leaks.
+  std::vector<const Finding*> fs =
+      OfKind(ExecWith({3, 4}, {0, 0}), "exec_inherited");
+  ASSERT_EQ(fs.size(), 1u);
+  EXPECT_EQ(fs[0]->count, 2);
+}
+
 // --- a run where nothing could be audited -------------------------------------
 
 constexpr int kCloseWait = 8, kFinWait2 = 5;  // the kernel's TCP states

@@ -108,12 +108,21 @@ enum class EventType : uint8_t {
   kDup = 8,         // fd = new fd, arg = old fd, ident of the socket
   kLinger = 9,      // setsockopt(SO_LINGER): aux = l_onoff<<16 | l_linger
   kFork = 10,       // arg = child pid, stack, aux = ForkKind
-  kInherited = 11,  // aux: 0 found at start, 1 carried over a fork, 2 received (SCM_RIGHTS)
+  kInherited = 11,  // aux: 0 found at start, 1 carried over a fork, 2 received (SCM_RIGHTS),
+                    // 3 resync; | kInheritedListenFd
   kAddress = 12,    // the payload is an AddressEvent
   kModule = 13,     // blob = ModuleBlob
   kExec = 14,       // about to exec (fork child, not vfork); stack
   kListen = 15,     // listen() succeeded
 };
+
+// kInherited's aux: where the socket came from in the low byte, and above
+// it this flag: a socket found at start (0) that a service manager handed
+// over on purpose, one of fds 3 .. 3 + $LISTEN_FDS - 1 with $LISTEN_PID
+// unset or this pid (sd_listen_fds(3)). Collectors that do not know the flag
+// take such a socket as found at start.
+inline constexpr uint32_t kInheritedFromMask = 0xff;
+inline constexpr uint32_t kInheritedListenFd = 1u << 8;
 
 enum class ForkKind : uint32_t {
   kFork = 0,

@@ -427,6 +427,26 @@ void TrackExisting(int fd, uint32_t aux, bool cloexec) {
 // Sockets the process already had when the shim arrived (inherited across
 // exec, or opened by constructors that ran before ours).
 void ScanExistingSockets() {
+  // The sockets a service manager hands over on purpose (sd_listen_fds(3)):
+  // fds 3 .. 3 + $LISTEN_FDS - 1, unless $LISTEN_PID is set to another pid.
+  // Read once, by hand: no heap, and errno stays as it was.
+  auto number = [](const char* s, long* out) {
+    if (s == nullptr || *s == '\0') return false;
+    long v = 0;
+    for (; *s != '\0'; ++s) {
+      if (*s < '0' || *s > '9' || v > (1L << 30)) return false;
+      v = v * 10 + (*s - '0');
+    }
+    *out = v;
+    return true;
+  };
+  long listen_fds = 0, listen_pid = 0;
+  const char* pid_env = getenv("LISTEN_PID");
+  if (!number(getenv("LISTEN_FDS"), &listen_fds) ||
+      (pid_env != nullptr &&
+       (!number(pid_env, &listen_pid) || listen_pid != getpid()))) {
+    listen_fds = 0;
+  }
   int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return;
   alignas(8) char buf[4096];
@@ -439,7 +459,9 @@ void ScanExistingSockets() {
       char* end;
       long fd = strtol(d->d_name, &end, 10);
       if (*end != '\0' || end == d->d_name || fd == dir) continue;
-      TrackExisting(static_cast<int>(fd), /*aux=*/0, false);
+      bool passed = fd >= 3 && fd - 3 < listen_fds;
+      TrackExisting(static_cast<int>(fd),
+                    /*aux=*/passed ? wire::kInheritedListenFd : 0, false);
     }
   }
   Real().close(dir);

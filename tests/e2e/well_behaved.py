@@ -12,12 +12,14 @@ that many processes make from one place must stay one finding.
 import json
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
 
 import e2e
-from e2e import check, check_frame, find_marker, finish_report, log, one_of_kind
+from e2e import (check, check_frame, find_marker, finish_report, log,
+                 no_errors, one_of_kind)
 
 
 def no_errors_or_warnings(rep):
@@ -60,6 +62,64 @@ def case_bash_pipeline(opts, tmp):
     no_errors_or_warnings(rep)
     text = read_report_text(run)
     check("bad_close" not in text, f"report.txt names bad_close:\n{text}")
+
+
+# ---- inetd / activation: sockets handed to an exec'd program on purpose ----
+
+def hello_client(port):
+    """Connect, read until the EOF, expect the service's greeting."""
+    with socket.create_connection(("127.0.0.1", port),
+                                  timeout=e2e.CLIENT_TIMEOUT) as s:
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    check(got == b"hello\n", f"the service answered {got!r}, expected hello")
+
+
+def handoff_run(opts, tmp, mode):
+    run, _, port = e2e.server_run(opts, tmp, "inetd_server", [mode])
+    for _ in range(2):
+        hello_client(port)
+    e2e.check_client_exit(run)
+    rep = finish_report(run)
+    return rep, e2e.procs_by_pid(rep)
+
+
+def case_inetd(opts, tmp):
+    rep, procs = handoff_run(opts, tmp, "inetd")
+    services = [p for p in procs.values()
+                if os.path.basename(str(p.get("exe"))) == "echo"]
+    check(len(services) == 2,
+          "expected both /bin/echo images to report (the socket they found "
+          f"on stdin and stdout starts their audit), got {sorted(procs)}")
+    e2e.none_of_kind(rep, "exec_inherited")
+    no_errors_or_warnings(rep)
+
+
+def case_activation(opts, tmp):
+    rep, procs = handoff_run(opts, tmp, "activation")
+    labels = {}  # "handed" / "stray" -> the service's pid
+    for pid, p in procs.items():
+        argv = p.get("argv") or []
+        if len(argv) == 3 and argv[1] == "service":
+            labels[argv[2]] = pid
+    check(set(labels) == {"handed", "stray"},
+          f"expected the services 'handed' and 'stray' in processes, got "
+          f"{labels}")
+    # LISTEN_FDS with LISTEN_PID = its pid: the service's own socket. With
+    # LISTEN_PID naming another process: a leak into the new program.
+    f = one_of_kind(rep, "exec_inherited", 1)
+    e = e2e.one_example(f)
+    check(e.get("pid") == labels["stray"] and e.get("fd") == 3,
+          f"exec_inherited example {e!r}, expected fd 3 of the 'stray' "
+          f"service, pid {labels['stray']}")
+    check_frame(f, "created", "inetd_server.c",
+                find_marker(opts.srcdir, "inetd_server.c", "accept"),
+                "accept_one")
+    no_errors(rep)
 
 
 # ---- pie_procs: one bug in many processes of a PIE is one finding ----
@@ -160,7 +220,9 @@ def case_pie_procs(opts, tmp):
 
 
 CASES = {
+    "activation": case_activation,
     "bash_pipeline": case_bash_pipeline,
+    "inetd": case_inetd,
     "pie_procs": case_pie_procs,
 }
 
