@@ -68,6 +68,8 @@ LONG_SELECTION = [
 ]
 WAYS = ["plain", "literal", "run"]
 TAIL_LINES = 25
+# How long a daemon may take to write its last reports after SIGTERM.
+DAEMON_GRACE_S = 30
 
 
 def say(text=""):
@@ -247,11 +249,22 @@ def clean_up(way, before, closeaudit):
         if where != way.socket:
             notes.append(f"a daemon (pid {pid}) served {where}, not "
                          f"this way's {way.socket}")
+    deaf = [p for p in daemons if blocks_sigterm(p)]
+    if deaf:
+        # It would only go at its idle timeout; its reports are written
+        # already, each time its last client left.
+        notes.append(f"WARNING: daemon(s) {deaf} block SIGTERM (their signal "
+                     "mask has every signal blocked), so they cannot be stopped "
+                     "but by SIGKILL or their idle timeout; killed")
     for pid in daemons:
         kill(pid, signal.SIGTERM)
-    if not wait_gone(daemons, 20):
-        notes.append(f"daemon(s) {sorted(daemons)} still alive 20 s after "
-                     "SIGTERM; killed")
+    start = time.monotonic()
+    if not wait_gone([p for p in daemons if p not in deaf], DAEMON_GRACE_S):
+        notes.append(f"WARNING: daemon(s) {sorted(daemons)} still alive "
+                     f"{DAEMON_GRACE_S} s after SIGTERM; killed")
+    elif daemons and not deaf:
+        notes.append(f"the daemon exited {time.monotonic() - start:.1f} s "
+                     "after SIGTERM")
     others = [p for p in left if p not in daemons]
     if others:
         notes.append(f"processes left running, killed: "
@@ -259,6 +272,17 @@ def clean_up(way, before, closeaudit):
     for pid in list(daemons) + others:
         kill(pid, signal.SIGKILL)
     return notes
+
+
+def blocks_sigterm(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigBlk:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        pass
+    return False
 
 
 def kill(pid, sig):
@@ -548,12 +572,15 @@ def print_diffs(diffs, results, modules):
             f"{', '.join(gone)} (see the module's line above)")
 
 
-def stale_exclusions(exclusions, modules):
+def stale_exclusions(exclusions, todo):
     """Exclusions that name no test of the selection (regrtest --list-cases)."""
-    p = subprocess.run([PYTHON, "-m", "test", "--list-cases"] + modules,
-                       capture_output=True, text=True, env=clean_env({}),
-                       timeout=300)
-    known = set(p.stdout.split())
+    known = set()
+    for batch in todo:
+        p = subprocess.run(
+            [PYTHON, "-m", "test", "--list-cases"] + batch.resources + batch.modules,
+            capture_output=True, text=True, env=clean_env({}), timeout=300)
+        known.update(p.stdout.split())
+    modules = [m for b in todo for m in b.modules]
     return [t for t, _ in exclusions
             if t not in known and module_of(t, modules) is not None]
 
@@ -633,6 +660,7 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
         f"{len(exclusions)} exclusions, ways {', '.join(opts.ways)}; logs in {logdir}")
     results, times, notes = {}, {}, {}
     failed = False
+    started = time.monotonic()
     for name in opts.ways:
         way = Way(name, base, opts)
         before = processes_of(way, opts.closeaudit)
@@ -659,7 +687,7 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
         notes[name] += clean_up(way, before, opts.closeaudit)
     say()
     print_counts(results, times, notes)
-    stale = stale_exclusions(exclusions, modules)
+    stale = stale_exclusions(exclusions, todo)
     for t in stale:
         say(f"  warning: exclusion {t} names no test of the selection")
     diffs = compare(results, modules) if len(results) > 1 else []
@@ -671,6 +699,7 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
     for t in same:
         say(f"  note: {t} fails in every way (not a difference; exclude it if "
             "it fails without the library)")
+    say(f"  total {time.monotonic() - started:.0f} s")
     say()
     if diffs or failed:
         say(f"FAIL peer-cpython: {len(diffs)} tests differ between the ways"
