@@ -282,6 +282,101 @@ def ingest(opts, tmp, results):
         f"{opts.live} live sockets")
 
 
+# bash starting /bin/true N times, timed by bash itself so that neither
+# bash's nor the collector's start and end count.
+EXEC_LOOP = ('s=$EPOCHREALTIME; for ((i = 0; i < {n}; i++)); do /bin/true; '
+             'done; e=$EPOCHREALTIME; echo "loop_us=$(( ${{e/./}} - ${{s/./}} ))"')
+
+
+def loop_us(text):
+    for line in text.splitlines():
+        if line.startswith("loop_us="):
+            return int(line.split("=", 1)[1])
+    raise RuntimeError(f"the exec loop printed no time: {text[-500:]!r}")
+
+
+def exec_loop(opts, tmp, results):
+    """Process start: the exec loop bare, with the library preloaded (a
+    daemon collecting) and under `closeaudit run`, interleaved."""
+    script = EXEC_LOOP.format(n=opts.execs)
+    runs = {"bare": [], "preload": [], "run": []}
+    for pair in range(opts.exec_pairs):
+        for mode in runs:
+            if mode == "run":
+                out_dir = os.path.join(tmp, f"exec-run-{pair}")
+                out = subprocess.run(
+                    [opts.closeaudit, "run", "--out", out_dir, "--",
+                     "bash", "-c", script], capture_output=True, text=True,
+                    check=True).stdout
+            else:
+                env, daemon = run_env(opts, tmp,
+                                      "shim" if mode == "preload" else "plain",
+                                      f"exec-{pair}")
+                out = subprocess.run(["bash", "-c", script], env=env,
+                                     capture_output=True, text=True,
+                                     check=True).stdout
+                if daemon:
+                    daemon.stop()
+            runs[mode].append(loop_us(out))
+    bare = runs["bare"]
+    r = results["process"]
+    r["execs"] = opts.execs
+    r["bare_us_per_exec"] = statistics.median(bare) / opts.execs
+    for mode in ("preload", "run"):
+        r[mode] = median_spread([m / b for m, b in zip(runs[mode], bare)])
+        r[mode + "_us_per_exec"] = statistics.median(runs[mode]) / opts.execs
+        log(f"exec loop, {mode}/bare: {r[mode][0]:.3f} "
+            f"({r[mode][1]:.3f}..{r[mode][2]:.3f})")
+
+
+def start_parts(opts, tmp, results):
+    """A process start, part by part: start_bench runs a program that exits
+    at once (or makes one socket) under variants that each add one part."""
+    b = os.path.join(opts.build, "bench")
+    daemon = Daemon(opts.closeaudit, tmp, "start")
+    try:
+        preload = f"LD_PRELOAD={opts.lib},CLOSEAUDIT_SOCKET={daemon.sock}"
+        variants = [
+            "bare=bare",
+            f"any_preload=LD_PRELOAD={os.path.join(b, 'libempty_preload.so')}",
+            f"dormant={preload}",
+            f"started={preload},CLOSEAUDIT_RUN_PID={{PID}}",
+        ]
+        out = {}
+        for program in ("exit", "socket"):
+            args = [os.path.join(b, "start_probe")]
+            if program == "socket":
+                args.append("socket")
+                variants_here = ["bare=bare", f"socket={preload}"]
+            else:
+                variants_here = variants
+            run = subprocess.run(
+                [os.path.join(b, "start_bench"), str(opts.starts)] + args +
+                ["--"] + variants_here, capture_output=True, text=True,
+                check=True)
+            for name, v in json.loads(run.stdout).items():
+                out[f"{program}:{name}"] = v["median_us"]
+    finally:
+        daemon.stop()
+    r = results["process"]
+    med = out
+    r["parts_us"] = {
+        "any LD_PRELOAD (the loader maps one more object)":
+            med["exit:any_preload"] - med["exit:bare"],
+        "libcloseaudit.so loaded, constructor (hooks, /proc/self/fd scan); "
+        "the image stays dormant":
+            med["exit:dormant"] - med["exit:any_preload"],
+        "the image's start: ring, module maps, hello":
+            med["exit:started"] - med["exit:dormant"],
+        "a first socket: start, libunwind loaded, first two stacks":
+            (med["socket:socket"] - med["socket:bare"]) -
+            (med["exit:dormant"] - med["exit:bare"]),
+    }
+    r["start_bare_us"] = med["exit:bare"]
+    for part, us in r["parts_us"].items():
+        log(f"start: {part}: {us:.0f} us")
+
+
 def fmt_row(what, target, measured, ok):
     return f"| {what} | {target} | {measured} | {'met' if ok else 'MISSED'} |"
 
@@ -313,6 +408,23 @@ def table(results, opts):
     rows.append(fmt_row("collector ingest, one core", ">= 2 M events/s",
                         f"{ev[0] / 1e6:.2f} M/s ({ev[1] / 1e6:.2f}..{ev[2] / 1e6:.2f})",
                         ev[0] >= 2e6))
+    pr = results["process"]
+    for mode, label in (("preload", "LD_PRELOAD, a daemon collecting"),
+                        ("run", "under closeaudit run")):
+        v = pr[mode]
+        rows.append(fmt_row(f"bash running /bin/true {pr['execs']} times, "
+                            f"{label}, /bare", "<= 1.15",
+                            f"{v[0]:.3f} ({v[1]:.3f}..{v[2]:.3f}); "
+                            f"{pr['bare_us_per_exec']:.0f} -> "
+                            f"{pr[mode + '_us_per_exec']:.0f} us per exec",
+                            v[0] <= 1.15))
+    other_start = [f"| {part} | {us:+.0f} us |"
+                   for part, us in pr.get("parts_us", {}).items()]
+    fk = m["BM_ForkWith1000Sockets"]
+    rows.append(fmt_row("added cost of fork() with 1,000 sockets open", "(none set)",
+                        f"{fk['added_ns'] / 1e6:.2f} ms ({fk['added_min'] / 1e6:.2f}.."
+                        f"{fk['added_max'] / 1e6:.2f}); {fk['plain_ns'] / 1e6:.2f} -> "
+                        f"{fk['shim_ns'] / 1e6:.2f} ms", True))
     fm = m["fd_memory"]
     rows.append(fmt_row("shim memory per tracked fd", "<= 64 B",
                         f"{fm['bytes_per_fd']:.0f} B (private memory over "
@@ -334,6 +446,10 @@ def table(results, opts):
         v = n[workload]
         other.append(f"| nginx {workload} | {v['plain_rps']:.0f} req/s | "
                      f"{v['shim_rps']:.0f} req/s | |")
+    if other_start:
+        other += ["", f"| a process start, part by part (bare: "
+                  f"{pr['start_bare_us']:.0f} us from spawn to reaped) | "
+                  "added (median) |", "|---|---|"] + other_start
     return "\n".join(rows + other)
 
 
@@ -346,21 +462,30 @@ def main():
     ap.add_argument("--events", type=int, default=2000000)
     ap.add_argument("--live", type=int, default=100000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
-    ap.add_argument("--only", choices=["micro", "nginx", "ingest"],
+    ap.add_argument("--execs", type=int, default=300,
+                    help="execs in one run of the exec loop")
+    ap.add_argument("--exec-pairs", type=int, default=11,
+                    help="interleaved runs of the exec loop, each way")
+    ap.add_argument("--starts", type=int, default=400,
+                    help="process starts per variant, part by part")
+    ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process"],
                     help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
     opts.lib = os.path.join(opts.build, "shim", "libcloseaudit.so")
-    results = {"micro": {}, "nginx": {}, "ingest": {}}
+    results = {"micro": {}, "nginx": {}, "ingest": {}, "process": {}}
     tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
     try:
         if opts.only:
-            {"micro": micro, "nginx": nginx, "ingest": ingest}[opts.only](
-                opts, tmp, results)
+            {"micro": micro, "nginx": nginx, "ingest": ingest,
+             "process": lambda *a: (exec_loop(*a), start_parts(*a))}[
+                 opts.only](opts, tmp, results)
             print(json.dumps(results, indent=1))
             return
         micro(opts, tmp, results)
+        exec_loop(opts, tmp, results)
+        start_parts(opts, tmp, results)
         nginx(opts, tmp, results)
         ingest(opts, tmp, results)
     finally:
