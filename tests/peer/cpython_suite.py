@@ -30,14 +30,15 @@ Usage:
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
+
+from regrtest_results import (TAIL_LINES, Outcome, abs_module, collect,
+                              module_of)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -67,7 +68,6 @@ LONG_SELECTION = [
     "test.test_asyncio.test_ssl",
 ]
 WAYS = ["plain", "literal", "run"]
-TAIL_LINES = 25
 # How long a daemon may take to write its last reports after SIGTERM.
 DAEMON_GRACE_S = 30
 
@@ -110,10 +110,6 @@ def read_exclusions(path):
     return out
 
 
-def abs_module(name):
-    return name if name.startswith("test.") else "test." + name
-
-
 def clean_env(extra):
     """The environment every way starts from: nothing of the caller's audit
     or Python set-up, a fixed PATH, and the given HOME/XDG/TMPDIR."""
@@ -150,7 +146,7 @@ class Way:
 
     def command(self, batch, xml_path, ignore_path):
         cmd = [PYTHON, "-m", "test", "-v", "-j", str(self.opts.jobs),
-               "--timeout", str(self.opts.module_timeout),
+               "--timeout", str(self.opts.module_timeout * batch.slowness),
                "--junit-xml", xml_path, "--ignorefile", ignore_path]
         cmd += batch.resources + batch.modules
         if self.name == "run":
@@ -160,8 +156,12 @@ class Way:
 
 
 class Batch:
-    def __init__(self, name, modules, resources):
+    """A regrtest run: its modules, their resources, and how much longer
+    than the default batch it may take (per module and as a whole)."""
+
+    def __init__(self, name, modules, resources, slowness):
         self.name, self.modules, self.resources = name, modules, resources
+        self.slowness = slowness
 
 
 # ---------------------------------------------------------------- running
@@ -189,10 +189,9 @@ def run_batch(way, batch, ignore_path, logdir, deadline_s):
                     "(regrtest's own --timeout did not end it)")
             stop_group(proc)
     elapsed = time.monotonic() - start
-    if note is None and proc.returncode not in (0, 2, 3, 4):
-        # regrtest: 0 ok, 2 failures, 3 interrupted, 4 no tests ran (env
-        # changed is 3 with --fail-env-changed only). Anything else is a crash
-        # of the runner or of closeaudit itself.
+    if note is None and proc.returncode not in (0, 2):
+        # regrtest exits 0, or 2 when a test failed; 130 when interrupted.
+        # Anything else is a crash of the runner or of closeaudit itself.
         note = f"exited with status {proc.returncode}"
     return log_path, xml_path, elapsed, note
 
@@ -307,161 +306,6 @@ def is_zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-# ---------------------------------------------------------------- results
-
-class Outcome:
-    def __init__(self, kind, detail=""):
-        self.kind, self.detail = kind, detail
-
-
-# regrtest -v prints these at the end of a module, one per failed test or
-# subtest: "FAIL: test_x (test.test_os.Cls.test_x) (i=1)". Subtest failures
-# are only here: the XML then holds a nameless <testcase/>.
-HEADER = re.compile(r"^(FAIL|ERROR): (\S+) \(([\w.]+)\)")
-# "0:00:25 load avg: 2.48 [ 1/11] test_subprocess passed"
-MODULE_LINE = re.compile(
-    r"^(?:\d+:\d\d:\d\d )?(?:load avg: [\d.]+ )?\[\s*\d+/\d+(?:/\d+)?\] "
-    r"(test[\w.]*)(?: (.*?))?(?: -- running: .*)?$")
-
-TIMEOUT = re.compile(r"Timeout \(\d+:\d\d:\d\d\)!$")
-FATAL = re.compile(r"Fatal Python error: ")
-RUNNER_FRAME = re.compile(r'^  File "(.*/(unittest|libregrtest)/|<frozen runpy>)')
-
-
-def parse_xml(xml_path, results):
-    try:
-        root = ET.parse(xml_path).getroot()
-    except (OSError, ET.ParseError):
-        return
-    for case in root.iter("testcase"):
-        name = case.get("name")
-        if not name:
-            continue  # a test with failed subtests: see HEADER
-        text = [(e.text or "") for e in case
-                if e.tag in ("failure", "error", "system-out", "system-err")]
-        if case.find("error") is not None:
-            kind = "error"
-        elif case.find("failure") is not None:
-            kind = "fail"
-        elif case.find("skipped") is not None:
-            kind = "skip"
-            text = [case.find("skipped").text or ""]
-        elif case.find("output") is not None:
-            kind = "xfail"
-        elif case.find("outcome") is not None:
-            kind = "xpass"
-        else:
-            kind = "pass"
-        results[name] = Outcome(
-            kind, "\n".join(without_unittest(t) for t in text if t.strip()))
-
-
-def without_unittest(text):
-    """A traceback without unittest's own frames, as unittest prints it."""
-    out, skipping = [], False
-    for line in text.splitlines():
-        if line.startswith("  File "):
-            skipping = "/unittest/" in line
-        elif not line.startswith("    "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    return "\n".join(out)
-
-
-def parse_log(log_path, results, modules):
-    """Failed subtests and each module's own outcome from the verbose log."""
-    with open(log_path, errors="replace") as f:
-        lines = f.read().splitlines()
-    sections = {}   # module -> its lines of output
-    current = None
-    for i, line in enumerate(lines):
-        m = MODULE_LINE.match(line)
-        if m and m.group(1) in modules:
-            current = m.group(1)
-            sections[current] = [line]
-            results[f"{current} (module)"] = Outcome(
-                module_kind(m.group(2) or "passed"), "")
-            continue
-        if line.startswith("== Tests result:"):
-            current = None  # regrtest's own summary follows
-        if current:
-            sections[current].append(line)
-        h = HEADER.match(line)
-        if h:
-            kind = "fail" if h.group(1) == "FAIL" else "error"
-            name, where = h.group(2), h.group(3)
-            test_id = where if where.endswith("." + name) else f"{name} ({where})"
-            old = results.get(test_id)
-            if old is None or old.kind in ("pass", "xfail", "xpass"):
-                results[test_id] = Outcome(kind, failure_block(lines, i))
-    for module, text in sections.items():
-        outcome = results[f"{module} (module)"]
-        if any(TIMEOUT.search(t) for t in text):
-            outcome.kind = "timed out"
-        outcome.detail = module_detail(outcome.kind, text)
-    for module in modules:
-        results.setdefault(f"{module} (module)",
-                           Outcome("no result", "regrtest reported nothing"))
-
-
-def module_detail(kind, text):
-    """What to show of a module's output: nothing when it passed, the verdict
-    when only its tests failed (they are shown one by one), else regrtest's
-    warnings (env changed) and the tail (a timeout's traceback, a crash)."""
-    if kind == "passed":
-        return ""
-    if kind == "failed":
-        return "\n".join(t for t in text if re.match(r"^(FAILED|OK) \(", t))
-    if kind == "env changed":
-        return "\n".join(t[:300] for t in text if t.startswith("Warning -- "))
-    # A timeout or a crash: faulthandler's dump says which test and where,
-    # most recent call first.
-    for i, line in enumerate(text):
-        if TIMEOUT.search(line) or FATAL.search(line):
-            frames = [t for t in text[i:] if not RUNNER_FRAME.search(t)]
-            return "\n".join(text[max(0, i - 3):i] + frames[:TAIL_LINES])
-    return "\n".join(text[-TAIL_LINES:])
-
-
-def module_kind(status):
-    for prefix, kind in (("passed", "passed"), ("failed (env changed)", "env changed"),
-                         ("failed", "failed"), ("skipped", "skipped"),
-                         ("timed out", "timed out"), ("crashed", "crashed"),
-                         ("ran no tests", "ran no tests"),
-                         ("interrupted", "interrupted")):
-        if status.startswith(prefix):
-            return kind
-    return status
-
-
-def failure_block(lines, i):
-    out = []
-    for line in lines[i + 2:]:
-        if line.startswith(("=====", "-----")):
-            break
-        out.append(line)
-    return "\n".join(out)
-
-
-def collect(log_path, xml_path, modules):
-    results = {}
-    parse_xml(xml_path, results)
-    parse_log(log_path, results, modules)
-    return results
-
-
-def module_of(test_id, modules):
-    if test_id.endswith(" (module)"):
-        return test_id[:-len(" (module)")]
-    best = None
-    for m in modules:
-        prefix = abs_module(m) + "."
-        if (prefix in test_id) and (best is None or len(m) > len(best)):
-            best = m
-    return best
 
 
 def audit_note(way, batch):
@@ -609,7 +453,8 @@ def parse_args():
                     help="regrtest --timeout: seconds per test module")
     ap.add_argument("--batch-timeout", type=int, default=720,
                     help="seconds one way may take before it is interrupted "
-                    "(four times this for the long modules)")
+                    "(this and --module-timeout are four times as long for "
+                    "the long modules)")
     opts = ap.parse_args()
     opts.ways = [w for w in opts.ways.split(",") if w]
     if not set(opts.ways) <= set(WAYS):
@@ -620,9 +465,9 @@ def parse_args():
 def batches(opts):
     out = []
     if not opts.only_long:
-        out.append(Batch("default", SELECTION, SELECTION_RESOURCES))
+        out.append(Batch("default", SELECTION, SELECTION_RESOURCES, 1))
     if opts.long or opts.only_long:
-        out.append(Batch("long", LONG_SELECTION, []))
+        out.append(Batch("long", LONG_SELECTION, [], 4))
     return out
 
 
@@ -666,7 +511,7 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
         before = processes_of(way, opts.closeaudit)
         results[name], times[name], notes[name] = {}, 0.0, []
         for batch in todo:
-            deadline = opts.batch_timeout * (4 if batch.name == "long" else 1)
+            deadline = opts.batch_timeout * batch.slowness
             log, xml, secs, note = run_batch(way, batch, ignore_path, logdir,
                                              deadline)
             times[name] += secs
