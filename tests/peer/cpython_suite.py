@@ -21,11 +21,16 @@ reason, in cpython_exclusions.txt next to this script; regrtest skips them in
 every way.
 
 Usage:
-  cpython_suite.py [--closeaudit PATH] [--lib PATH] [--long] [--ways W,...]
-                   [--logdir DIR] [--module-timeout S]
-  --long (or CLOSEAUDIT_PEER_LONG=1) adds the longer modules (multiprocessing,
-  ssl, http, ftp, ...). Exits 77 (a meson skip) when /usr/bin/python3 or
-  Debian's libpython3.11-testsuite is missing.
+  cpython_suite.py [--closeaudit PATH] [--lib PATH] [--logdir DIR]
+                   [--long | --only-long] [--ways plain,literal,run]
+                   [--jobs N] [--module-timeout S] [--batch-timeout S]
+  The paths default to build/ of this checkout. --long (or
+  CLOSEAUDIT_PEER_LONG=1) adds the longer modules (multiprocessing, ssl,
+  http, ftp, ...), which CI does not run. A module that runs longer than
+  --module-timeout is killed by regrtest with a traceback of where it hung;
+  a way that runs longer than --batch-timeout is interrupted. Exits 77 (a
+  meson skip) when /usr/bin/python3 or Debian's libpython3.11-testsuite is
+  missing.
 """
 import argparse
 import json
@@ -111,10 +116,12 @@ def read_exclusions(path):
 
 
 def clean_env(extra):
-    """The environment every way starts from: nothing of the caller's audit
-    or Python set-up, a fixed PATH, and the given HOME/XDG/TMPDIR."""
+    """The environment every way starts from: nothing of the caller's audit,
+    Python or malloc set-up (meson sets MALLOC_PERTURB_), a fixed PATH, and
+    the given HOME/XDG/TMPDIR."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CLOSEAUDIT_", "PYTHON", "XDG_", "LD_"))
+           if not k.startswith(("CLOSEAUDIT_", "PYTHON", "XDG_", "LD_",
+                                "MALLOC_"))
            and k not in ("HOME", "TMPDIR", "PATH")}
     env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     env.setdefault("LANG", "C.UTF-8")
