@@ -140,6 +140,8 @@ class Feed {
     analyzer_.Add(ExitRecord{stream, t, status, dropped, dropped_blobs, torn});
   }
   void End(uint64_t t) { analyzer_.Add(EndRecord{t}); }
+  // Any other record, as it is.
+  void Add(const Record& record) { analyzer_.Add(record); }
   // A kernel sample of one socket; `owners` only for sockets the shim never
   // reported.
   void Kernel(uint64_t t, uint64_t cookie, uint64_t inode, int state,

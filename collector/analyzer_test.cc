@@ -11,10 +11,12 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "collector/analyzer_feed.h"
 #include "collector/records.h"
 #include "collector/report.h"
 #include "collector/symbolizer.h"
+#include "common/version.h"
 #include "common/wire.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -251,6 +253,30 @@ TEST(Analyzer, OneFileUnderTwoPathsIsOneModule) {
     ASSERT_EQ(r.findings.size(), 1u);
     EXPECT_EQ(r.findings[0].count, 3);
   }
+}
+
+TEST(Analyzer, ReportsNameTheirVersionAndEachLibraryVersionOnce) {
+  Feed run;
+  uint32_t stream = 0;
+  for (uint32_t lib : {0x000100u, 0x000100u, 0u, 0x000009u}) {
+    ProcessRecord p;
+    p.stream = ++stream;
+    p.pid = 100 + stream;
+    p.lib_version = lib;
+    run.Add(p);
+  }
+  Report r = run.Build();
+  EXPECT_EQ(r.closeaudit_version, kVersion);
+  EXPECT_THAT(r.library_versions, ElementsAre("0.1.0", "unknown", "0.0.9"));
+  std::string text = RenderText(r);
+  EXPECT_EQ(text.substr(0, text.find(':')),
+            absl::StrCat("closeaudit ", kVersion,
+                         " (library 0.1.0, unknown, 0.0.9)"));
+  EXPECT_THAT(RenderJson(r),
+              HasSubstr(absl::StrCat("\"closeaudit_version\":\"", kVersion,
+                                     "\",\"library_versions\":[\"0.1.0\","
+                                     "\"unknown\",\"0.0.9\"]")));
+  EXPECT_THAT(RenderHtml(r), HasSubstr("library <b>0.1.0, unknown, 0.0.9</b>"));
 }
 
 // (e)

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "collector/analyzer.h"
 #include "collector/kernel.h"
+#include "common/version.h"
 
 namespace closeaudit {
 
@@ -763,6 +764,15 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   }
   report.audited = !unaudited_;
   report.host = run_.host;
+  report.closeaudit_version = kVersion;
+  for (uint32_t id : stream_order_) {
+    std::string v = VersionName(streams_.at(id).process.lib_version);
+    if (std::find(report.library_versions.begin(),
+                  report.library_versions.end(),
+                  v) == report.library_versions.end()) {
+      report.library_versions.push_back(std::move(v));
+    }
+  }
   report.warnings = notes_;
   if (unaudited_) {
     // No finding can stand on the few calls, if any, seen of a program that

@@ -1,4 +1,5 @@
 // The handshake a traced process sends first: HelloSize() and DecodeHello().
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -25,6 +26,7 @@ wire::HelloMsg Header(uint32_t exe_len, uint32_t argv_len) {
   m.flags = wire::kHelloForked | wire::kHelloAfterExec;
   m.exe_len = exe_len;
   m.argv_len = argv_len;
+  m.lib_version = 0x000102;  // 0.1.2
   m.start_mono_ns = 123456789;
   m.start_real_ns = 987654321;
   m.ring_bytes = 1 << 20;
@@ -64,6 +66,17 @@ TEST(Hello, ValidHelloDecodes) {
   EXPECT_EQ(hello->msg.start_mono_ns, 123456789u);
   EXPECT_EQ(hello->msg.start_real_ns, 987654321u);
   EXPECT_EQ(hello->msg.ring_bytes, 1u << 20);
+  EXPECT_EQ(hello->msg.lib_version, 0x000102u);
+}
+
+TEST(Hello, ALibraryOlderThanItsVersionFieldStillDecodes) {
+  // Before the field, those four bytes were reserved and always 0.
+  wire::HelloMsg m = Header(1, 0);
+  m.lib_version = 0;
+  absl::StatusOr<Hello> hello = DecodeHello(Encode(m, "x"));
+  ASSERT_TRUE(hello.ok()) << hello.status();
+  EXPECT_EQ(hello->msg.lib_version, 0u);
+  EXPECT_EQ(offsetof(wire::HelloMsg, lib_version), 28u);
 }
 
 TEST(Hello, EmptyArgvAndEmptyArguments) {

@@ -452,6 +452,12 @@ std::string RenderHtml(const Report& r) {
   stat("duration", Ms(static_cast<int64_t>(r.duration_s * 1000)));
   stat("grace", Ms(static_cast<int64_t>(r.grace_ms)));
   if (!r.host.empty()) stat("host", Esc(r.host));
+  if (!r.closeaudit_version.empty()) {
+    stat("closeaudit", Esc(r.closeaudit_version));
+  }
+  if (!r.library_versions.empty()) {
+    stat("library", Esc(absl::StrJoin(r.library_versions, ", ")));
+  }
   absl::StrAppend(&out, "</div></header><main>");
 
   if (!r.audited) {

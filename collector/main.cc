@@ -24,6 +24,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -33,6 +34,7 @@
 #include "collector/session.h"
 #include "collector/target_check.h"
 #include "common/paths.h"
+#include "common/version.h"
 
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(5),
           "how long a socket may stay open after the peer's EOF before it is "
@@ -87,7 +89,12 @@ constexpr char kUsage[] =
     "  closeaudit snapshot [DIR]\n"
     "      have a running collector write its reports now (or send it "
     "SIGUSR1)\n"
-    "  run and daemon also take --metrics-listen HOST:PORT (Prometheus)\n";
+    "  run and daemon also take --metrics-listen HOST:PORT (Prometheus)\n"
+    "  closeaudit --version\n"
+    "      print closeaudit's version (also: closeaudit version)\n";
+
+// What --version prints.
+std::string VersionLine() { return absl::StrCat("closeaudit ", kVersion, "\n"); }
 
 std::atomic<int> g_signal{0};
 std::atomic<bool> g_snapshot{false};
@@ -552,10 +559,17 @@ int main(int argc, char** argv) {
   // Symbolization must never reach for the network.
   unsetenv("DEBUGINFOD_URLS");
   absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] { return VersionLine(); };
+  absl::SetFlagsUsageConfig(usage);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    fputs(VersionLine().c_str(), stdout);
+    return 0;
   }
   std::string command = argv[1];
   // Flags follow the command: hand absl everything but the command itself

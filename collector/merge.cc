@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/version.h"
 
 namespace closeaudit {
 namespace {
@@ -62,6 +63,12 @@ Report MergeReports(std::vector<HostReport> inputs) {
     if (out.grace_ms == 0) out.grace_ms = r.grace_ms;
     for (const std::string& w : r.warnings) {
       out.warnings.push_back(absl::StrCat(host, ": ", w));
+    }
+    for (std::string& v : r.library_versions) {
+      if (std::find(out.library_versions.begin(), out.library_versions.end(),
+                    v) == out.library_versions.end()) {
+        out.library_versions.push_back(std::move(v));
+      }
     }
     for (KernelObservation& o : r.kernel_observations) {
       o.host = host;
@@ -140,6 +147,7 @@ Report MergeReports(std::vector<HostReport> inputs) {
   // Something was audited if any run was; the others' warnings say which
   // were not.
   out.audited = audited_any;
+  out.closeaudit_version = kVersion;
   SortFindings(out.findings);
   out.host = absl::StrJoin(hosts, ", ");
   return out;

@@ -36,6 +36,9 @@ struct ProcessRecord {
   uint64_t start_real_ns = 0;
   std::string exe;
   std::vector<std::string> argv;
+  // The library's version (wire::HelloMsg::lib_version); 0 if it did not
+  // say, or the trace is older than the field.
+  uint32_t lib_version = 0;
 };
 
 struct ModuleRecord {

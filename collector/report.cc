@@ -139,6 +139,17 @@ std::string Duration(int64_t ms) {
   return absl::StrFormat("%.1f s", static_cast<double>(ms) / 1000.0);
 }
 
+// " 0.1.0 (library 0.1.0)": the versions that made the report and its data.
+std::string VersionsText(const Report& r) {
+  std::string out;
+  if (!r.closeaudit_version.empty()) absl::StrAppend(&out, " ", r.closeaudit_version);
+  if (!r.library_versions.empty()) {
+    absl::StrAppend(&out, " (library ", absl::StrJoin(r.library_versions, ", "),
+                    ")");
+  }
+  return out;
+}
+
 // What the kernel showed of an unaudited program's sockets, as what it is.
 void AppendObservationsText(std::string* out, const Report& r) {
   if (r.kernel_observations.empty()) return;
@@ -168,6 +179,12 @@ void AppendObservationsText(std::string* out, const Report& r) {
 }
 
 }  // namespace
+
+std::string VersionName(uint32_t packed) {
+  if (packed == 0) return "unknown";
+  return absl::StrFormat("%d.%d.%d", packed >> 16, (packed >> 8) & 0xff,
+                         packed & 0xff);
+}
 
 std::string FrameName(const Frame& f) {
   if (!f.function.empty()) return f.function;
@@ -241,8 +258,13 @@ std::string RenderJson(const Report& r) {
         "\"points\":[%s]}",
         t.pid, Quote(t.exe), t.start_ms, t.end_ms, absl::StrJoin(points, ",")));
   }
+  std::vector<std::string> library_versions;
+  for (const std::string& v : r.library_versions) {
+    library_versions.push_back(Quote(v));
+  }
   return absl::StrFormat(
-      "{\"tool\":\"closeaudit\",\"format_version\":%d,\"audited\":%s,"
+      "{\"tool\":\"closeaudit\",\"format_version\":%d,"
+      "\"closeaudit_version\":%s,\"library_versions\":[%s],\"audited\":%s,"
       "\"host\":%s,\n"
       " \"summary\":{\"processes\":%d,\"sockets_tracked\":%d,\"events\":%d,"
       "\"events_dropped\":%d,\"findings\":%d,\"grace_ms\":%d,"
@@ -252,7 +274,8 @@ std::string RenderJson(const Report& r) {
       " \"findings\":[\n  %s],\n"
       " \"kernel_observations\":[%s],\n"
       " \"timelines\":[%s]}\n",
-      kReportFormatVersion, r.audited ? "true" : "false",
+      kReportFormatVersion, Quote(r.closeaudit_version),
+      absl::StrJoin(library_versions, ","), r.audited ? "true" : "false",
       r.host.empty() ? "null" : Quote(r.host), r.processes, r.sockets_tracked,
       r.events,
       r.events_dropped, r.findings.size(), r.grace_ms, r.duration_s,
@@ -267,9 +290,9 @@ std::string RenderText(const Report& r) {
   for (const Finding& f : r.findings) errors += f.severity == "error";
   absl::StrAppendFormat(
       &out,
-      "closeaudit: %d finding%s (%d error%s) in %d process%s; %d sockets "
+      "closeaudit%s: %d finding%s (%d error%s) in %d process%s; %d sockets "
       "tracked, %d events, %d dropped\n",
-      r.findings.size(), r.findings.size() == 1 ? "" : "s", errors,
+      VersionsText(r), r.findings.size(), r.findings.size() == 1 ? "" : "s", errors,
       errors == 1 ? "" : "s", r.processes, r.processes == 1 ? "" : "es",
       r.sockets_tracked, r.events, r.events_dropped);
   for (const std::string& w : r.warnings) {

@@ -110,6 +110,9 @@ struct ProcessTimeline {
   std::vector<TimelinePoint> points;
 };
 
+// "0.1.0" for a packed version (common/version.h), "unknown" for 0.
+std::string VersionName(uint32_t packed);
+
 struct Report {
   // False when the program could not be audited at all (see warnings): the
   // report then has no findings, says so, and shows only what the kernel
@@ -126,6 +129,10 @@ struct Report {
   std::vector<KernelObservation> kernel_observations;  // only if !audited
   std::vector<std::string> warnings;  // about the data, e.g. dropped events
   std::string host;  // hostname of the audited machine ("" if unknown)
+  // The version of the closeaudit that made the report, and the distinct
+  // versions of the library in the processes, in the order they appeared.
+  std::string closeaudit_version;
+  std::vector<std::string> library_versions;
   std::vector<ProcessTimeline> timelines;
   int64_t timelines_omitted = 0;  // processes with sockets not drawn
 };

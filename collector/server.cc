@@ -293,6 +293,7 @@ void Collector::StartStream(Pending& p, Hello hello) {
   rec.start_real_ns = hello.msg.start_real_ns;
   rec.exe = std::move(hello.exe);
   rec.argv = std::move(hello.argv);
+  rec.lib_version = hello.msg.lib_version;
   sink_.OnRecord(std::move(rec));
   Stream& s = *stream;
   streams_.push_back(std::move(stream));

@@ -228,6 +228,7 @@ struct Encoder {
     w.PutString(r.exe);
     w.Put<uint32_t>(static_cast<uint32_t>(r.argv.size()));
     for (const std::string& a : r.argv) w.PutString(a);
+    w.Put(r.lib_version);
   }
   void operator()(const ModuleRecord& r) const {
     Writer w(Kind::kModule, out);
@@ -323,6 +324,8 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       for (uint32_t i = 0; i < n && r.ok(); ++i) {
         v.argv.push_back(r.GetString(kMaxString));
       }
+      // Older traces end here.
+      if (r.ok() && !r.done()) v.lib_version = r.Get<uint32_t>();
       out = std::move(v);
       break;
     }

@@ -39,6 +39,7 @@ std::vector<Record> Samples() {
   p.start_real_ns = 444;
   p.exe = std::string("/usr/bin/se\0rver\xff", 17);
   p.argv = {"server", "", std::string("--x=\0y", 6), "\"\n"};
+  p.lib_version = 0x000109;
   out.push_back(p);
   ModuleRecord m;
   m.stream = 3;
@@ -114,6 +115,7 @@ void ExpectSame(const Record& got, const Record& want) {
       EXPECT_EQ(g.start_real_ns, w.start_real_ns);
       EXPECT_EQ(g.exe, w.exe);
       EXPECT_EQ(g.argv, w.argv);
+      EXPECT_EQ(g.lib_version, w.lib_version);
     }
     void operator()(const ModuleRecord& g) const {
       const auto& w = std::get<ModuleRecord>(want);
@@ -280,16 +282,24 @@ TEST(TraceRecord, RejectsEveryTruncation) {
   for (const Record& r : EdgeSamples()) all.push_back(r);
   for (const Record& r : all) {
     std::string bytes = EncodeRecord(r);
-    // A run record without its host is how older traces wrote it.
-    size_t older_run = std::holds_alternative<RunRecord>(r)
-                           ? bytes.size() - 4 - std::get<RunRecord>(r).host.size()
-                           : 0;
+    // A run record without its host, and a process record without the
+    // library's version, are how older traces wrote them.
+    size_t older = 0;
+    if (const auto* run = std::get_if<RunRecord>(&r)) {
+      older = bytes.size() - 4 - run->host.size();
+    } else if (std::holds_alternative<ProcessRecord>(r)) {
+      older = bytes.size() - 4;
+    }
     for (size_t n = 0; n < bytes.size(); ++n) {
       absl::StatusOr<Record> cut =
           DecodeRecord(std::string_view(bytes).substr(0, n));
-      if (older_run != 0 && n == older_run) {
+      if (older != 0 && n == older) {
         ASSERT_TRUE(cut.ok()) << cut.status();
-        EXPECT_EQ(std::get<RunRecord>(*cut).host, "");
+        if (const auto* run = std::get_if<RunRecord>(&*cut)) {
+          EXPECT_EQ(run->host, "");
+        } else {
+          EXPECT_EQ(std::get<ProcessRecord>(*cut).lib_version, 0u);
+        }
         continue;
       }
       EXPECT_FALSE(cut.ok())
@@ -323,7 +333,7 @@ TEST(TraceRecord, RejectsHostileLengths) {
   EXPECT_FALSE(DecodeRecord(EncodeRecord(long_exe)).ok());
   ProcessRecord argc;
   bytes = EncodeRecord(argc);
-  std::memcpy(&bytes[bytes.size() - 4], &huge, 4);
+  std::memcpy(&bytes[bytes.size() - 8], &huge, 4);  // before lib_version
   EXPECT_FALSE(DecodeRecord(bytes).ok());
 
   // A stack deeper than the shim ever records, and a build-id too long.

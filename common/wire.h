@@ -58,7 +58,9 @@ struct HelloMsg {
   uint32_t flags;          // HelloFlags
   uint32_t exe_len;        // bytes of path after the struct
   uint32_t argv_len;       // bytes of argv after the path
-  uint32_t reserved;
+  // The library's version, major << 16 | minor << 8 | patch; 0 from
+  // libraries older than the field (it was reserved, always 0).
+  uint32_t lib_version;
   uint64_t start_mono_ns;  // CLOCK_MONOTONIC when the image started
   uint64_t start_real_ns;  // CLOCK_REALTIME at the same moment
   uint64_t ring_bytes;     // size of the memfd

@@ -282,6 +282,7 @@ bool Register(RingWriter& ring, uint32_t flags) {
   hello.flags = flags;
   hello.exe_len = static_cast<uint32_t>(strlen(g_exe));
   hello.argv_len = static_cast<uint32_t>(g_argv_len);
+  hello.lib_version = CLOSEAUDIT_VERSION_NUMBER;  // meson.build: the version
   hello.start_mono_ns = Now(CLOCK_MONOTONIC);
   hello.start_real_ns = Now(CLOCK_REALTIME);
   hello.ring_bytes = ring.total_bytes();

@@ -40,6 +40,7 @@
 #include "collector/records.h"
 #include "collector/trace.h"
 #include "common/ring.h"
+#include "common/version.h"
 #include "common/wire.h"
 
 namespace closeaudit {
@@ -83,6 +84,7 @@ std::string Hello(std::string_view exe, std::string_view argv_bytes,
   m.flags = flags;
   m.exe_len = static_cast<uint32_t>(exe.size());
   m.argv_len = static_cast<uint32_t>(argv_bytes.size());
+  m.lib_version = kVersionNumber;
   m.start_mono_ns = 123456789;
   m.start_real_ns = 1700000000000000000;
   m.ring_bytes = 4096 + 4096 * 64 + (1u << 20);
@@ -121,6 +123,7 @@ std::vector<Record> SampleRecords() {
   p.start_real_ns = 1700000000000000000;
   p.exe = "/usr/sbin/server";
   p.argv = {"server", "--port", "8080"};
+  p.lib_version = kVersionNumber;
   records.push_back(p);
   ModuleRecord m;
   m.stream = 1;
