@@ -1,6 +1,7 @@
 // closeaudit: finds the code that leaves TCP connections stuck in CLOSE_WAIT.
 //
-//   closeaudit run [--grace 5s] [--json FILE] [--out DIR] -- ./server args...
+//   closeaudit run [--grace 5s] [--json FILE] [--out DIR] [--error-exitcode N]
+//                  -- ./server args...
 //   closeaudit demo
 //   closeaudit report [DIR] [--json FILE] [--grace D]
 // Each takes --format text|json|html|folded, --min-severity and --kind.
@@ -62,6 +63,10 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "while the run lasts");
 ABSL_FLAG(std::string, host, "",
           "the machine's name in the reports (default: its hostname)");
+ABSL_FLAG(int, error_exitcode, 0,
+          "run: exit with this status (1-255) when the report has a finding "
+          "that --min-severity and --kind keep; 0: always the command's own "
+          "status");
 
 extern char** environ;
 
@@ -71,8 +76,11 @@ namespace {
 constexpr char kUsage[] =
     "finds the code that leaves TCP connections stuck in CLOSE_WAIT.\n\n"
     "usage:\n"
-    "  closeaudit run [--grace 5s] [--json FILE] [--out DIR] -- CMD [ARGS...]\n"
-    "      run CMD under the audit and report when it exits\n"
+    "  closeaudit run [--grace 5s] [--json FILE] [--out DIR] [--error-exitcode N]\n"
+    "                 -- CMD [ARGS...]\n"
+    "      run CMD under the audit and report when it exits; exit with CMD's\n"
+    "      status, or with N if the report has findings (those that\n"
+    "      --min-severity and --kind keep)\n"
     "  closeaudit demo\n"
     "      run the bundled leaky demo server and show its report\n"
     "  closeaudit report [DIR] [--json FILE] [--grace D]\n"
@@ -401,6 +409,11 @@ int CmdRun(const std::vector<std::string>& argv) {
     fprintf(stderr, "closeaudit run: no command given\n\n%s", kUsage);
     return 2;
   }
+  int error_exitcode = absl::GetFlag(FLAGS_error_exitcode);
+  if (error_exitcode < 0 || error_exitcode > 255) {
+    return Fail(absl::InvalidArgumentError(
+        "--error-exitcode must be 1-255 (or 0: the command's own status)"));
+  }
   absl::StatusOr<SessionOptions> options = OptionsFromFlags();
   if (!options.ok()) return Fail(options.status());
   absl::StatusOr<RunResult> result = RunAudited(argv, *options, nullptr);
@@ -408,6 +421,17 @@ int CmdRun(const std::vector<std::string>& argv) {
   if (int rc = PrintReport(result->report); rc != 0) return rc;
   fprintf(stderr, "closeaudit: trace and reports in %s\n",
           options->out_dir.c_str());
+  // The report's findings are already the ones --min-severity and --kind
+  // keep (Session::Finish).
+  size_t findings = result->report.findings.size();
+  if (error_exitcode != 0 && findings > 0) {
+    fprintf(stderr,
+            "closeaudit: exit status %d (--error-exitcode): %zu finding%s; "
+            "the command exited with %d\n",
+            error_exitcode, findings, findings == 1 ? "" : "s",
+            result->exit_code);
+    return error_exitcode;
+  }
   return result->exit_code;
 }
 

@@ -5,12 +5,14 @@ Usage: run_cli.py --closeaudit PATH --bindir DIR --srcdir tests/e2e CASE
 
 The same driver as e2e.py (its Run, checks and main). versions: --version
 prints meson's project version, and every form of every report names it
-and the library's.
+and the library's. error_exitcode: `run --error-exitcode N` exits N when the
+report keeps a finding, else with the command's own status.
 """
 
 import os
 import re
 import sys
+import time
 
 import e2e
 from e2e import check, finish_report
@@ -55,7 +57,61 @@ def case_versions(opts, tmp):
           f"`closeaudit report` does not name the versions: {again.stdout!r}")
 
 
+# ---- error_exitcode ----
+
+def served_status(opts, tmp, name, program, extra):
+    """closeaudit's exit status for PROGRAM (a server) given two clients and
+    a SIGTERM past the grace period."""
+    d = os.path.join(tmp, name)
+    os.mkdir(d)
+    port_file = os.path.join(d, "port")
+    run = e2e.Run(opts, d, program, [port_file], grace="1s", extra=extra)
+    e2e.drive_clients(run.wait_for_port(port_file), 2)
+    time.sleep(1.6)
+    run.sigterm()
+    rc = run.wait(e2e.EXIT_TIMEOUT)
+    return rc, finish_report(run), run
+
+
+def exited_status(opts, tmp, name, extra):
+    """closeaudit's exit status for bad_close's double close (exits 0)."""
+    d = os.path.join(tmp, name)
+    os.mkdir(d)
+    run = e2e.Run(opts, d, "bad_close", [os.path.join(d, "info"), "double"],
+                  grace="1s", extra=extra)
+    return run.wait(e2e.CLIENT_RUN_TIMEOUT), finish_report(run)
+
+
+def case_error_exitcode(opts, tmp):
+    flag = ["--error-exitcode", "3"]
+    rc, rep, run = served_status(opts, tmp, "leak", "leak_server", flag)
+    check(rep["findings"], "leak_server's report has no findings")
+    check(rc == 3, f"leak_server with --error-exitcode 3: exit {rc}, "
+          "expected 3")
+    check("--error-exitcode" in run.stderr(),
+          f"closeaudit did not say why it exits 3: {run.stderr()!r}")
+    rc, rep, _ = served_status(opts, tmp, "good", "good_server", flag)
+    check(rep["findings"] == [], f"good_server has findings {rep['findings']}")
+    check(rc == e2e.SIGTERM_EXIT,
+          f"good_server with --error-exitcode 3: exit {rc}, expected its own "
+          f"status {e2e.SIGTERM_EXIT} (killed by the forwarded SIGTERM)")
+    # Only the findings the filters keep count.
+    rc, rep = exited_status(opts, tmp, "kept", flag + ["--min-severity", "error"])
+    check(rc == 3 and len(rep["findings"]) == 1,
+          f"a double close at --min-severity error: exit {rc}, findings "
+          f"{e2e.kinds(rep)}, expected 3 and one bad_close")
+    rc, rep = exited_status(opts, tmp, "hidden", flag + ["--kind", "time_wait"])
+    check(rc == 0 and rep["findings"] == [],
+          f"a double close with --kind time_wait: exit {rc}, findings "
+          f"{e2e.kinds(rep)}, expected the program's own 0 and none")
+    bad = e2e.closeaudit_cmd(opts, "run", "--error-exitcode", "300",
+                             "--out", os.path.join(tmp, "bad"), "--", "true")
+    check(bad.returncode == 2 and "--error-exitcode" in bad.stderr,
+          f"--error-exitcode 300: exit {bad.returncode} {bad.stderr!r}")
+
+
 CASES = {
+    "error_exitcode": case_error_exitcode,
     "versions": case_versions,
 }
 
