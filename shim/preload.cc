@@ -344,8 +344,10 @@ CA_EXPORT int clone(int (*fn)(void*), void* stack, int flags, void* arg, ...) {
 }
 
 CA_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
-  core::OnExec();
-  return Real().execve(path, argv, envp);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execve(path, argv, envp);
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int execveat(int dirfd, const char* path, char* const argv[],
@@ -354,8 +356,10 @@ CA_EXPORT int execveat(int dirfd, const char* path, char* const argv[],
     errno = ENOSYS;
     return -1;
   }
-  core::OnExec();
-  return Real().execveat(dirfd, path, argv, envp, flags);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execveat(dirfd, path, argv, envp, flags);
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
@@ -363,18 +367,24 @@ CA_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
     errno = ENOSYS;
     return -1;
   }
-  core::OnExec();
-  return Real().fexecve(fd, argv, envp);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().fexecve(fd, argv, envp);
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int execv(const char* path, char* const argv[]) {
-  core::OnExec();
-  return Real().execv(path, argv);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execv(path, argv);
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int execvp(const char* file, char* const argv[]) {
-  core::OnExec();
-  return Real().execvp(file, argv);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execvp(file, argv);
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int execvpe(const char* file, char* const argv[],
@@ -383,8 +393,10 @@ CA_EXPORT int execvpe(const char* file, char* const argv[],
     errno = ENOSYS;
     return -1;
   }
-  core::OnExec();
-  return Real().execvpe(file, argv, envp);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execvpe(file, argv, envp);
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 // The execl family calls libc's execve internally, out of our reach, so each
@@ -413,23 +425,29 @@ CA_EXPORT int execl(const char* path, const char* arg, ...) {
   char* const* unused_env = nullptr;
   CA_COLLECT_ARGS(arg, arg, argv, unused_env);
   (void)unused_env;
-  core::OnExec();
-  return Real().execv(path, const_cast<char* const*>(argv));
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execv(path, const_cast<char* const*>(argv));
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int execlp(const char* file, const char* arg, ...) {
   char* const* unused_env = nullptr;
   CA_COLLECT_ARGS(arg, arg, argv, unused_env);
   (void)unused_env;
-  core::OnExec();
-  return Real().execvp(file, const_cast<char* const*>(argv));
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execvp(file, const_cast<char* const*>(argv));
+  core::AfterFailedExec(mark);
+  return r;
 }
 
 CA_EXPORT int execle(const char* path, const char* arg, ...) {
   char* const* envp = nullptr;
   CA_COLLECT_ARGS(arg, arg, argv, envp);
-  core::OnExec();
-  return Real().execve(path, const_cast<char* const*>(argv), envp);
+  core::ExecMark mark = core::OnExec();
+  int r = Real().execve(path, const_cast<char* const*>(argv), envp);
+  core::AfterFailedExec(mark);
+  return r;
 }
 #undef CA_COLLECT_ARGS
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -46,6 +47,9 @@ using wire::EventType;
 constexpr uint32_t kDefaultSlots = 1u << 16;         // 4 MiB of slots
 constexpr uint32_t kDefaultArenaBytes = 4u << 20;    // 4 MiB of stacks
 constexpr uint64_t kRetryIntervalNs = 1000000000ull;  // re-register at most 1/s
+// The timer-slack bit that marks an exec from a started image (ExecMark):
+// 2^45 ns is nine hours, a slack no program asks for.
+constexpr long kExecMarkBit = 1L << 45;
 
 // The current ring, and the ones before it: after a collector dies the shim
 // moves to a new ring for the next one, but never unmaps the old (another
@@ -549,6 +553,16 @@ bool EnsureStarted() {
   return state == kStarted && Recording();
 }
 
+// Whether this image was exec'd by a started one (see ExecMark in
+// recorder.h); takes the mark off.
+bool ExecdByStartedImage() {
+  long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
+  if (slack < 0 || !(slack & kExecMarkBit)) return false;
+  long before = slack & ~kExecMarkBit;
+  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, before ? before : 1, 0, 0, 0, 0);
+  return true;
+}
+
 // `closeaudit run` wants its own command to say hello even if it never makes
 // a socket, so that the report can tell "audited, nothing found" from "the
 // library never loaded". It names its pid; the command's images are the ones
@@ -572,10 +586,12 @@ bool StartRecording() {
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
   g_recording.store(true);
-  // Inherited sockets start the image (through their events); so does
-  // `closeaudit run`'s own command.
+  bool after_exec = ExecdByStartedImage();
+  if (after_exec) g_hello_flags |= wire::kHelloAfterExec;
+  // Inherited sockets start the image (through their events); so do an exec
+  // from a started image and `closeaudit run`'s own command.
   ScanExistingSockets();
-  if (StartEagerly()) EnsureStarted();
+  if (after_exec || StartEagerly()) EnsureStarted();
   return true;
 }
 
@@ -941,11 +957,30 @@ void ForkChild(ForkKind kind) {
   StartRing(/*snapshot=*/true, kind == ForkKind::kDaemon);
 }
 
-void OnExec() {
-  if (!Recording()) return;
+ExecMark OnExec() {
+  ExecMark mark;
+  if (!Recording() || g_start.load(std::memory_order_acquire) != kStarted) {
+    return mark;
+  }
   Scope scope;
   Event ev = MakeEvent(EventType::kExec, -1, 0, 0, 0);
   Push(ev, true);
+  long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
+  if (slack >= 0 && !(slack & kExecMarkBit) &&
+      Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack | kExecMarkBit, 0, 0,
+                     0, 0) == 0) {
+    mark.slack = slack;
+  }
+  return mark;
+}
+
+void AfterFailedExec(const ExecMark& mark) {
+  if (mark.slack < 0) return;
+  Scope scope;
+  // PR_SET_TIMERSLACK 0 would mean "the default": a slack of 0 cannot be
+  // set back, and the marked one is nearest.
+  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, mark.slack ? mark.slack : 1, 0,
+                 0, 0, 0);
 }
 
 }  // namespace closeaudit::shim

@@ -114,8 +114,18 @@ ForkToken ForkPrepare();
 void ForkParent(pid_t child, const ForkToken& token, ForkKind kind);
 void ForkChild(ForkKind kind);
 
-// exec*(): called just before the real call (a failed exec is harmless).
-void OnExec();
+// exec*(): OnExec just before the real call, AfterFailedExec after it (an
+// exec returns only when it failed). A started image marks the exec in its
+// thread's timer slack, the one state of a task that survives execve
+// unseen: the new image finds the mark, takes it off again before anything
+// of the program's runs, and says hello at once, so that the collector
+// learns that the old image's sockets are gone even if the new one never
+// makes any.
+struct ExecMark {
+  long slack = -1;  // the slack before the mark; -1: none set
+};
+ExecMark OnExec();
+void AfterFailedExec(const ExecMark& mark);
 
 // Reads: the hot path. A read with data only remembers its caller; a read of
 // 0 bytes (asked for more than 0) on a stream socket is the peer's EOF.

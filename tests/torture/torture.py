@@ -29,6 +29,9 @@ Cases:
                         event is either in the report or counted as dropped
   collector_killed      SIGKILL the collector in the middle of a big
                         threads16: the orphaned program must finish normally
+  exec_after_fork       tests/torture/exec_after_fork.c: a fork child execs
+                        while the parent closes; the exec's mark is unseen
+                        and the child holds nothing after it
   literal_unprivileged  LD_PRELOAD alone, as uid 65534 with HOME=/root: a
                         working daemon under the runtime directory; where
                         none can start, no wait and one line in all (root
@@ -224,7 +227,8 @@ def audit_env(ctx, extra=None):
     return clean_env(env)
 
 
-REPORT_START = re.compile(r"^closeaudit: \d+ findings? \(", re.M)
+# "closeaudit 0.1.0 (library 0.1.0): 3 findings (1 error) in ..."
+REPORT_START = re.compile(r"^closeaudit(?: [^:\n]*)?: \d+ findings? \(", re.M)
 
 
 def split_transcript(text, plain):
@@ -900,7 +904,24 @@ def case_literal_unprivileged(ctx):
         stop_daemons_of(ctx.tmp)
 
 
+def case_exec_after_fork(ctx):
+    # A fork child that execs (all sockets CLOEXEC) while the parent closes
+    # its connections: the timer-slack mark of the exec is invisible (the
+    # transcript prints the slacks), and the sockets the exec closed are not
+    # held by the child afterwards (no fork_held).
+    check(ctx.opts.exec_after_fork, "needs --exec-after-fork PATH")
+    ctx.opts.bin = ctx.opts.exec_after_fork
+    plain, a = pair(ctx, [])
+    check("sleeper: timer slack" in plain.stdout, "the child never exec'd:\n" +
+          plain.stdout)
+    rep, s = need_report(a)
+    no_errors(rep)
+    check(s["sockets_tracked"] >= 7, f"summary.sockets_tracked="
+          f"{s['sockets_tracked']}, expected the listener and 6 ends")
+
+
 CASES = {
+    "exec_after_fork": case_exec_after_fork,
     "fd_view": case_fd_view,
     "literal_unprivileged": case_literal_unprivileged,
     "vfork_exec": case_vfork_exec,
@@ -929,11 +950,13 @@ def main():
     ap.add_argument("--lib", required=True, help="libcloseaudit.so")
     ap.add_argument("--bin", required=True, help="the torture program")
     ap.add_argument("--fd-view", help="the fd_view program (case fd_view)")
+    ap.add_argument("--exec-after-fork",
+                    help="the exec_after_fork program (its case)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temporary directory on success too")
     ap.add_argument("case", choices=sorted(CASES))
     opts = ap.parse_args()
-    for attr in ("closeaudit", "lib", "bin", "fd_view"):
+    for attr in ("closeaudit", "lib", "bin", "fd_view", "exec_after_fork"):
         if getattr(opts, attr):
             setattr(opts, attr, os.path.abspath(getattr(opts, attr)))
     for path in (opts.closeaudit, opts.bin):
