@@ -47,9 +47,12 @@ using wire::EventType;
 constexpr uint32_t kDefaultSlots = 1u << 16;         // 4 MiB of slots
 constexpr uint32_t kDefaultArenaBytes = 4u << 20;    // 4 MiB of stacks
 constexpr uint64_t kRetryIntervalNs = 1000000000ull;  // re-register at most 1/s
-// The timer-slack bit that marks an exec from a started image (ExecMark):
-// 2^45 ns is nine hours, a slack no program asks for.
-constexpr long kExecMarkBit = 1L << 45;
+// An exec from a started image (ExecMark) adds 1 ns to the exec'ing
+// thread's timer slack, a whole number of microseconds (the default is
+// 50 us): a slack of N us + 1 ns is the mark. The new image takes it off
+// again. An image the library never enters (static, setuid) keeps the
+// extra nanosecond, which changes no timer of its measurably.
+bool SlackMarked(long slack) { return slack > 1000 && slack % 1000 == 1; }
 
 // The current ring, and the ones before it: after a collector dies the shim
 // moves to a new ring for the next one, but never unmaps the old (another
@@ -557,9 +560,8 @@ bool EnsureStarted() {
 // recorder.h); takes the mark off.
 bool ExecdByStartedImage() {
   long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
-  if (slack < 0 || !(slack & kExecMarkBit)) return false;
-  long before = slack & ~kExecMarkBit;
-  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, before ? before : 1, 0, 0, 0, 0);
+  if (!SlackMarked(slack)) return false;
+  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack - 1, 0, 0, 0, 0);
   return true;
 }
 
@@ -965,10 +967,12 @@ ExecMark OnExec() {
   Scope scope;
   Event ev = MakeEvent(EventType::kExec, -1, 0, 0, 0);
   Push(ev, true);
+  // Only a slack of whole microseconds can carry the mark unambiguously;
+  // another one (a program that asked for 1 ns) goes without.
   long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
-  if (slack >= 0 && !(slack & kExecMarkBit) &&
-      Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack | kExecMarkBit, 0, 0,
-                     0, 0) == 0) {
+  if (slack >= 1000 && slack % 1000 == 0 &&
+      Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack + 1, 0, 0, 0, 0) ==
+          0) {
     mark.slack = slack;
   }
   return mark;
@@ -977,10 +981,7 @@ ExecMark OnExec() {
 void AfterFailedExec(const ExecMark& mark) {
   if (mark.slack < 0) return;
   Scope scope;
-  // PR_SET_TIMERSLACK 0 would mean "the default": a slack of 0 cannot be
-  // set back, and the marked one is nearest.
-  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, mark.slack ? mark.slack : 1, 0,
-                 0, 0, 0);
+  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, mark.slack, 0, 0, 0, 0);
 }
 
 }  // namespace closeaudit::shim

@@ -116,11 +116,11 @@ void ForkChild(ForkKind kind);
 
 // exec*(): OnExec just before the real call, AfterFailedExec after it (an
 // exec returns only when it failed). A started image marks the exec in its
-// thread's timer slack, the one state of a task that survives execve
-// unseen: the new image finds the mark, takes it off again before anything
-// of the program's runs, and says hello at once, so that the collector
-// learns that the old image's sockets are gone even if the new one never
-// makes any.
+// thread's timer slack (1 ns more), a state of the task that survives
+// execve and that no program looks at: the new image finds the mark, takes
+// it off again before anything of the program's runs, and says hello at
+// once, so that the collector learns that the old image's sockets are gone
+// even if the new one never makes any.
 struct ExecMark {
   long slack = -1;  // the slack before the mark; -1: none set
 };
