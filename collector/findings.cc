@@ -801,7 +801,8 @@ LiveStatus Analyzer::Live(uint64_t now) const {
     live.uptime_s = static_cast<double>(now - run_.start_mono_ns) / 1e9;
   }
   Report report;
-  FindingBuilder(*this, nullptr, now).Run(report);
+  // A program that could not be audited has no findings (see Build()).
+  if (!unaudited_) FindingBuilder(*this, nullptr, now).Run(report);
   live.findings = static_cast<int64_t>(report.findings.size());
   for (const Finding& f : report.findings) {
     live.finding_sockets[{f.kind, f.severity}] += f.count;

@@ -203,6 +203,13 @@ TEST(Unaudited, NoFindingsButWhatTheKernelShowed) {
   EXPECT_EQ(cw.sockets[1].fd, 5);
 }
 
+TEST(Unaudited, TheLiveCountsHaveNoFindingsEither) {
+  Feed run = UnauditedServer();
+  LiveStatus live = run.analyzer().Live(kT0 + 5 * kSec);
+  EXPECT_EQ(live.findings, 0);
+  EXPECT_TRUE(live.finding_sockets.empty());
+}
+
 TEST(Unaudited, EveryFormSaysItIsTheKernelsViewWithoutStacksOrAdvice) {
   Report r = UnauditedServer().Build();
   std::string text = RenderText(r);

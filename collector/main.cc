@@ -284,6 +284,8 @@ absl::StatusOr<RunResult> RunAudited(
   if (unauditable) {
     fprintf(stderr, "closeaudit: warning: %s. Running it anyway.\n",
             unauditable->c_str());
+    // Said now, so that the live counts know it too: no findings.
+    session.AddWarning(*unauditable, /*unaudited=*/true);
   }
   absl::StatusOr<pid_t> child = Spawn(argv, shim, *socket_path);
   if (!child.ok()) {
@@ -329,9 +331,7 @@ absl::StatusOr<RunResult> RunAudited(
   // Late hellos of short-lived descendants are still in the socket queue.
   for (int i = 0; i < 5; ++i) session.Poll(kDrainIntervalMs);
   bool registered = session.collector().streams_seen() > 0;
-  if (unauditable) {
-    session.AddWarning(*unauditable, /*unaudited=*/true);
-  } else if (!registered) {
+  if (!unauditable && !registered) {
     session.AddWarning(
         absl::StrFormat(
             "%s never reported to the collector: nothing was audited. "
