@@ -126,7 +126,8 @@ struct Report {
   uint64_t grace_ms = 0;
   std::vector<ProcessSummary> process_list;
   std::vector<Finding> findings;
-  std::vector<KernelObservation> kernel_observations;  // only if !audited
+  // What the kernel showed of runs that could not be audited.
+  std::vector<KernelObservation> kernel_observations;
   std::vector<std::string> warnings;  // about the data, e.g. dropped events
   std::string host;  // hostname of the audited machine ("" if unknown)
   // The version of the closeaudit that made the report, and the distinct
