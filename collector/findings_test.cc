@@ -151,8 +151,8 @@ TEST(ExecInherited, ListenFdsAreHandedOverOnPurpose) {
                      "exec_inherited"),
               IsEmpty());
   // The same numbers without the shim's word for it are leaks.
-  std::vector<const Finding*> fs =
-      OfKind(ExecWith({3, 4}, {0, 0}), "exec_inherited");
+  Report r = ExecWith({3, 4}, {0, 0});
+  std::vector<const Finding*> fs = OfKind(r, "exec_inherited");
   ASSERT_EQ(fs.size(), 1u);
   EXPECT_EQ(fs[0]->count, 2);
 }
