@@ -47,18 +47,21 @@ bool IsDupCommand(int cmd) { return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC; }
 #define CA_EXPORT extern "C" __attribute__((visibility("default")))
 
 CA_EXPORT int socket(int domain, int type, int protocol) {
+  core::EnsureScanned();
   int fd = Real().socket(domain, type, protocol);
   if (fd >= 0) core::OnSocket(fd, domain, type);
   return fd;
 }
 
 CA_EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) {
+  core::EnsureScanned();
   int r = Real().socketpair(domain, type, protocol, sv);
   if (r == 0) core::OnSocketpair(sv, domain, type);
   return r;
 }
 
 CA_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
+  core::EnsureScanned();
   core::AcceptPeer peer(addr, len);
   int r = Real().accept(fd, peer.addr(), peer.len());
   if (r >= 0) core::OnAccept(r, fd, 0, peer);
@@ -66,6 +69,7 @@ CA_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
 }
 
 CA_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  core::EnsureScanned();
   if (!Real().accept4) {
     errno = ENOSYS;
     return -1;
@@ -77,12 +81,14 @@ CA_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
 }
 
 CA_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
+  core::EnsureScanned();
   int r = Real().connect(fd, addr, len);
   if (r == 0 || errno == EINPROGRESS) core::OnConnect(fd, r, r ? errno : 0);
   return r;
 }
 
 CA_EXPORT int listen(int fd, int backlog) {
+  core::EnsureScanned();
   int r = Real().listen(fd, backlog);
   if (r == 0) core::OnListen(fd);
   return r;
@@ -93,6 +99,7 @@ CA_EXPORT int close(int fd) {
   if (core::t_unwinding > 0 && core::InUnwinder(__builtin_return_address(0))) {
     return core::IsUnwinderPipe(fd) ? 0 : Real().close(fd);
   }
+  core::EnsureScanned();
   core::CloseClaim claim = core::ClaimClose(fd);
   int r = Real().close(fd);
   core::FinishClose(fd, claim, r, r ? errno : 0);
@@ -100,6 +107,7 @@ CA_EXPORT int close(int fd) {
 }
 
 CA_EXPORT int shutdown(int fd, int how) {
+  core::EnsureScanned();
   int r = Real().shutdown(fd, how);
   core::OnShutdown(fd, how, r, r ? errno : 0);
   return r;
@@ -107,24 +115,28 @@ CA_EXPORT int shutdown(int fd, int how) {
 
 CA_EXPORT int setsockopt(int fd, int level, int name, const void* value,
                          socklen_t len) {
+  core::EnsureScanned();
   int r = Real().setsockopt(fd, level, name, value, len);
   if (r == 0) core::OnSetsockopt(fd, level, name, value, len);
   return r;
 }
 
 CA_EXPORT int dup(int oldfd) {
+  core::EnsureScanned();
   int r = Real().dup(oldfd);
   if (r >= 0) core::OnDup(oldfd, r, false);
   return r;
 }
 
 CA_EXPORT int dup2(int oldfd, int newfd) {
+  core::EnsureScanned();
   int r = Real().dup2(oldfd, newfd);
   if (r >= 0) core::OnDup2(oldfd, r, false);
   return r;
 }
 
 CA_EXPORT int dup3(int oldfd, int newfd, int flags) {
+  core::EnsureScanned();
   if (!Real().dup3) {
     errno = ENOSYS;
     return -1;
@@ -137,6 +149,7 @@ CA_EXPORT int dup3(int oldfd, int newfd, int flags) {
 // fcntl's third argument is an int or a pointer depending on cmd; on x86-64
 // both travel in one 64-bit register, so passing it on as a long is exact.
 CA_EXPORT int fcntl(int fd, int cmd, ...) {
+  core::EnsureScanned();
   va_list ap;
   va_start(ap, cmd);
   long arg = va_arg(ap, long);
@@ -149,6 +162,7 @@ CA_EXPORT int fcntl(int fd, int cmd, ...) {
 }
 
 CA_EXPORT int fcntl64(int fd, int cmd, ...) {
+  core::EnsureScanned();
   va_list ap;
   va_start(ap, cmd);
   long arg = va_arg(ap, long);
@@ -167,12 +181,14 @@ CA_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     errno = EAGAIN;  // the emulated pipe never holds a byte to read
     return -1;
   }
+  core::EnsureScanned();
   ssize_t r = Real().read(fd, buf, n);
   core::OnRead(fd, r, n, __builtin_return_address(0));
   return r;
 }
 
 CA_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
+  core::EnsureScanned();
   ssize_t r = Real().read_chk ? Real().read_chk(fd, buf, n, buflen)
                               : Real().read(fd, buf, n);
   core::OnRead(fd, r, n, __builtin_return_address(0));
@@ -180,12 +196,14 @@ CA_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
 }
 
 CA_EXPORT ssize_t readv(int fd, const iovec* iov, int count) {
+  core::EnsureScanned();
   ssize_t r = Real().readv(fd, iov, count);
   if (r >= 0) core::OnRead(fd, r, IovBytes(iov, count), __builtin_return_address(0));
   return r;
 }
 
 CA_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
+  core::EnsureScanned();
   ssize_t r = Real().recv(fd, buf, n, flags);
   core::OnRead(fd, r, n, __builtin_return_address(0));
   return r;
@@ -193,6 +211,7 @@ CA_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
 
 CA_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen,
                              int flags) {
+  core::EnsureScanned();
   ssize_t r = Real().recv_chk ? Real().recv_chk(fd, buf, n, buflen, flags)
                               : Real().recv(fd, buf, n, flags);
   core::OnRead(fd, r, n, __builtin_return_address(0));
@@ -201,6 +220,7 @@ CA_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen,
 
 CA_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags,
                            sockaddr* addr, socklen_t* len) {
+  core::EnsureScanned();
   ssize_t r = Real().recvfrom(fd, buf, n, flags, addr, len);
   core::OnRead(fd, r, n, __builtin_return_address(0));
   return r;
@@ -208,6 +228,7 @@ CA_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags,
 
 CA_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen,
                                  int flags, sockaddr* addr, socklen_t* len) {
+  core::EnsureScanned();
   ssize_t r = Real().recvfrom_chk
                   ? Real().recvfrom_chk(fd, buf, n, buflen, flags, addr, len)
                   : Real().recvfrom(fd, buf, n, flags, addr, len);
@@ -216,6 +237,7 @@ CA_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen,
 }
 
 CA_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  core::EnsureScanned();
   ssize_t r = Real().recvmsg(fd, msg, flags);
   if (r >= 0 && msg && msg->msg_controllen > 0) core::ReceivedFds(msg, flags);
   if (r >= 0) {
@@ -240,11 +262,12 @@ CA_EXPORT int pipe2(int fds[2], int flags) {
 CA_EXPORT int pipe(int fds[2]) { return pipe2(fds, 0); }
 
 CA_EXPORT pid_t fork() {
+  core::EnsureScanned();
   core::ForkToken token = core::ForkPrepare();
   pid_t pid = Real().fork();
   if (pid == 0) {
     core::ForkChild(core::ForkKind::kFork);
-  } else if (pid > 0) {
+  } else {
     core::ForkParent(pid, token, core::ForkKind::kFork);
   }
   return pid;
@@ -253,6 +276,7 @@ CA_EXPORT pid_t fork() {
 // _Fork runs no atfork handlers, but the child still has its own process:
 // it needs its own ring like any fork child.
 CA_EXPORT pid_t _Fork() {
+  core::EnsureScanned();
   if (!Real().underscore_fork) {
     errno = ENOSYS;
     return -1;
@@ -261,7 +285,7 @@ CA_EXPORT pid_t _Fork() {
   pid_t pid = Real().underscore_fork();
   if (pid == 0) {
     core::ForkChild(core::ForkKind::kUnderscoreFork);
-  } else if (pid > 0) {
+  } else {
     core::ForkParent(pid, token, core::ForkKind::kUnderscoreFork);
   }
   return pid;
@@ -274,10 +298,11 @@ CA_EXPORT int posix_spawn(pid_t* pid, const char* path,
                           const posix_spawn_file_actions_t* actions,
                           const posix_spawnattr_t* attr, char* const argv[],
                           char* const envp[]) {
+  core::EnsureScanned();
   core::ForkToken token = core::ForkPrepare();
   pid_t child = -1;
   int r = Real().posix_spawn(&child, path, actions, attr, argv, envp);
-  if (r == 0) core::ForkParent(child, token, core::ForkKind::kSpawn);
+  core::ForkParent(r == 0 ? child : -1, token, core::ForkKind::kSpawn);
   if (pid && r == 0) *pid = child;
   return r;
 }
@@ -286,10 +311,11 @@ CA_EXPORT int posix_spawnp(pid_t* pid, const char* file,
                            const posix_spawn_file_actions_t* actions,
                            const posix_spawnattr_t* attr, char* const argv[],
                            char* const envp[]) {
+  core::EnsureScanned();
   core::ForkToken token = core::ForkPrepare();
   pid_t child = -1;
   int r = Real().posix_spawnp(&child, file, actions, attr, argv, envp);
-  if (r == 0) core::ForkParent(child, token, core::ForkKind::kSpawn);
+  core::ForkParent(r == 0 ? child : -1, token, core::ForkKind::kSpawn);
   if (pid && r == 0) *pid = child;
   return r;
 }
@@ -297,13 +323,18 @@ CA_EXPORT int posix_spawnp(pid_t* pid, const char* file,
 // daemon() forks inside libc, where no wrapper sees it, and only the child
 // returns.
 CA_EXPORT int daemon(int nochdir, int noclose) {
+  core::EnsureScanned();
   if (!Real().daemon) {
     errno = ENOSYS;
     return -1;
   }
-  core::ForkPrepare();
+  core::ForkToken token = core::ForkPrepare();
   int r = Real().daemon(nochdir, noclose);
-  if (r == 0) core::ForkChild(core::ForkKind::kDaemon);
+  if (r == 0) {
+    core::ForkChild(core::ForkKind::kDaemon);
+  } else {
+    core::ForkParent(-1, token, core::ForkKind::kDaemon);  // it failed
+  }
   return r;
 }
 
@@ -335,11 +366,12 @@ CA_EXPORT int clone(int (*fn)(void*), void* stack, int flags, void* arg, ...) {
     // A thread, or a vfork-like child sharing our memory: nothing to do.
     return Real().clone(fn, stack, flags, arg, parent_tid, tls, child_tid);
   }
+  core::EnsureScanned();
   core::ForkToken token = core::ForkPrepare();
   CloneStart start{fn, arg};
   int pid = Real().clone(CloneTrampoline, stack, flags, &start, parent_tid,
                          tls, child_tid);
-  if (pid > 0) core::ForkParent(pid, token, core::ForkKind::kClone);
+  core::ForkParent(pid, token, core::ForkKind::kClone);
   return pid;
 }
 
@@ -452,6 +484,7 @@ CA_EXPORT int execle(const char* path, const char* arg, ...) {
 #undef CA_COLLECT_ARGS
 
 CA_EXPORT int close_range(unsigned first, unsigned last, int flags) {
+  core::EnsureScanned();
   if (!Real().close_range) {
     errno = ENOSYS;
     return -1;
@@ -461,6 +494,7 @@ CA_EXPORT int close_range(unsigned first, unsigned last, int flags) {
 }
 
 CA_EXPORT void closefrom(int lowfd) {
+  core::EnsureScanned();
   if (lowfd >= 0) core::BeforeCloseRange(static_cast<unsigned>(lowfd), ~0u, 0);
   if (Real().closefrom) {
     Real().closefrom(lowfd);
@@ -470,6 +504,7 @@ CA_EXPORT void closefrom(int lowfd) {
 }
 
 CA_EXPORT int fclose(FILE* stream) {
+  core::EnsureScanned();
   int fd = stream ? fileno(stream) : -1;
   core::CloseClaim claim = core::ClaimClose(fd);
   int r = Real().fclose(stream);
@@ -485,6 +520,7 @@ CA_EXPORT long syscall(long number, ...) {
   long a[6];
   for (long& v : a) v = va_arg(ap, long);
   va_end(ap);
+  if (number == SYS_close || number == SYS_close_range) core::EnsureScanned();
   if (number == SYS_close) {
     int fd = static_cast<int>(a[0]);
     core::CloseClaim claim = core::ClaimClose(fd);

@@ -37,6 +37,7 @@ namespace closeaudit::shim {
 FdTable g_fds;
 thread_local int t_busy __attribute__((tls_model("initial-exec"))) = 0;
 thread_local int t_unwinding __attribute__((tls_model("initial-exec"))) = 0;
+std::atomic<int> g_scan{kScanDone};
 thread_local ForkToken t_vfork_token __attribute__((tls_model("initial-exec")));
 
 namespace {
@@ -53,6 +54,25 @@ constexpr uint64_t kRetryIntervalNs = 1000000000ull;  // re-register at most 1/s
 // again. An image the library never enters (static, setuid) keeps the
 // extra nanosecond, which changes no timer of its measurably.
 bool SlackMarked(long slack) { return slack > 1000 && slack % 1000 == 1; }
+
+// Marks the calling thread's timer slack (see ExecMark); returns the slack
+// to put back, or -1 if none was marked.
+long MarkSlack() {
+  // Only a slack of whole microseconds can carry the mark unambiguously;
+  // another one (a program that asked for 1 ns) goes without.
+  long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
+  if (slack >= 1000 && slack % 1000 == 0 &&
+      Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack + 1, 0, 0, 0, 0) ==
+          0) {
+    return slack;
+  }
+  return -1;
+}
+
+void UnmarkSlack(long slack) {
+  if (slack >= 0) Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack, 0, 0, 0, 0);
+}
+
 
 // The current ring, and the ones before it: after a collector dies the shim
 // moves to a new ring for the next one, but never unmaps the old (another
@@ -74,6 +94,9 @@ std::atomic<bool> g_recording{false};
 // starts it. Most images a shell or a build runs never make one.
 enum StartState : int { kDormant, kStarting, kStarted };
 std::atomic<int> g_start{kDormant};
+// When this image began (its constructor), for sockets found open at start.
+uint64_t g_image_start_ns = 0;
+thread_local bool t_scanning __attribute__((tls_model("initial-exec"))) = false;
 std::atomic<bool> g_registered{false};
 std::atomic<bool> g_registering{false};
 std::atomic<uint64_t> g_last_register_try{0};
@@ -290,13 +313,15 @@ uint32_t StateFor(int domain, int type) {
   return state;
 }
 
-// Returns the socket's cookie.
+// Returns the socket's cookie. `at_ns`, if not 0, is when the process got
+// it (an inherited socket found later than that).
 uint64_t Track(EventType type, int fd, uint32_t state, uint32_t aux,
-               uint64_t arg, bool with_stack) {
+               uint64_t arg, bool with_stack, uint64_t at_ns = 0) {
   uint64_t cookie, inode;
   Identify(fd, &cookie, &inode);
   g_fds.Set(fd, cookie, inode, state);
   Event e = MakeEvent(type, fd, cookie, inode, state);
+  if (at_ns != 0) e.mono_ns = at_ns;
   e.aux = aux;
   e.arg = arg;
   Push(e, with_stack);
@@ -427,8 +452,11 @@ void TrackExisting(int fd, uint32_t aux, bool cloexec) {
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) {
     state |= kStateConnected;
   }
+  // Found at start (perhaps looked for later, see EnsureScanned): held since
+  // the image began.
+  uint64_t at = (aux & wire::kInheritedFromMask) == 0 ? g_image_start_ns : 0;
   Track(EventType::kInherited, fd, state, aux,
-        (uint64_t(domain) << 16) | (uint64_t(type) & 0xffff), false);
+        (uint64_t(domain) << 16) | (uint64_t(type) & 0xffff), false, at);
 }
 
 // Sockets the process already had when the shim arrived (inherited across
@@ -587,14 +615,42 @@ bool StartRecording() {
   g_slots = 1u << (31 - __builtin_clz(g_slots));  // a power of two
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
+  g_image_start_ns = NowNs();
   g_recording.store(true);
   bool after_exec = ExecdByStartedImage();
   if (after_exec) g_hello_flags |= wire::kHelloAfterExec;
   // Inherited sockets start the image (through their events); so do an exec
-  // from a started image and `closeaudit run`'s own command.
-  ScanExistingSockets();
-  if (after_exec || StartEagerly()) EnsureStarted();
+  // from a started image and `closeaudit run`'s own command. Those look at
+  // their fds now; the others when they first touch an fd (EnsureScanned):
+  // the look costs a process start about a twentieth of its time, and
+  // /bin/true and its like never touch one.
+  bool eager = after_exec || StartEagerly() || getenv("LISTEN_FDS") != nullptr;
+  if (eager) {
+    t_scanning = true;
+    ScanExistingSockets();
+    t_scanning = false;
+    EnsureStarted();
+  } else {
+    g_scan.store(kScanPending, std::memory_order_release);
+  }
   return true;
+}
+
+void ScanNow() {
+  if (t_scanning || !Recording()) return;  // a call the scan itself makes
+  int state = kScanPending;
+  if (g_scan.compare_exchange_strong(state, kScanning,
+                                     std::memory_order_acq_rel)) {
+    Scope scope;
+    SignalsBlocked blocked;
+    t_scanning = true;
+    ScanExistingSockets();
+    t_scanning = false;
+    g_scan.store(kScanDone, std::memory_order_release);
+    return;
+  }
+  // Another thread is looking, with its signals blocked: it finishes.
+  while (g_scan.load(std::memory_order_acquire) == kScanning) sched_yield();
 }
 
 void OnSocket(int fd, int domain, int type) {
@@ -888,6 +944,7 @@ void OnDup2(int oldfd, int newfd, bool cloexec) {
 
 ForkToken ForkPrepare() {
   ForkToken token{};
+  token.slack = -1;
   // A dormant image records no fork (see Push): nothing to prepare.
   if (!Recording() || g_start.load(std::memory_order_acquire) == kDormant) {
     return token;
@@ -896,11 +953,21 @@ ForkToken ForkPrepare() {
   token.stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
   token.mono_ns = NowNs();
   token.parent = getpid();
+  // A vfork or posix_spawn child execs without returning to the shim: it
+  // takes the mark with it from this thread. A fork child takes it off.
+  token.slack = g_start.load(std::memory_order_acquire) == kStarted
+                    ? MarkSlack()
+                    : -1;
   g_fork = token;  // the child's copy of memory carries it over
   return token;
 }
 
 void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
+  if (token.slack >= 0) {
+    int saved = errno;
+    UnmarkSlack(token.slack);
+    errno = saved;
+  }
   if (!Recording() || child <= 0 ||
       g_start.load(std::memory_order_acquire) == kDormant) {
     return;
@@ -918,7 +985,14 @@ void ForkChild(ForkKind kind) {
   if (!Recording()) return;
   Scope scope;
   t_tid = 0;
+  // The parent's mark, meant for children that exec without the shim.
+  long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
+  if (SlackMarked(slack)) UnmarkSlack(slack - 1);
   UnwinderForkChild();
+  // A look at the fds another thread had under way: this child looks again.
+  if (g_scan.load(std::memory_order_relaxed) == kScanning) {
+    g_scan.store(kScanPending, std::memory_order_relaxed);
+  }
   // The parent's ring stays the parent's: let go of it (and of its memfd,
   // if the parent had not handed it over yet) and start our own.
   // A dormant parent had no ring: then nothing here is written, and the
@@ -967,21 +1041,14 @@ ExecMark OnExec() {
   Scope scope;
   Event ev = MakeEvent(EventType::kExec, -1, 0, 0, 0);
   Push(ev, true);
-  // Only a slack of whole microseconds can carry the mark unambiguously;
-  // another one (a program that asked for 1 ns) goes without.
-  long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
-  if (slack >= 1000 && slack % 1000 == 0 &&
-      Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack + 1, 0, 0, 0, 0) ==
-          0) {
-    mark.slack = slack;
-  }
+  mark.slack = MarkSlack();
   return mark;
 }
 
 void AfterFailedExec(const ExecMark& mark) {
   if (mark.slack < 0) return;
   Scope scope;
-  Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, mark.slack, 0, 0, 0, 0);
+  UnmarkSlack(mark.slack);
 }
 
 }  // namespace closeaudit::shim
@@ -990,6 +1057,7 @@ void AfterFailedExec(const ExecMark& mark) {
 using closeaudit::shim::ForkKind;
 
 extern "C" void* closeaudit_vfork_prepare() {
+  closeaudit::shim::EnsureScanned();
   closeaudit::shim::t_vfork_token = closeaudit::shim::ForkPrepare();
   return reinterpret_cast<void*>(closeaudit::shim::Real().vfork);
 }

@@ -38,8 +38,25 @@ extern thread_local int t_unwinding __attribute__((tls_model("initial-exec")));
 // any depth; stacks only at depth 1 (see Push in recorder.cc).
 extern thread_local int t_busy __attribute__((tls_model("initial-exec")));
 
-// Start-up: resolve hooks, create the ring, register with the collector,
-// announce modules and inherited sockets. Returns false if auditing is off.
+// Whether this image still has to look at the fds it was started with
+// (kScanPending), is looking (kScanning), or has (kScanDone).
+enum ScanState : int { kScanDone, kScanPending, kScanning };
+extern std::atomic<int> g_scan;
+void ScanNow();
+
+// Every wrapper of a call that takes or makes an fd calls this first: the
+// sockets an image inherited are looked for (in /proc/self/fd) before the
+// first such call, not at start. One relaxed load when done.
+inline void EnsureScanned() {
+  if (__builtin_expect(g_scan.load(std::memory_order_relaxed) != kScanDone,
+                       0)) {
+    ScanNow();
+  }
+}
+
+// Start-up: resolve hooks, and look at the fds the image started with when
+// it starts eagerly (see recorder.cc); otherwise the image is dormant until
+// its first socket. Returns false if auditing is off.
 bool StartRecording();
 bool Recording();
 
@@ -106,11 +123,16 @@ struct ForkToken {
   uint32_t stack;
   uint64_t mono_ns;
   pid_t parent;
+  // The calling thread's timer slack before a started image marked it (see
+  // ExecMark below): a child that execs without returning to the shim
+  // (vfork, posix_spawn) carries the mark into its new image. -1: none.
+  long slack;
 };
 // The vfork trampoline's token, between prepare and parent.
 extern thread_local ForkToken t_vfork_token
     __attribute__((tls_model("initial-exec")));
 ForkToken ForkPrepare();
+// In the parent after the call, whatever it returned (child <= 0: failed).
 void ForkParent(pid_t child, const ForkToken& token, ForkKind kind);
 void ForkChild(ForkKind kind);
 

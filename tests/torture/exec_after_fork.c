@@ -8,7 +8,8 @@
  * forks; the child first tries an exec that fails, prints its timer slack,
  * then execs itself as "sleeper 2", which prints its timer slack and sleeps.
  * Meanwhile the parent's clients close, the parent reads each EOF and closes
- * the connection, then waits for the child. Nothing leaks: a report with an
+ * the connection, then waits for the child, and last posix_spawns itself
+ * as "sleeper 0" (whose child execs inside libc). Nothing leaks: a report with an
  * error finding (fork_held: "the child still held it") is wrong. The
  * transcript (fds, results, timer slacks) is the same with and without the
  * library. Exit status 0, or 1 with a message on stderr.
@@ -23,12 +24,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define CONNECTIONS 3
+
+extern char **environ;
 
 static void out(const char *fmt, ...) {
   char line[512];
@@ -111,6 +115,15 @@ int main(int argc, char **argv) {
   int status;
   if (waitpid(pid, &status, 0) != pid) die("waitpid");
   out("parent: read %d EOFs and closed", CONNECTIONS);
+  /* posix_spawn's child execs inside libc, where no wrapper runs. */
+  char *spawned[] = {(char *)"exec_after_fork", (char *)"sleeper", (char *)"0",
+                     NULL};
+  pid_t sp;
+  int rc = posix_spawn(&sp, "/proc/self/exe", NULL, NULL, spawned, environ);
+  if (rc != 0 || waitpid(sp, &status, 0) != sp) die("posix_spawn");
+  out("parent: spawned child exited %d, timer slack %d",
+      WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+      prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
   out("parent: child exited %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
   close(lfd);
   return 0;
