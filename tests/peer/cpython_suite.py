@@ -73,6 +73,8 @@ LONG_SELECTION = [
     "test.test_asyncio.test_ssl",
 ]
 WAYS = ["plain", "literal", "run"]
+# How many differences the last lines repeat.
+RECAP = 20
 # How long a daemon may take to write its last reports after SIGTERM.
 DAEMON_GRACE_S = 30
 
@@ -554,6 +556,12 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
     say(f"  total {time.monotonic() - started:.0f} s")
     say()
     if diffs or failed:
+        # Again in short, last: CI shows the end of a failing test's log.
+        for test_id, per_way in diffs[:RECAP]:
+            say(f"  differs: {test_id}  " + " ".join(
+                f"{w}={o.kind if o else 'missing'}" for w, o in per_way.items()))
+        if len(diffs) > RECAP:
+            say(f"  ... and {len(diffs) - RECAP} more")
         say(f"FAIL peer-cpython: {len(diffs)} tests differ between the ways"
             + ("; see the notes above" if failed else ""))
         return 1
