@@ -94,6 +94,8 @@ std::atomic<bool> g_recording{false};
 // starts it. Most images a shell or a build runs never make one.
 enum StartState : int { kDormant, kStarting, kStarted };
 std::atomic<int> g_start{kDormant};
+// Set in a fork child of a started image: its stack table is the parent's.
+bool g_stacks_stale = false;
 // When this image began (its constructor), for sockets found open at start.
 uint64_t g_image_start_ns = 0;
 thread_local bool t_scanning __attribute__((tls_model("initial-exec"))) = false;
@@ -536,6 +538,11 @@ namespace {
 // exist only inside this call.
 bool StartRing(bool snapshot, bool daemon_fork) {
   SignalsBlocked blocked;
+  if (g_stacks_stale) {
+    // The stacks a fork's parent knew point into the parent's ring.
+    ResetStacks();
+    g_stacks_stale = false;
+  }
   InitTransport();
   if (!Ring().Create(g_slots, g_arena)) {
     SayDisabled("cannot create the event ring");
@@ -985,19 +992,31 @@ void ForkChild(ForkKind kind) {
   if (!Recording()) return;
   Scope scope;
   t_tid = 0;
-  // The parent's mark, meant for children that exec without the shim.
-  long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
-  if (SlackMarked(slack)) UnmarkSlack(slack - 1);
+  bool parent_dormant = g_start.load(std::memory_order_relaxed) == kDormant;
+  if (!parent_dormant) {
+    // The parent's mark, meant for children that exec without the shim.
+    long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
+    if (SlackMarked(slack)) UnmarkSlack(slack - 1);
+  }
   UnwinderForkChild();
   // A look at the fds another thread had under way: this child looks again.
   if (g_scan.load(std::memory_order_relaxed) == kScanning) {
     g_scan.store(kScanPending, std::memory_order_relaxed);
   }
+  // Every socket the parent had is now held here too, since the fork.
+  // Reads in the parent are not reads in the child.
+  int held = 0;
+  g_fds.ForEach([&held](int, FdEntry& e) {
+    e.last_use_ip.store(0, std::memory_order_relaxed);
+    ++held;
+  });
   // The parent's ring stays the parent's: let go of it (and of its memfd,
-  // if the parent had not handed it over yet) and start our own.
-  // A dormant parent had no ring: then nothing here is written, and the
-  // child copies no page of the shim's for it.
-  if (g_start.load(std::memory_order_relaxed) != kDormant) {
+  // if the parent had not handed it over yet) and start our own. A dormant
+  // parent had no ring: then nothing here is written, and the child copies
+  // no page of the shim's for it. A child with no socket (most of them exec
+  // at once) only forgets the parent's rings; it unmaps nothing and
+  // replaces its stack table only if it starts (StartRing).
+  if (!parent_dormant) {
     for (RingWriter& ring : g_rings) {
       // The parent's memfd, if it still had one: close our copy, unless the
       // program has put something else on that number meanwhile.
@@ -1006,27 +1025,23 @@ void ForkChild(ForkKind kind) {
         int inherited = ring.ReleaseFd();
         if (ours) Real().close(inherited);
       }
-      if (ring.ok()) ring.Abandon();
+      if (!ring.ok()) continue;
+      if (held == 0) {
+        ring.Forget();
+      } else {
+        ring.Abandon();
+      }
     }
     g_ring_index.store(0, std::memory_order_release);
     g_registered.store(false);
     g_registering.store(false);
     g_last_register_try.store(0, std::memory_order_relaxed);
+    g_stacks_stale = true;
   }
   if (g_hello_flags != wire::kHelloForked) g_hello_flags = wire::kHelloForked;
-  ResetStacks();
-  // Every socket the parent had is now held here too, since the fork.
-  // Reads in the parent are not reads in the child.
-  int held = 0;
-  g_fds.ForEach([&held](int, FdEntry& e) {
-    e.last_use_ip.store(0, std::memory_order_relaxed);
-    ++held;
-  });
   if (held == 0) {
     // Nothing to say until this process makes a socket of its own.
-    if (g_start.load(std::memory_order_relaxed) != kDormant) {
-      g_start.store(kDormant, std::memory_order_release);
-    }
+    if (!parent_dormant) g_start.store(kDormant, std::memory_order_release);
     return;
   }
   g_start.store(kStarting, std::memory_order_release);

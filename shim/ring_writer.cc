@@ -58,6 +58,10 @@ bool RingWriter::Create(uint32_t slot_count, uint32_t arena_bytes) {
 
 void RingWriter::Abandon() {
   if (header_) munmap(header_, total_bytes_);
+  Forget();
+}
+
+void RingWriter::Forget() {
   header_ = nullptr;
   slots_ = nullptr;
   arena_ = nullptr;

@@ -22,6 +22,9 @@ class RingWriter {
   // Unmaps the ring without touching its contents (after fork, the child lets
   // go of the parent's ring this way).
   void Abandon();
+  // Lets go of the ring without unmapping it (a fork child that may exec at
+  // once: the mapping goes with the exec, for free).
+  void Forget();
 
   bool ok() const { return header_ != nullptr; }
   // Distinguishes the rings this process has had (they are never reused).
