@@ -257,10 +257,12 @@ def clean_up(way, before, closeaudit):
         if where != way.socket:
             notes.append(f"a daemon (pid {pid}) served {where}, not "
                          f"this way's {way.socket}")
+    if daemons:
+        notes += final_snapshot(way)
     deaf = [p for p in daemons if blocks_sigterm(p)]
     if deaf:
-        # It would only go at its idle timeout; its reports are written
-        # already, each time its last client left.
+        # It would only go at its idle timeout; final_snapshot has had it
+        # write its reports.
         notes.append(f"WARNING: daemon(s) {deaf} block SIGTERM (their signal "
                      "mask has every signal blocked), so they cannot be stopped "
                      "but by SIGKILL or their idle timeout; killed")
@@ -280,6 +282,23 @@ def clean_up(way, before, closeaudit):
     for pid in list(daemons) + others:
         kill(pid, signal.SIGKILL)
     return notes
+
+
+def final_snapshot(way):
+    """Has the literal way's daemon write its reports now, with every process
+    of the run gone (`closeaudit snapshot`), so that they do not depend on
+    how the daemon ends. Returns notes."""
+    env = {k: v for k, v in way.env.items() if k != "LD_PRELOAD"}
+    run_dir = os.path.join(way.dir, "state", "closeaudit", "latest")
+    try:
+        p = subprocess.run([way.opts.closeaudit, "snapshot", run_dir], env=env,
+                           capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return ["WARNING: `closeaudit snapshot` took over 60 s"]
+    if p.returncode != 0:
+        return [f"WARNING: `closeaudit snapshot` failed ({p.returncode}): "
+                f"{(p.stderr or p.stdout).strip()[:300]}"]
+    return []
 
 
 def blocks_sigterm(pid):
