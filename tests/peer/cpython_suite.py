@@ -531,47 +531,25 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
         f.write("".join(t + "\n" for t, _ in exclusions))
     say(f"peer-cpython: {PYTHON} -m test, {len(modules)} modules, "
         f"{len(exclusions)} exclusions, ways {', '.join(opts.ways)}; logs in {logdir}")
+    started = time.monotonic()
     results, times, notes = {}, {}, {}
     failed = False
-    started = time.monotonic()
     for name in opts.ways:
-        way = Way(name, base, opts)
-        before = processes_of(way, opts.closeaudit)
-        results[name], times[name], notes[name] = {}, 0.0, []
-        for batch in todo:
-            deadline = opts.batch_timeout * batch.slowness
-            log, xml, secs, note = run_batch(way, batch, ignore_path, logdir,
-                                             deadline)
-            times[name] += secs
-            say(f"  {name} {batch.name}: {secs:.1f} s")
-            if note:
-                notes[name].append(f"{batch.name}: {note}")
-                failed = True
-            results[name].update(collect(log, xml, batch.modules))
-            if name != "plain":
-                notes[name] += clean_up(way, before, opts.closeaudit)
-                text, audited = audit_note(way, batch)
-                notes[name].append(f"{batch.name}: {text}")
-                if not audited:
-                    notes[name].append(f"{batch.name}: FAIL: the library audited "
-                                       "nothing, so the comparison proves nothing")
-                    failed = True
-                keep_reports(way, batch, logdir)
-        notes[name] += clean_up(way, before, opts.closeaudit)
+        results[name], times[name], notes[name], bad = run_way(
+            Way(name, base, opts), todo, ignore_path, logdir)
+        failed |= bad
     say()
     print_counts(results, times, notes)
-    stale = stale_exclusions(exclusions, todo)
-    for t in stale:
+    for t in stale_exclusions(exclusions, todo):
         say(f"  warning: exclusion {t} names no test of the selection")
     diffs = compare(results, modules) if len(results) > 1 else []
     if diffs:
         say()
         print_diffs(diffs, results, modules)
-    same = [t for t in results[opts.ways[0]]
-            if all(r.get(t) and r[t].kind in ("fail", "error") for r in results.values())]
-    for t in same:
-        say(f"  note: {t} fails in every way (not a difference; exclude it if "
-            "it fails without the library)")
+    for t in results[opts.ways[0]]:
+        if all(r.get(t) and r[t].kind in ("fail", "error") for r in results.values()):
+            say(f"  note: {t} fails in every way (not a difference; exclude it "
+                "if it fails without the library)")
     say(f"  total {time.monotonic() - started:.0f} s")
     say()
     if diffs or failed:
@@ -586,6 +564,35 @@ def run_all(opts, todo, modules, exclusions, base, logdir):
         return 1
     say("PASS peer-cpython: every test has the same outcome in every way")
     return 0
+
+
+def run_way(way, todo, ignore_path, logdir):
+    """Every batch one way: (results, seconds, notes, whether it failed
+    other than by a differing test)."""
+    closeaudit = way.opts.closeaudit
+    before = processes_of(way, closeaudit)
+    results, secs, notes, failed = {}, 0.0, [], False
+    for batch in todo:
+        log, xml, took, note = run_batch(way, batch, ignore_path, logdir,
+                                         way.opts.batch_timeout * batch.slowness)
+        secs += took
+        say(f"  {way.name} {batch.name}: {took:.1f} s")
+        if note:
+            notes.append(f"{batch.name}: {note}")
+            failed = True
+        results.update(collect(log, xml, batch.modules))
+        if way.name == "plain":
+            continue
+        notes += clean_up(way, before, closeaudit)
+        text, audited = audit_note(way, batch)
+        notes.append(f"{batch.name}: {text}")
+        if not audited:
+            notes.append(f"{batch.name}: FAIL: the library audited nothing, so "
+                         "the comparison proves nothing")
+            failed = True
+        keep_reports(way, batch, logdir)
+    notes += clean_up(way, before, closeaudit)
+    return results, secs, notes, failed
 
 
 if __name__ == "__main__":
