@@ -204,9 +204,21 @@ int StartDaemon(const char* bin, char* why, size_t why_size) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  // The daemon starts clean: no signal blocked (the shim blocks them all
+  // while it registers) or ignored (whatever the program chose), so that
+  // SIGTERM stops it and SIGUSR1 asks for a snapshot.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid;
   // The real posix_spawn: this child is the shim's, not the program's.
-  int rc = Real().posix_spawn(&pid, bin, &actions, nullptr, argv, envp);
+  int rc = Real().posix_spawn(&pid, bin, &actions, &attr, argv, envp);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   Real().close(err[1]);
   int status = -1;

@@ -807,8 +807,9 @@ def clear_shm_markers():
             os.unlink(os.path.join("/dev/shm", name))
 
 
-def stop_daemons_of(runtime_dir):
-    """Every `closeaudit daemon` listening under runtime_dir."""
+def daemons_of(runtime_dir):
+    """The pids of every `closeaudit daemon` listening under runtime_dir."""
+    pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -816,10 +817,36 @@ def stop_daemons_of(runtime_dir):
         except OSError:
             continue
         if b"daemon" in argv and any(runtime_dir.encode() in a for a in argv):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            pids.append(int(pid))
+    return pids
+
+
+def stop_daemons_of(runtime_dir):
+    for pid in daemons_of(runtime_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def check_daemon_signals(runtime_dir):
+    """The daemon the library started blocks and ignores no signal of the
+    ones it is stopped and asked with, and SIGTERM ends it."""
+    pids = daemons_of(runtime_dir)
+    check(len(pids) == 1, f"expected one daemon under {runtime_dir}, got {pids}")
+    with open(f"/proc/{pids[0]}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f
+                      if ":\t" in line)
+    for key in ("SigBlk", "SigIgn"):
+        mask = int(status.get(key, "0"), 16)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            check(not mask & (1 << (sig - 1)),
+                  f"the daemon has {sig.name} in {key} ({status.get(key)})")
+    os.kill(pids[0], signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pids[0]}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(not daemons_of(runtime_dir), "the daemon ignored SIGTERM")
 
 
 def case_literal_unprivileged(ctx):
@@ -864,7 +891,7 @@ def case_literal_unprivileged(ctx):
         check(rep["summary"]["processes"] >= 5,
               f"the daemon's report has {rep['summary']['processes']} "
               "processes, expected the 5 runs")
-        stop_daemons_of(rt)
+        check_daemon_signals(rt)
 
         # A daemon that cannot start: once, and nobody waits.
         rt = private_dir(ctx, "rt-failing")
