@@ -299,7 +299,7 @@ CA_EXPORT int posix_spawn(pid_t* pid, const char* path,
                           const posix_spawnattr_t* attr, char* const argv[],
                           char* const envp[]) {
   core::EnsureScanned();
-  core::ForkToken token = core::ForkPrepare();
+  core::ForkToken token = core::ForkPrepare(/*exec_child=*/true);
   pid_t child = -1;
   int r = Real().posix_spawn(&child, path, actions, attr, argv, envp);
   core::ForkParent(r == 0 ? child : -1, token, core::ForkKind::kSpawn);
@@ -312,7 +312,7 @@ CA_EXPORT int posix_spawnp(pid_t* pid, const char* file,
                            const posix_spawnattr_t* attr, char* const argv[],
                            char* const envp[]) {
   core::EnsureScanned();
-  core::ForkToken token = core::ForkPrepare();
+  core::ForkToken token = core::ForkPrepare(/*exec_child=*/true);
   pid_t child = -1;
   int r = Real().posix_spawnp(&child, file, actions, attr, argv, envp);
   core::ForkParent(r == 0 ? child : -1, token, core::ForkKind::kSpawn);

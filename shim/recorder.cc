@@ -949,7 +949,7 @@ void OnDup2(int oldfd, int newfd, bool cloexec) {
   OnDup(oldfd, newfd, cloexec);
 }
 
-ForkToken ForkPrepare() {
+ForkToken ForkPrepare(bool exec_child) {
   ForkToken token{};
   token.slack = -1;
   // A dormant image records no fork (see Push): nothing to prepare.
@@ -961,10 +961,11 @@ ForkToken ForkPrepare() {
   token.mono_ns = NowNs();
   token.parent = getpid();
   // A vfork or posix_spawn child execs without returning to the shim: it
-  // takes the mark with it from this thread. A fork child takes it off.
-  token.slack = g_start.load(std::memory_order_acquire) == kStarted
-                    ? MarkSlack()
-                    : -1;
+  // takes the mark with it from this thread.
+  token.slack =
+      exec_child && g_start.load(std::memory_order_acquire) == kStarted
+          ? MarkSlack()
+          : -1;
   g_fork = token;  // the child's copy of memory carries it over
   return token;
 }
@@ -993,11 +994,6 @@ void ForkChild(ForkKind kind) {
   Scope scope;
   t_tid = 0;
   bool parent_dormant = g_start.load(std::memory_order_relaxed) == kDormant;
-  if (!parent_dormant) {
-    // The parent's mark, meant for children that exec without the shim.
-    long slack = Real().syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
-    if (SlackMarked(slack)) UnmarkSlack(slack - 1);
-  }
   UnwinderForkChild();
   // A look at the fds another thread had under way: this child looks again.
   if (g_scan.load(std::memory_order_relaxed) == kScanning) {
@@ -1073,7 +1069,8 @@ using closeaudit::shim::ForkKind;
 
 extern "C" void* closeaudit_vfork_prepare() {
   closeaudit::shim::EnsureScanned();
-  closeaudit::shim::t_vfork_token = closeaudit::shim::ForkPrepare();
+  closeaudit::shim::t_vfork_token =
+      closeaudit::shim::ForkPrepare(/*exec_child=*/true);
   return reinterpret_cast<void*>(closeaudit::shim::Real().vfork);
 }
 

@@ -123,15 +123,18 @@ struct ForkToken {
   uint32_t stack;
   uint64_t mono_ns;
   pid_t parent;
-  // The calling thread's timer slack before a started image marked it (see
-  // ExecMark below): a child that execs without returning to the shim
-  // (vfork, posix_spawn) carries the mark into its new image. -1: none.
+  // The calling thread's timer slack before a started image marked it for
+  // a child that execs without returning to the shim (vfork, posix_spawn;
+  // see ExecMark below). -1: none.
   long slack;
 };
 // The vfork trampoline's token, between prepare and parent.
 extern thread_local ForkToken t_vfork_token
     __attribute__((tls_model("initial-exec")));
-ForkToken ForkPrepare();
+// `exec_child`: the child execs without returning to the shim (vfork,
+// posix_spawn), so the calling thread's timer slack carries the exec mark
+// into it (see ExecMark); a fork or clone child runs the shim itself.
+ForkToken ForkPrepare(bool exec_child = false);
 // In the parent after the call, whatever it returned (child <= 0: failed).
 void ForkParent(pid_t child, const ForkToken& token, ForkKind kind);
 void ForkChild(ForkKind kind);
