@@ -367,8 +367,8 @@ def start_parts(opts, tmp, results):
     r["parts_us"] = {
         "any LD_PRELOAD (the loader maps one more object)":
             med["exit:any_preload"] - med["exit:bare"],
-        "libcloseaudit.so loaded, constructor (hooks, /proc/self/fd scan); "
-        "the image stays dormant":
+        "libcloseaudit.so loaded and its constructor (hooks); the image "
+        "stays dormant":
             med["exit:dormant"] - med["exit:any_preload"],
         "the image's start: ring, module maps, hello":
             med["exit:started"] - med["exit:dormant"],
