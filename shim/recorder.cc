@@ -144,7 +144,9 @@ uint64_t NowNs() {
 }
 
 uint32_t Tid() {
-  if (t_tid == 0) t_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  // libc's syscall(), not the shim's wrapper (which reads six arguments
+  // whatever the call has, and may run in a vfork parent's frame).
+  if (t_tid == 0) t_tid = static_cast<pid_t>(Real().syscall(SYS_gettid));
   return static_cast<uint32_t>(t_tid);
 }
 
@@ -488,7 +490,7 @@ void ScanExistingSockets() {
   if (dir < 0) return;
   alignas(8) char buf[4096];
   for (;;) {
-    long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+    long n = Real().syscall(SYS_getdents64, dir, buf, sizeof(buf));
     if (n <= 0) break;
     for (long off = 0; off < n;) {
       auto* d = reinterpret_cast<dirent64*>(buf + off);

@@ -14,8 +14,8 @@ namespace closeaudit::shim {
 bool RingWriter::Create(uint32_t slot_count, uint32_t arena_bytes) {
   uint64_t total = wire::kRingHeaderBytes +
                    uint64_t{slot_count} * sizeof(wire::Slot) + arena_bytes;
-  int fd = static_cast<int>(syscall(SYS_memfd_create, "closeaudit-ring",
-                                    MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  int fd = static_cast<int>(Real().syscall(
+      SYS_memfd_create, "closeaudit-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (fd < 0) return false;
   if (ftruncate(fd, static_cast<off_t>(total)) != 0) {
     Real().close(fd);

@@ -865,7 +865,10 @@ def case_literal_unprivileged(ctx):
     check(ctx.opts.fd_view, "literal_unprivileged needs --fd-view PATH")
     os.chmod(ctx.tmp, 0o755)
     work = [ctx.opts.fd_view, "tiny"]
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root"}
+    # The harness's environment (a sanitizer build's options among it),
+    # without anything that says where this user's directories are.
+    base = {k: v for k, v in clean_env({"HOME": "/root"}).items()
+            if not k.startswith("XDG_")}
     plain = run_as_nobody(ctx, work, base, "plain")
     expect_status(plain, 0)
     clear_shm_markers()
