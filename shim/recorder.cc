@@ -550,6 +550,9 @@ bool StartRing(bool snapshot, bool daemon_fork) {
     SayDisabled("cannot create the event ring");
     g_recording.store(false);
     g_fds.Clear();
+    // Never "starting" for good: threads waiting in EnsureStarted go on,
+    // and find the audit off.
+    g_start.store(kStarted, std::memory_order_release);
     return false;
   }
   // What is known already, and (except in a fork child, which must not
@@ -586,7 +589,8 @@ bool EnsureStarted() {
     return StartRing(/*snapshot=*/false, /*daemon_fork=*/false);
   }
   // Another thread is starting the image, with its signals blocked: it
-  // finishes (StartRing never waits), then this event goes into the ring.
+  // finishes (it waits for nothing but, in the literal form, the daemon's
+  // first process, 2 s at the most), then this event goes into the ring.
   while ((state = g_start.load(std::memory_order_acquire)) == kStarting) {
     sched_yield();
   }
