@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
+
+#include "shim/next_symbols.h"
 
 namespace closeaudit::shim {
 
@@ -15,7 +18,8 @@ namespace {
 
 struct HookSpec {
   const char* name;
-  void** slot;
+  uint32_t hash;  // GnuHash(name), computed by the compiler
+  size_t offset;  // of the hook's slot in Hooks
   bool required;
 };
 
@@ -34,8 +38,8 @@ bool ResolveHooks() {
   int s = state.load(std::memory_order_acquire);
   if (s == 2) return true;
   if (s == 3) return false;
-#define CA_HOOK(name, sym, req) {sym, reinterpret_cast<void**>(&g_hooks.name), req}
-  const HookSpec specs[] = {
+#define CA_HOOK(field, sym, req) {sym, GnuHash(sym), offsetof(Hooks, field), req}
+  static constexpr HookSpec kSpecs[] = {
       CA_HOOK(socket, "socket", true),
       CA_HOOK(socketpair, "socketpair", true),
       CA_HOOK(accept, "accept", true),
@@ -78,16 +82,22 @@ bool ResolveHooks() {
       CA_HOOK(syscall, "syscall", true),
   };
 #undef CA_HOOK
+  constexpr int kCount = sizeof(kSpecs) / sizeof(kSpecs[0]);
+  NextSymbol found[kCount];
+  for (int i = 0; i < kCount; ++i) {
+    found[i].name = kSpecs[i].name;
+    found[i].hash = kSpecs[i].hash;
+  }
+  FindNextSymbols(found, kCount);
   bool ok = true;
   Hooks resolved{};
-  for (const HookSpec& spec : specs) {
-    void* fn = dlsym(RTLD_NEXT, spec.name);
-    size_t offset = reinterpret_cast<char*>(spec.slot) -
-                    reinterpret_cast<char*>(&g_hooks);
-    std::memcpy(reinterpret_cast<char*>(&resolved) + offset, &fn, sizeof(fn));
-    if (!fn && spec.required) {
+  for (int i = 0; i < kCount; ++i) {
+    void* fn = found[i].address;
+    std::memcpy(reinterpret_cast<char*>(&resolved) + kSpecs[i].offset, &fn,
+                sizeof(fn));
+    if (!fn && kSpecs[i].required) {
       Say("closeaudit: auditing disabled: cannot resolve libc function ",
-          spec.name);
+          kSpecs[i].name);
       ok = false;
     }
   }

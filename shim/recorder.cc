@@ -85,9 +85,13 @@ RingWriter& Ring() { return g_rings[g_ring_index.load(std::memory_order_acquire)
 // A collector whose heartbeat is older than this is taken for gone.
 constexpr uint64_t kStaleCollectorNs = 3000000000ull;
 std::atomic<uint64_t> g_registered_at{0};
-// What the first hello of this image says (a fork child says so), also when
-// it is sent late because no collector answered at first.
+// What the first hello of this image says, also when it is sent late because
+// no collector answered at first; see HelloFlags.
 uint32_t g_hello_flags = 0;
+// The process the image was loaded into: any other that runs it is a fork
+// child (a dormant parent's child writes nothing at fork, and so copies none
+// of the shim's pages, to say it).
+pid_t g_image_pid = 0;
 std::atomic<bool> g_recording{false};
 // An image starts dormant: no ring, no hello, nothing for the collector to
 // do. The first socket it tracks (made, accepted, received or inherited)
@@ -240,6 +244,12 @@ void Reconnect(uint32_t flags) {
   g_registering.store(false);
 }
 
+// A fork child's hello says only that it forked (not how its parent's image
+// began).
+uint32_t HelloFlags() {
+  return getpid() == g_image_pid ? g_hello_flags : wire::kHelloForked;
+}
+
 // Lifecycle events give a collector that was missing at start another
 // chance, and notice one that has gone, at most once a second.
 // `now` is the event's own timestamp: no second clock read per event.
@@ -248,7 +258,7 @@ void MaybeRegister(uint64_t now) {
   uint64_t last = g_last_register_try.load(std::memory_order_relaxed);
   if (now < last || now - last < kRetryIntervalNs) return;
   if (!g_registered.load(std::memory_order_relaxed)) {
-    Reconnect(g_hello_flags);
+    Reconnect(HelloFlags());
     return;
   }
   uint64_t beat = Ring().consumer_heartbeat();
@@ -540,6 +550,7 @@ namespace {
 // exist only inside this call.
 bool StartRing(bool snapshot, bool daemon_fork) {
   SignalsBlocked blocked;
+  MapStackTables();
   if (g_stacks_stale) {
     // The stacks a fork's parent knew point into the parent's ring.
     ResetStacks();
@@ -576,7 +587,7 @@ bool StartRing(bool snapshot, bool daemon_fork) {
   if (snapshot) Snapshot(Ring(), /*aux=*/1, g_fork.mono_ns);
   g_start.store(kStarted, std::memory_order_release);
   EnsureDefaultCollector();
-  TryRegister(g_hello_flags);
+  TryRegister(HelloFlags());
   return true;
 }
 
@@ -629,6 +640,7 @@ bool StartRecording() {
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
   g_image_start_ns = NowNs();
+  g_image_pid = getpid();
   g_recording.store(true);
   bool after_exec = ExecdByStartedImage();
   if (after_exec) g_hello_flags |= wire::kHelloAfterExec;
@@ -959,9 +971,11 @@ ForkToken ForkPrepare(bool exec_child) {
   ForkToken token{};
   token.slack = -1;
   // A dormant image records no fork (see Push): nothing to prepare.
-  if (!Recording() || g_start.load(std::memory_order_acquire) == kDormant) {
-    return token;
-  }
+  int state = g_start.load(std::memory_order_acquire);
+  if (!Recording() || state == kDormant) return token;
+  // Another thread is starting the image: its stack tables and ring are
+  // ready when it is done.
+  if (state == kStarting && !EnsureStarted()) return token;
   Scope scope;
   token.stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
   token.mono_ns = NowNs();
@@ -998,7 +1012,7 @@ void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
 void ForkChild(ForkKind kind) {
   if (!Recording()) return;
   Scope scope;
-  t_tid = 0;
+  if (t_tid != 0) t_tid = 0;
   bool parent_dormant = g_start.load(std::memory_order_relaxed) == kDormant;
   UnwinderForkChild();
   // A look at the fds another thread had under way: this child looks again.
@@ -1040,7 +1054,6 @@ void ForkChild(ForkKind kind) {
     g_last_register_try.store(0, std::memory_order_relaxed);
     g_stacks_stale = true;
   }
-  if (g_hello_flags != wire::kHelloForked) g_hello_flags = wire::kHelloForked;
   if (held == 0) {
     // Nothing to say until this process makes a socket of its own.
     if (!parent_dormant) g_start.store(kDormant, std::memory_order_release);

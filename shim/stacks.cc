@@ -50,7 +50,9 @@ struct StackSlot {
   std::atomic<uint64_t> blob;
 };
 
-StackSlot* g_table = nullptr;
+// Mapped when the image starts (MapStackTables); until then a capture (from
+// a thread that found the image starting) dedups nothing and caches nothing.
+std::atomic<StackSlot*> g_table{nullptr};
 std::atomic<bool> g_table_used{false};  // a stack went into g_table
 uintptr_t g_self_start = 0;
 uintptr_t g_self_end = 0;
@@ -147,7 +149,7 @@ struct SiteEntry {
   std::atomic<uint64_t> ret[wire::kMaxFrames];
 };
 
-SiteEntry* g_sites = nullptr;
+std::atomic<SiteEntry*> g_sites{nullptr};
 std::atomic<uint32_t> g_site_victim{0};
 
 thread_local uintptr_t t_stack_lo __attribute__((tls_model("initial-exec"))) = 0;
@@ -183,9 +185,9 @@ bool FindCallSite(uintptr_t* slot) {
   return false;
 }
 
-SiteEntry* Bucket(uintptr_t ret) {
+SiteEntry* Bucket(SiteEntry* sites, uintptr_t ret) {
   uint64_t h = ret * 0x9e3779b97f4a7c15ull;
-  return g_sites + (h >> 56) % kSiteBuckets * kSiteWays;
+  return sites + (h >> 56) % kSiteBuckets * kSiteWays;
 }
 
 // Fills frames (adjusted to point into the call) from the cache if an entry
@@ -193,9 +195,10 @@ SiteEntry* Bucket(uintptr_t ret) {
 __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
                                                        uint64_t* frames,
                                                        SiteRef* ref) {
-  if (g_sites == nullptr || slot < t_stack_lo || slot >= t_stack_hi) return 0;
+  SiteEntry* sites = g_sites.load(std::memory_order_acquire);
+  if (sites == nullptr || slot < t_stack_lo || slot >= t_stack_hi) return 0;
   uintptr_t ret0 = *reinterpret_cast<const uintptr_t*>(slot);
-  SiteEntry* bucket = Bucket(ret0);
+  SiteEntry* bucket = Bucket(sites, ret0);
   for (uint32_t way = 0; way < kSiteWays; ++way) {
     SiteEntry& e = bucket[way];
     uint32_t seq = e.seq.load(std::memory_order_acquire);
@@ -230,8 +233,9 @@ __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
 
 SiteRef RememberSite(const uintptr_t* rets, const uintptr_t* slots,
                      int count) {
-  if (g_sites == nullptr || count <= 0) return {};
-  SiteEntry* bucket = Bucket(rets[0]);
+  SiteEntry* sites = g_sites.load(std::memory_order_acquire);
+  if (sites == nullptr || count <= 0) return {};
+  SiteEntry* bucket = Bucket(sites, rets[0]);
   SiteEntry* e = nullptr;
   for (uint32_t way = 0; way < kSiteWays && e == nullptr; ++way) {
     if (bucket[way].count.load(std::memory_order_relaxed) == 0) e = &bucket[way];
@@ -358,14 +362,23 @@ void InitStacks() {
 #if defined(__SANITIZE_THREAD__)
   dl_iterate_phdr(FindUnwinder, reinterpret_cast<void*>(&backtrace));
 #endif
-  // Both tables are touched page by page as stacks arrive: a process that
-  // never makes a socket pays two mmap calls and no page. libunwind is
+}
+
+void MapStackTables() {
+  // Both tables are touched page by page as stacks arrive. libunwind is
   // loaded by the first walk (unwinder.h).
-  g_table = MapTable();
+  if (g_table.load(std::memory_order_relaxed) == nullptr) {
+    g_table.store(MapTable(), std::memory_order_release);
+  }
 #if !defined(__SANITIZE_THREAD__)
-  void* sites = mmap(nullptr, sizeof(SiteEntry) * kSiteBuckets * kSiteWays,
-                     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  g_sites = sites == MAP_FAILED ? nullptr : static_cast<SiteEntry*>(sites);
+  if (g_sites.load(std::memory_order_relaxed) == nullptr) {
+    void* sites =
+        mmap(nullptr, sizeof(SiteEntry) * kSiteBuckets * kSiteWays,
+             PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sites != MAP_FAILED) {
+      g_sites.store(static_cast<SiteEntry*>(sites), std::memory_order_release);
+    }
+  }
 #endif
 }
 
@@ -409,8 +422,8 @@ void ResetStacks() {
   // execs at once pays nothing for it).
   if (!g_table_used.load(std::memory_order_relaxed)) return;
   g_table_used.store(false, std::memory_order_relaxed);
-  StackSlot* old = g_table;
-  g_table = MapTable();
+  StackSlot* old = g_table.load(std::memory_order_relaxed);
+  g_table.store(MapTable(), std::memory_order_release);
   if (old) munmap(old, sizeof(StackSlot) * kTableSize);
 }
 
@@ -455,7 +468,7 @@ uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count) {
   if (!g_table_used.load(std::memory_order_relaxed)) {
     g_table_used.store(true, std::memory_order_relaxed);
   }
-  StackSlot* table = g_table;
+  StackSlot* table = g_table.load(std::memory_order_acquire);
   StackSlot* claimed = nullptr;
   if (table) {
     for (int probe = 0; probe < kMaxProbes; ++probe) {

@@ -18,8 +18,13 @@
 
 namespace closeaudit::shim {
 
-// Sets up libunwind and learns the address range of the shim itself.
+// Learns the address range of the shim itself (at load).
 void InitStacks();
+
+// Maps the stack and call-site tables: when the image starts, so that a
+// process that never makes a socket pays no mmap for them. Safe to call
+// again (a fork child's tables are its parent's copies).
+void MapStackTables();
 
 // Returns the blob offset of the current stack, or 0 if it could not be
 // recorded (arena full, unwinding failed).
