@@ -88,8 +88,9 @@ class FdTable {
   void Clear();
 
  private:
-  std::atomic<FdEntry*> top_[kTopSize] = {};
+  // First, so that it shares a page with the chunks of the low fds.
   std::atomic<int> top_used_{0};  // 1 + the highest chunk index made
+  std::atomic<FdEntry*> top_[kTopSize] = {};
 };
 
 }  // namespace closeaudit::shim

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/wire.h"
+#include "shim/layout.h"
 
 namespace closeaudit::shim {
 namespace {
@@ -23,7 +24,7 @@ struct Module {
 const char* g_exe_path = "";
 // Every module seen so far. Appended to only inside dl_iterate_phdr's
 // callback, i.e. under the loader's lock.
-Module g_modules[kMaxModules];
+CA_BULK Module g_modules[kMaxModules];
 int g_module_count = 0;
 
 // The GNU build-id note of a loaded object, from its PT_NOTE segments.

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "shim/hooks.h"
+#include "shim/layout.h"
 #include "shim/recorder.h"
 #include "shim/stacks.h"
 
@@ -261,7 +262,7 @@ CA_EXPORT int pipe2(int fds[2], int flags) {
 
 CA_EXPORT int pipe(int fds[2]) { return pipe2(fds, 0); }
 
-CA_EXPORT pid_t fork() {
+CA_EXPORT CA_CHILD_PATH pid_t fork() {
   core::EnsureScanned();
   core::ForkToken token = core::ForkPrepare();
   pid_t pid = Real().fork();
@@ -375,7 +376,8 @@ CA_EXPORT int clone(int (*fn)(void*), void* stack, int flags, void* arg, ...) {
   return pid;
 }
 
-CA_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
+CA_EXPORT CA_CHILD_PATH int execve(const char* path, char* const argv[],
+                                   char* const envp[]) {
   core::ExecMark mark = core::OnExec();
   int r = Real().execve(path, argv, envp);
   core::AfterFailedExec(mark);

@@ -20,6 +20,7 @@
 
 #include "common/wire.h"
 #include "shim/hooks.h"
+#include "shim/layout.h"
 #include "shim/modules.h"
 #include "shim/ring_writer.h"
 #include "shim/stacks.h"
@@ -34,7 +35,7 @@ __thread uintptr_t closeaudit_vfork_return
 
 namespace closeaudit::shim {
 
-FdTable g_fds;
+CA_BULK FdTable g_fds;
 thread_local int t_busy __attribute__((tls_model("initial-exec"))) = 0;
 thread_local int t_unwinding __attribute__((tls_model("initial-exec"))) = 0;
 std::atomic<int> g_scan{kScanDone};
@@ -535,7 +536,7 @@ void SayDisabled(const char* why) {
 
 }  // namespace
 
-bool Recording() {
+CA_CHILD_PATH bool Recording() {
   // A vfork child shares the parent's memory: it must not touch the parent's
   // table or ring until it execs.
   return g_recording.load(std::memory_order_relaxed) &&
@@ -1009,7 +1010,7 @@ void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
   Push(ev, false);
 }
 
-void ForkChild(ForkKind kind) {
+CA_CHILD_PATH void ForkChild(ForkKind kind) {
   if (!Recording()) return;
   Scope scope;
   if (t_tid != 0) t_tid = 0;
@@ -1019,6 +1020,11 @@ void ForkChild(ForkKind kind) {
   if (g_scan.load(std::memory_order_relaxed) == kScanning) {
     g_scan.store(kScanPending, std::memory_order_relaxed);
   }
+  // A dormant image tracks no socket (the first one starts it): this child
+  // holds none of the shim's, has no ring to let go of, and writes nothing
+  // (each page of the shim's it wrote, or even read for the first time,
+  // would be a fault: a shell pays that for every command it runs).
+  if (parent_dormant) return;
   // Every socket the parent had is now held here too, since the fork.
   // Reads in the parent are not reads in the child.
   int held = 0;
@@ -1027,43 +1033,40 @@ void ForkChild(ForkKind kind) {
     ++held;
   });
   // The parent's ring stays the parent's: let go of it (and of its memfd,
-  // if the parent had not handed it over yet) and start our own. A dormant
-  // parent had no ring: then nothing here is written, and the child copies
-  // no page of the shim's for it. A child with no socket (most of them exec
-  // at once) only forgets the parent's rings; it unmaps nothing and
-  // replaces its stack table only if it starts (StartRing).
-  if (!parent_dormant) {
-    for (RingWriter& ring : g_rings) {
-      // The parent's memfd, if it still had one: close our copy, unless the
-      // program has put something else on that number meanwhile.
-      if (ring.fd() >= 0) {
-        bool ours = ring.FdStillOurs();
-        int inherited = ring.ReleaseFd();
-        if (ours) Real().close(inherited);
-      }
-      if (!ring.ok()) continue;
-      if (held == 0) {
-        ring.Forget();
-      } else {
-        ring.Abandon();
-      }
+  // if the parent had not handed it over yet) and start our own. A child
+  // with no socket (most of them exec at once) only forgets the parent's
+  // rings; it unmaps nothing and replaces its stack table only if it starts
+  // (StartRing).
+  for (RingWriter& ring : g_rings) {
+    // The parent's memfd, if it still had one: close our copy, unless the
+    // program has put something else on that number meanwhile.
+    if (ring.fd() >= 0) {
+      bool ours = ring.FdStillOurs();
+      int inherited = ring.ReleaseFd();
+      if (ours) Real().close(inherited);
     }
-    g_ring_index.store(0, std::memory_order_release);
-    g_registered.store(false);
-    g_registering.store(false);
-    g_last_register_try.store(0, std::memory_order_relaxed);
-    g_stacks_stale = true;
+    if (!ring.ok()) continue;
+    if (held == 0) {
+      ring.Forget();
+    } else {
+      ring.Abandon();
+    }
   }
+  g_ring_index.store(0, std::memory_order_release);
+  g_registered.store(false);
+  g_registering.store(false);
+  g_last_register_try.store(0, std::memory_order_relaxed);
+  g_stacks_stale = true;
   if (held == 0) {
     // Nothing to say until this process makes a socket of its own.
-    if (!parent_dormant) g_start.store(kDormant, std::memory_order_release);
+    g_start.store(kDormant, std::memory_order_release);
     return;
   }
   g_start.store(kStarting, std::memory_order_release);
   StartRing(/*snapshot=*/true, kind == ForkKind::kDaemon);
 }
 
-ExecMark OnExec() {
+CA_CHILD_PATH ExecMark OnExec() {
   ExecMark mark;
   if (!Recording() || g_start.load(std::memory_order_acquire) != kStarted) {
     return mark;

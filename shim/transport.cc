@@ -19,14 +19,15 @@
 #include "common/paths.h"
 #include "common/wire.h"
 #include "shim/hooks.h"
+#include "shim/layout.h"
 
 extern char** environ;
 
 namespace closeaudit::shim {
 namespace {
 
-char g_exe[wire::kMaxPathBytes];
-char g_argv[8192];
+CA_BULK char g_exe[wire::kMaxPathBytes];
+CA_BULK char g_argv[8192];
 size_t g_argv_len = 0;
 char g_socket_path[sizeof(sockaddr_un::sun_path)];
 bool g_explicit_socket = false;

@@ -1,5 +1,6 @@
 #include "shim/unwinder.h"
 
+#include "shim/layout.h"
 #include "shim/modules.h"
 #include "shim/recorder.h"
 
@@ -24,7 +25,7 @@ constexpr char kLibrary[] = "libunwind.so.8";
 
 enum State : int { kNotLoaded, kLoading, kLoaded, kFailed };
 std::atomic<int> g_state{kNotLoaded};
-Unwinder g_unwinder;
+constinit Unwinder g_unwinder{};  // no initializer to run (and no page to write) at load
 // The loaded object's range, known before the load is finished.
 std::atomic<uintptr_t> g_start{0};
 std::atomic<uintptr_t> g_end{0};
@@ -119,7 +120,7 @@ const Unwinder* LoadUnwinder() {
   return state == kLoaded ? &g_unwinder : nullptr;
 }
 
-void UnwinderForkChild() {
+CA_CHILD_PATH void UnwinderForkChild() {
   // The thread that was loading it is not in this process: nobody will
   // finish, and the loader's state is unknown. No stacks, rather than a hang.
   // (Read first: a failed compare-exchange still writes, and a page
