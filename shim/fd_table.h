@@ -84,6 +84,21 @@ class FdTable {
     }
   }
 
+  // Whether any socket is tracked (stops at the first). Not atomic as a
+  // whole: for a question a fork asks, such as whether its child can hold
+  // anything of the shim's.
+  bool Any() const {
+    int used = top_used_.load(std::memory_order_acquire);
+    for (int c = 0; c < used; ++c) {
+      FdEntry* chunk = top_[c].load(std::memory_order_acquire);
+      if (!chunk) continue;
+      for (int i = 0; i < kChunkSize; ++i) {
+        if (chunk[i].cookie.load(std::memory_order_relaxed) != 0) return true;
+      }
+    }
+    return false;
+  }
+
   // Forgets everything (used by tests); chunks stay mapped.
   void Clear();
 

@@ -977,6 +977,10 @@ ForkToken ForkPrepare(bool exec_child) {
   // Another thread is starting the image: its stack tables and ring are
   // ready when it is done.
   if (state == kStarting && !EnsureStarted()) return token;
+  // A child of a process that holds no socket holds none either: neither
+  // it nor the image it may exec can leave one open, so the fork is not
+  // worth an event (a shell under `closeaudit run` forks for every command).
+  if (!g_fds.Any()) return token;
   Scope scope;
   token.stack = t_busy == 1 ? CaptureStack(Ring()) : 0;
   token.mono_ns = NowNs();
@@ -997,9 +1001,9 @@ void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
     UnmarkSlack(token.slack);
     errno = saved;
   }
-  if (!Recording() || child <= 0 ||
+  if (!Recording() || child <= 0 || token.mono_ns == 0 ||
       g_start.load(std::memory_order_acquire) == kDormant) {
-    return;
+    return;  // nothing was prepared: no event
   }
   Scope scope;
   Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
