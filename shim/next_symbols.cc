@@ -3,10 +3,8 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
-#include <sys/auxv.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "shim/env.h"
 
 namespace closeaudit::shim {
 namespace {
@@ -113,6 +111,15 @@ bool Bindable(const ElfW(Sym)& sym) {
 
 enum class Found { kNo, kYes, kDeferred };
 
+// strcmp's first call would cost a lazy binding of an indirect function.
+bool SameName(const char* a, const char* b) {
+  while (*a != '\0' && *a == *b) {
+    ++a;
+    ++b;
+  }
+  return *a == *b;
+}
+
 // Looks one name up in one object, as the loader does for a lookup that asks
 // for no version but for the newest one (dlsym).
 Found LookUp(const HashTable& t, NextSymbol& item) {
@@ -126,7 +133,7 @@ Found LookUp(const HashTable& t, NextSymbol& item) {
     uint32_t chain_hash = t.chains[index - t.first_hashed];
     const ElfW(Sym)& sym = t.symbols[index];
     if ((chain_hash | 1) == (item.hash | 1) && Bindable(sym) &&
-        strcmp(t.strings + sym.st_name, item.name) == 0) {
+        SameName(t.strings + sym.st_name, item.name)) {
       ElfW(Half) version =
           t.versions ? static_cast<ElfW(Half)>(t.versions[index] & 0x7fff) : 0;
       // Index 0 is local and 1 the unversioned global: taken at once. A
@@ -174,9 +181,23 @@ bool Contains(const dl_phdr_info* info, uintptr_t address) {
   return false;
 }
 
+// The loader names the vDSO's entry after the kernel's soname for it.
+bool IsVdso(const char* name) {
+  if (name == nullptr) return false;
+  const char* prefixes[] = {"linux-vdso", "linux-gate"};
+  for (const char* p : prefixes) {
+    const char* n = name;
+    while (*p != '\0' && *n == *p) {
+      ++p;
+      ++n;
+    }
+    if (*p == '\0') return true;
+  }
+  return false;
+}
+
 struct Walk {
   uintptr_t self;
-  uintptr_t vdso;
   NextSymbol* items;
   int count;
   int open;  // items neither found nor deferred
@@ -191,7 +212,7 @@ int VisitObject(dl_phdr_info* info, size_t, void* data) {
     return 0;
   }
   // The vDSO is on the loader's list but in no search scope.
-  if (walk.vdso != 0 && Contains(info, walk.vdso)) return 0;
+  if (IsVdso(info->dlpi_name)) return 0;
   HashTable table;
   switch (ReadTable(info, &table)) {
     case TableState::kNone:
@@ -221,12 +242,13 @@ bool WalkHashTables(NextSymbol* items, int count) {
   }
   // Both change what the loader binds a name to: an auditor may rebind
   // every symbol, and dynamic weak makes a later strong definition win.
-  if (getenv("LD_AUDIT") != nullptr || getenv("LD_DYNAMIC_WEAK") != nullptr) {
+  if (EnvValue("LD_AUDIT") != nullptr ||
+      EnvValue("LD_DYNAMIC_WEAK") != nullptr) {
     return false;
   }
   // dlsym's RTLD_NEXT is relative to the object that calls it: this one.
-  Walk walk{reinterpret_cast<uintptr_t>(&FindNextSymbols),
-            getauxval(AT_SYSINFO_EHDR), items, count, count};
+  Walk walk{reinterpret_cast<uintptr_t>(&FindNextSymbols), items, count,
+            count};
   dl_iterate_phdr(VisitObject, &walk);
   return walk.past_self && walk.usable;
 }

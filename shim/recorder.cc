@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "common/wire.h"
+#include "shim/env.h"
 #include "shim/hooks.h"
 #include "shim/layout.h"
 #include "shim/modules.h"
@@ -519,7 +520,7 @@ void ScanExistingSockets() {
 
 uint32_t EnvNumber(const char* name, uint32_t fallback, uint32_t lo,
                    uint32_t hi) {
-  const char* v = getenv(name);
+  const char* v = EnvValue(name);
   if (!v || !*v) return fallback;
   unsigned long n = strtoul(v, nullptr, 10);
   if (n < lo || n > hi) return fallback;
@@ -623,9 +624,15 @@ bool ExecdByStartedImage() {
 // library never loaded". It names its pid; the command's images are the ones
 // whose parent that is.
 bool StartEagerly() {
-  const char* run = getenv("CLOSEAUDIT_RUN_PID");
-  return run != nullptr && *run != '\0' &&
-         strtol(run, nullptr, 10) == static_cast<long>(getppid());
+  const char* run = EnvValue("CLOSEAUDIT_RUN_PID");
+  if (run == nullptr || *run == '\0') return false;
+  // By hand rather than strtol: every process of the run's tree asks, and
+  // this one is its first call into libc.
+  long pid = 0;
+  for (; *run >= '0' && *run <= '9' && pid < (1L << 40); ++run) {
+    pid = pid * 10 + (*run - '0');
+  }
+  return *run == '\0' && pid == Real().syscall(SYS_getppid, 0, 0, 0, 0, 0, 0);
 }
 
 }  // namespace
@@ -640,8 +647,14 @@ bool StartRecording() {
   g_slots = 1u << (31 - __builtin_clz(g_slots));  // a power of two
   g_arena = EnvNumber("CLOSEAUDIT_ARENA_BYTES", kDefaultArenaBytes, 4096,
                       static_cast<uint32_t>(wire::kMaxArenaBytes));
-  g_image_start_ns = NowNs();
-  g_image_pid = getpid();
+  // Through syscall(), the one libc function the start has bound already
+  // (the hooks' lookup found it): each other first call costs a lazy
+  // binding, and clock_gettime's a page of the vDSO.
+  timespec now{};
+  Real().syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &now, 0, 0, 0, 0);
+  g_image_start_ns = uint64_t(now.tv_sec) * 1000000000ull + now.tv_nsec;
+  g_image_pid =
+      static_cast<pid_t>(Real().syscall(SYS_getpid, 0, 0, 0, 0, 0, 0));
   g_recording.store(true);
   bool after_exec = ExecdByStartedImage();
   if (after_exec) g_hello_flags |= wire::kHelloAfterExec;
@@ -650,7 +663,8 @@ bool StartRecording() {
   // their fds now; the others when they first touch an fd (EnsureScanned):
   // the look costs a process start about a twentieth of its time, and
   // /bin/true and its like never touch one.
-  bool eager = after_exec || StartEagerly() || getenv("LISTEN_FDS") != nullptr;
+  bool eager =
+      after_exec || StartEagerly() || EnvValue("LISTEN_FDS") != nullptr;
   if (eager) {
     t_scanning = true;
     ScanExistingSockets();

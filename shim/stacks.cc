@@ -21,6 +21,9 @@
 extern "C" const char closeaudit_vfork_begin[];
 extern "C" const char closeaudit_vfork_end[];
 
+// The linker's name for the ELF header of the object being linked.
+extern "C" const ElfW(Ehdr) __ehdr_start __attribute__((visibility("hidden")));
+
 namespace closeaudit::shim {
 namespace {
 
@@ -68,20 +71,33 @@ StackSlot* MapTable() {
   return mem == MAP_FAILED ? nullptr : static_cast<StackSlot*>(mem);
 }
 
-int FindSelf(dl_phdr_info* info, size_t, void* data) {
-  uintptr_t probe = reinterpret_cast<uintptr_t>(data);
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
-    uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-    uintptr_t end = start + ph.p_memsz;
-    if (probe >= start && probe < end) {
-      g_self_start = start;
-      g_self_end = end;
-      return 1;
+// Finds the executable segment of the object this code is linked into from
+// its own program headers, without a walk over the loader's list: the
+// linker names the object's ELF header __ehdr_start, and its first segment
+// (file offset 0) maps it.
+void FindSelf() {
+  const auto& header = __ehdr_start;
+  auto base = reinterpret_cast<uintptr_t>(&header);
+  const auto* phdrs =
+      reinterpret_cast<const ElfW(Phdr)*>(base + header.e_phoff);
+  uintptr_t bias = 0;
+  for (int i = 0; i < header.e_phnum; ++i) {
+    if (phdrs[i].p_type == PT_LOAD && phdrs[i].p_offset == 0) {
+      bias = base - phdrs[i].p_vaddr;
+      break;
     }
   }
-  return 0;
+  auto probe = reinterpret_cast<uintptr_t>(&FindSelf);
+  for (int i = 0; i < header.e_phnum; ++i) {
+    const ElfW(Phdr)& ph = phdrs[i];
+    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+    uintptr_t start = bias + ph.p_vaddr;
+    if (probe >= start && probe < start + ph.p_memsz) {
+      g_self_start = start;
+      g_self_end = start + ph.p_memsz;
+      return;
+    }
+  }
 }
 
 #if defined(__SANITIZE_THREAD__)
@@ -358,7 +374,7 @@ uint64_t HashFrames(const uint64_t* frames, int n) {
 }  // namespace
 
 void InitStacks() {
-  dl_iterate_phdr(FindSelf, reinterpret_cast<void*>(&InitStacks));
+  FindSelf();
 #if defined(__SANITIZE_THREAD__)
   dl_iterate_phdr(FindUnwinder, reinterpret_cast<void*>(&backtrace));
 #endif
