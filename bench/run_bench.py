@@ -301,9 +301,14 @@ def exec_loop(opts, tmp, results):
     """Process start: the exec loop bare, with the library preloaded (a
     daemon collecting) and under `closeaudit run`, interleaved."""
     script = EXEC_LOOP.format(n=opts.execs)
-    runs = {"bare": [], "preload": [], "run": []}
+    # "empty": a preloaded library that does nothing, what any LD_PRELOAD
+    # costs on this machine.
+    runs = {"bare": [], "empty": [], "preload": [], "run": []}
+    empty_lib = os.path.join(opts.build, "bench", "libempty_preload.so")
     for pair in range(opts.exec_pairs):
-        for mode in runs:
+        # Every other round in the opposite order: whatever the machine
+        # drifts by within a round falls on each way alike.
+        for mode in (list(runs) if pair % 2 == 0 else list(runs)[::-1]):
             # Each way's figure in a pair is its fastest of three loops, as
             # for the micro cases: on a shared machine noise only adds time.
             if mode == "run":
@@ -316,6 +321,8 @@ def exec_loop(opts, tmp, results):
                 env, daemon = run_env(opts, tmp,
                                       "shim" if mode == "preload" else "plain",
                                       f"exec-{pair}")
+                if mode == "empty":
+                    env["LD_PRELOAD"] = empty_lib
                 out = subprocess.run(
                     ["bash", "-c", f"{script}; {script}; {script}"], env=env,
                     capture_output=True, text=True, check=True).stdout
@@ -326,7 +333,7 @@ def exec_loop(opts, tmp, results):
     r = results["process"]
     r["execs"] = opts.execs
     r["bare_us_per_exec"] = statistics.median(bare) / opts.execs
-    for mode in ("preload", "run"):
+    for mode in ("empty", "preload", "run"):
         r[mode] = median_spread([m / b for m, b in zip(runs[mode], bare)])
         r[mode + "_us_per_exec"] = statistics.median(runs[mode]) / opts.execs
         log(f"exec loop, {mode}/bare: {r[mode][0]:.3f} "
@@ -382,7 +389,9 @@ def start_parts(opts, tmp, results):
 
 
 def fmt_row(what, target, measured, ok):
-    return f"| {what} | {target} | {measured} | {'met' if ok else 'MISSED'} |"
+    """ok: True, False, or None for a row that is only a reference."""
+    verdict = "" if ok is None else "met" if ok else "MISSED"
+    return f"| {what} | {target} | {measured} | {verdict} |"
 
 
 def table(results, opts):
@@ -413,6 +422,14 @@ def table(results, opts):
                         f"{ev[0] / 1e6:.2f} M/s ({ev[1] / 1e6:.2f}..{ev[2] / 1e6:.2f})",
                         ev[0] >= 2e6))
     pr = results["process"]
+    if "empty" in pr:
+        v = pr["empty"]
+        rows.append(fmt_row(f"bash running /bin/true {pr['execs']} times, "
+                            f"an LD_PRELOAD library that does nothing "
+                            f"(what any preload costs), /bare", "(reference)",
+                            f"{v[0]:.3f} ({v[1]:.3f}..{v[2]:.3f}); "
+                            f"{pr['bare_us_per_exec']:.0f} -> "
+                            f"{pr['empty_us_per_exec']:.0f} us per exec", None))
     for mode, label in (("preload", "LD_PRELOAD, a daemon collecting"),
                         ("run", "under closeaudit run")):
         v = pr[mode]
@@ -468,7 +485,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     ap.add_argument("--execs", type=int, default=300,
                     help="execs in one run of the exec loop")
-    ap.add_argument("--exec-pairs", type=int, default=11,
+    ap.add_argument("--exec-pairs", type=int, default=25,
                     help="interleaved runs of the exec loop, each way")
     ap.add_argument("--starts", type=int, default=400,
                     help="process starts per variant, part by part")
