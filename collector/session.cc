@@ -137,6 +137,18 @@ absl::Status Session::Start() {
 }
 
 void Session::Sink(Record record) {
+  if (const auto* stack = std::get_if<StackRecord>(&record)) {
+    // Objects loaded after the image started, under this stack's frames:
+    // recorded before the stack, which the analyzer places at once.
+    for (ModuleRecord& m : modules_.Find(*stack)) {
+      Record found = std::move(m);
+      trace_.Append(found);
+      analyzer_.Add(found);
+    }
+  } else if (std::holds_alternative<ExitRecord>(record)) {
+    modules_.Retire(std::get<ExitRecord>(record).stream);
+  }
+  modules_.Note(record);
   trace_.Append(record);
   analyzer_.Add(record);
   FlushIfDue();
@@ -144,6 +156,11 @@ void Session::Sink(Record record) {
 
 // Events come in batches, and OnBatchEnd() flushes: no clock read per event.
 void Session::OnEvent(const EventRecord& record) {
+  // After an exec the pid runs another image: never read its maps for this
+  // stream's stacks.
+  if (record.event.type == wire::EventType::kExec) {
+    modules_.Retire(record.stream);
+  }
   trace_.Append(record);
   analyzer_.Add(record);
 }

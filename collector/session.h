@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "collector/analyzer.h"
 #include "collector/live.h"
+#include "collector/module_finder.h"
 #include "collector/request_server.h"
 #include "collector/report.h"
 #include "collector/server.h"
@@ -119,6 +120,8 @@ class Session : private IngestSink {
   uint64_t dropped_floor_ = 0;  // events_dropped never goes down
   // Kept between snapshots: symbolizing is the slow part of a report.
   Symbolizer symbolizer_;
+  // The objects processes loaded after their images started.
+  ModuleFinder modules_;
   // The highest value each finding counter has shown on /metrics.
   std::map<std::pair<std::string, std::string>, int64_t> metrics_floor_;
 };

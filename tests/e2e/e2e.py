@@ -500,10 +500,10 @@ def check_exit_signal(rc):
 # Cases
 
 def run_server_case(opts, tmp, program, src_file, grace, nclients, wait_s,
-                    garbage=False):
+                    garbage=False, args=()):
     """Common shape of leak/clean/late/garbage. Returns (run, report, info)."""
     port_file = os.path.join(tmp, "port")
-    run = Run(opts, tmp, program, [port_file], grace=grace)
+    run = Run(opts, tmp, program, [port_file] + list(args), grace=grace)
     port = run.wait_for_port(port_file)
     log(f"{program} listening on 127.0.0.1:{port}")
     if garbage:
@@ -556,6 +556,32 @@ def case_leak(opts, tmp, garbage=False):
         check("dropped" in err.lower(),
               "closeaudit stderr does not mention the rejected connections "
               "(no 'dropped')")
+
+
+def case_dlopen_plugin(opts, tmp):
+    """An object loaded with dlopen() after the image started (and sent its
+    module list) is a module like the others: the leak in the plugin is
+    named by the plugin's file and line, in the JSON and in the text."""
+    src = "leak_server.c"  # built into the plugin with -DE2E_PLUGIN
+    line = find_marker_line(opts.srcdir, src)
+    plugin = os.path.join(os.path.abspath(opts.bindir), "libleak_plugin.so")
+    check(os.path.exists(plugin), f"test plugin not found: {plugin}")
+    run, rep, info = run_server_case(opts, tmp, "plugin_host", src, "1s", 3,
+                                     2.5, args=[plugin])
+    f = only_leak(rep, 3)
+    check_eof_stack(f, src, line)
+    st = frames(f, "eof_seen")
+    hc = [fr for fr in st if fr.get("function") == "handle_client"][0]
+    check(str(hc.get("module", "")).endswith("libleak_plugin.so"),
+          f"the handle_client frame's module is {hc.get('module')!r}, "
+          "expected the plugin\n" + fmt_stack(st))
+    check(any(fr.get("function") == "serve" for fr in frames(f, "created")),
+          "stacks.created has no frame in the plugin's serve():\n" +
+          fmt_stack(frames(f, "created")))
+    text = _read_text(os.path.join(tmp, "report.txt"))
+    want = f"handle_client ({src}:{line})"
+    check(want in text, f"report.txt does not name {want!r}:\n{text[:3000]}")
+    check_regenerated(opts, tmp, rep)
 
 
 def check_regenerated(opts, tmp, rep):
@@ -1684,6 +1710,7 @@ def case_call_paths(opts, tmp):
 
 
 CASES.update({
+    "dlopen_plugin": case_dlopen_plugin,
     "live": case_live,
     "merge": case_merge,
     "signals_inherited": case_signals_inherited,

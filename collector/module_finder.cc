@@ -1,0 +1,206 @@
+#include "collector/module_finder.h"
+
+#include <elfutils/libdwelf.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#include "common/wire.h"
+
+namespace closeaudit {
+namespace {
+
+// Enough for any process's dlopen'd objects; a process whose stacks keep
+// landing in anonymous memory (JIT code) stops being read after this many.
+constexpr int kMaxReadsPerStream = 256;
+constexpr size_t kMaxUnplaceable = 1 << 16;
+
+}  // namespace
+
+namespace internal {
+
+bool ParseMapsLine(const std::string& line, Mapping* out) {
+  // start-end perms offset major:minor inode [path]
+  unsigned long long start, end, offset, inode;
+  unsigned major, minor;
+  char perms[8];
+  int path_at = 0;
+  if (sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end,
+             perms, &offset, &major, &minor, &inode, &path_at) < 7 ||
+      end <= start) {
+    return false;
+  }
+  out->start = start;
+  out->end = end;
+  out->offset = offset;
+  out->executable = perms[0] != '\0' && perms[1] != '\0' && perms[2] == 'x';
+  out->device_major = major;
+  out->device_minor = minor;
+  out->inode = inode;
+  out->path = path_at > 0 && static_cast<size_t>(path_at) <= line.size()
+                  ? line.substr(path_at)
+                  : std::string();
+  while (!out->path.empty() &&
+         (out->path.back() == '\n' || out->path.back() == ' ')) {
+    out->path.pop_back();
+  }
+  return true;
+}
+
+bool ModuleFromFile(const Mapping& mapping, ModuleRecord* out) {
+  int fd = open(mapping.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  // The file at the path must be the one mapped: a library replaced on disk
+  // since (a package upgrade) would give another file's bias and symbols.
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_ino != mapping.inode ||
+      major(st.st_dev) != mapping.device_major ||
+      minor(st.st_dev) != mapping.device_minor) {
+    close(fd);
+    return false;
+  }
+  elf_version(EV_CURRENT);
+  Elf* elf = elf_begin(fd, ELF_C_READ_MMAP, nullptr);
+  bool ok = false;
+  size_t count = 0;
+  if (elf != nullptr && elf_kind(elf) == ELF_K_ELF &&
+      elf_getphdrnum(elf, &count) == 0) {
+    uint64_t lo = ~uint64_t{0}, hi = 0;
+    bool placed = false;
+    uint64_t bias = 0;
+    for (size_t i = 0; i < count; ++i) {
+      GElf_Phdr ph;
+      if (gelf_getphdr(elf, static_cast<int>(i), &ph) == nullptr ||
+          ph.p_type != PT_LOAD) {
+        continue;
+      }
+      lo = std::min<uint64_t>(lo, ph.p_vaddr);
+      hi = std::max<uint64_t>(hi, ph.p_vaddr + ph.p_memsz);
+      // The mapping starts at file offset `offset`, page-aligned, inside the
+      // segment that maps it.
+      uint64_t page = ph.p_offset & ~uint64_t{0xfff};
+      if (!placed && mapping.offset >= page &&
+          mapping.offset < ph.p_offset + ph.p_filesz) {
+        uint64_t vaddr = (ph.p_vaddr & ~uint64_t{0xfff}) +
+                         (mapping.offset - page);
+        bias = mapping.start - vaddr;
+        placed = true;
+      }
+    }
+    if (placed && hi > lo) {
+      out->load_bias = bias;
+      out->start = bias + lo;
+      out->end = bias + hi;
+      out->path = mapping.path;
+      out->build_id.clear();
+      const void* id = nullptr;
+      ssize_t n = dwelf_elf_gnu_build_id(elf, &id);
+      if (n > 0 && static_cast<size_t>(n) <= wire::kMaxBuildIdBytes) {
+        out->build_id.assign(static_cast<const char*>(id),
+                             static_cast<size_t>(n));
+      }
+      ok = true;
+    }
+  }
+  if (elf != nullptr) elf_end(elf);
+  close(fd);
+  return ok;
+}
+
+}  // namespace internal
+
+ModuleFinder::ModuleFinder(std::string proc_root)
+    : proc_root_(std::move(proc_root)) {}
+
+void ModuleFinder::Note(const Record& record) {
+  if (const auto* p = std::get_if<ProcessRecord>(&record)) {
+    StreamState& s = streams_[p->stream];
+    s.pid = p->pid;
+    // A newer image of the same pid (after an exec, or pid reuse): the
+    // older stream's process is gone.
+    auto it = stream_of_pid_.find(p->pid);
+    if (it != stream_of_pid_.end() && it->second != p->stream) {
+      Retire(it->second);  // which forgets the pid's entry
+    }
+    stream_of_pid_[p->pid] = p->stream;
+  } else if (const auto* m = std::get_if<ModuleRecord>(&record)) {
+    if (m->end > m->start) {
+      streams_[m->stream].known.push_back({m->start, m->end});
+    }
+  }
+}
+
+void ModuleFinder::Retire(uint32_t stream) {
+  auto it = streams_.find(stream);
+  if (it == streams_.end()) return;
+  it->second.retired = true;
+  it->second.unplaceable.clear();
+  auto p = stream_of_pid_.find(it->second.pid);
+  if (p != stream_of_pid_.end() && p->second == stream) stream_of_pid_.erase(p);
+}
+
+bool ModuleFinder::Known(const StreamState& s, uint64_t address) const {
+  for (const Range& r : s.known) {
+    if (address >= r.start && address < r.end) return true;
+  }
+  return false;
+}
+
+std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
+  std::vector<ModuleRecord> found;
+  auto it = streams_.find(stack.stream);
+  if (it == streams_.end()) return found;
+  StreamState& s = it->second;
+  if (s.retired || s.pid == 0 || s.reads >= kMaxReadsPerStream) return found;
+  std::vector<uint64_t> unknown;
+  for (uint64_t ip : stack.frames) {
+    if (ip == 0 || Known(s, ip) || s.unplaceable.contains(ip)) continue;
+    unknown.push_back(ip);
+  }
+  if (unknown.empty()) return found;
+  ++s.reads;
+  ++reads_;
+  std::string path = proc_root_ + "/" + std::to_string(s.pid) + "/maps";
+  FILE* f = fopen(path.c_str(), "re");
+  if (f == nullptr) {
+    Retire(stack.stream);  // the process has gone
+    return found;
+  }
+  std::vector<internal::Mapping> mappings;
+  char* line = nullptr;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    internal::Mapping m;
+    if (internal::ParseMapsLine(line, &m) && m.executable &&
+        !m.path.empty() && m.path[0] == '/' && m.inode != 0) {
+      mappings.push_back(std::move(m));
+    }
+  }
+  free(line);
+  fclose(f);
+  for (uint64_t ip : unknown) {
+    if (Known(s, ip)) continue;  // a module found for an earlier frame
+    const internal::Mapping* hit = nullptr;
+    for (const internal::Mapping& m : mappings) {
+      if (ip >= m.start && ip < m.end) hit = &m;
+    }
+    ModuleRecord rec;
+    if (hit == nullptr || !internal::ModuleFromFile(*hit, &rec)) {
+      if (s.unplaceable.size() < kMaxUnplaceable) s.unplaceable.insert(ip);
+      continue;
+    }
+    rec.stream = stack.stream;
+    s.known.push_back({rec.start, rec.end});
+    found.push_back(std::move(rec));
+  }
+  return found;
+}
+
+}  // namespace closeaudit

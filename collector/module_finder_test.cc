@@ -1,0 +1,238 @@
+#include "collector/module_finder.h"
+
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace closeaudit {
+namespace {
+
+using internal::Mapping;
+using internal::ModuleFromFile;
+using internal::ParseMapsLine;
+
+struct Loaded {
+  uintptr_t address;
+  uintptr_t bias = 0;
+  uintptr_t lo = ~uintptr_t{0}, hi = 0;
+  bool found = false;
+};
+
+// The loader's own view of the object holding `address`.
+Loaded LoaderView(uintptr_t address) {
+  Loaded l{address};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        auto& l = *static_cast<Loaded*>(data);
+        uintptr_t lo = ~uintptr_t{0}, hi = 0;
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const auto& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD) continue;
+          lo = std::min<uintptr_t>(lo, info->dlpi_addr + ph.p_vaddr);
+          hi = std::max<uintptr_t>(hi, info->dlpi_addr + ph.p_vaddr + ph.p_memsz);
+        }
+        if (l.address < lo || l.address >= hi) return 0;
+        l.bias = info->dlpi_addr;
+        l.lo = lo;
+        l.hi = hi;
+        l.found = true;
+        return 1;
+      },
+      &l);
+  return l;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A /proc of one process: a copy of this process's maps under a fake pid.
+class FakeProc {
+ public:
+  FakeProc() {
+    root_ = std::filesystem::temp_directory_path() /
+            ("module_finder_test." + std::to_string(getpid()));
+    std::filesystem::create_directories(root_ / "4242");
+    std::ofstream(root_ / "4242" / "maps") << ReadFile("/proc/self/maps");
+  }
+  ~FakeProc() { std::filesystem::remove_all(root_); }
+  std::string root() const { return root_.string(); }
+
+ private:
+  std::filesystem::path root_;
+};
+
+ProcessRecord Hello(uint32_t stream, uint32_t pid) {
+  ProcessRecord p;
+  p.stream = stream;
+  p.pid = pid;
+  return p;
+}
+
+StackRecord Stack(uint32_t stream, std::vector<uint64_t> frames) {
+  StackRecord s;
+  s.stream = stream;
+  s.ref = 8;
+  s.frames = std::move(frames);
+  return s;
+}
+
+uintptr_t LibcFunction() {
+  return reinterpret_cast<uintptr_t>(dlsym(RTLD_DEFAULT, "getpid"));
+}
+
+TEST(ParseMapsLine, ReadsEveryField) {
+  Mapping m;
+  ASSERT_TRUE(ParseMapsLine(
+      "7f1a2b3c4000-7f1a2b3c8000 r-xp 00002000 fe:01 123456   "
+      "/usr/lib/x86_64-linux-gnu/libfoo.so.1\n",
+      &m));
+  EXPECT_EQ(m.start, 0x7f1a2b3c4000u);
+  EXPECT_EQ(m.end, 0x7f1a2b3c8000u);
+  EXPECT_EQ(m.offset, 0x2000u);
+  EXPECT_TRUE(m.executable);
+  EXPECT_EQ(m.device_major, 0xfeu);
+  EXPECT_EQ(m.device_minor, 1u);
+  EXPECT_EQ(m.inode, 123456u);
+  EXPECT_EQ(m.path, "/usr/lib/x86_64-linux-gnu/libfoo.so.1");
+}
+
+TEST(ParseMapsLine, AnonymousAndGarbage) {
+  Mapping m;
+  ASSERT_TRUE(ParseMapsLine("7ffd1000-7ffd2000 rw-p 00000000 00:00 0\n", &m));
+  EXPECT_FALSE(m.executable);
+  EXPECT_EQ(m.path, "");
+  EXPECT_FALSE(ParseMapsLine("", &m));
+  EXPECT_FALSE(ParseMapsLine("not a mapping", &m));
+  EXPECT_FALSE(ParseMapsLine("2000-1000 r-xp 0 00:00 0 /x", &m));  // end < start
+}
+
+TEST(ModuleFromFile, AgreesWithTheLoader) {
+  uintptr_t fn = LibcFunction();
+  Loaded want = LoaderView(fn);
+  ASSERT_TRUE(want.found);
+  std::istringstream maps(ReadFile("/proc/self/maps"));
+  std::string line;
+  bool checked = false;
+  while (std::getline(maps, line)) {
+    Mapping m;
+    if (!ParseMapsLine(line, &m) || fn < m.start || fn >= m.end) continue;
+    ModuleRecord rec;
+    ASSERT_TRUE(ModuleFromFile(m, &rec)) << line;
+    EXPECT_EQ(rec.load_bias, want.bias);
+    EXPECT_EQ(rec.start, want.lo);
+    EXPECT_EQ(rec.end, want.hi);
+    EXPECT_EQ(rec.path, m.path);
+    EXPECT_FALSE(rec.build_id.empty());  // Debian builds every library with one
+    checked = true;
+  }
+  EXPECT_TRUE(checked);
+}
+
+TEST(ModuleFromFile, RefusesAnotherFileAtThePath) {
+  uintptr_t fn = LibcFunction();
+  std::istringstream maps(ReadFile("/proc/self/maps"));
+  std::string line;
+  while (std::getline(maps, line)) {
+    Mapping m;
+    if (!ParseMapsLine(line, &m) || fn < m.start || fn >= m.end) continue;
+    m.inode += 1;  // as if the library had been replaced on disk since
+    ModuleRecord rec;
+    EXPECT_FALSE(ModuleFromFile(m, &rec));
+    return;
+  }
+  FAIL() << "no mapping holds getpid";
+}
+
+TEST(ModuleFinder, FindsWhatNoRecordCoversOnce) {
+  FakeProc proc;
+  ModuleFinder finder(proc.root());
+  finder.Note(Hello(1, 4242));
+  uintptr_t fn = LibcFunction();
+  Loaded libc = LoaderView(fn);
+  // The program's own module, as the shim would have sent it.
+  Loaded self = LoaderView(reinterpret_cast<uintptr_t>(&LoaderView));
+  ModuleRecord sent;
+  sent.stream = 1;
+  sent.load_bias = self.bias;
+  sent.start = self.lo;
+  sent.end = self.hi;
+  sent.path = "self";
+  finder.Note(sent);
+
+  StackRecord stack = Stack(1, {reinterpret_cast<uintptr_t>(&LoaderView), fn});
+  std::vector<ModuleRecord> found = finder.Find(stack);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].stream, 1u);
+  EXPECT_EQ(found[0].load_bias, libc.bias);
+  EXPECT_EQ(found[0].start, libc.lo);
+  EXPECT_EQ(finder.reads(), 1);
+
+  // Known now: no second read, nothing new.
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_EQ(finder.reads(), 1);
+}
+
+TEST(ModuleFinder, AnonymousMemoryIsAskedAboutOnce) {
+  void* anon = mmap(nullptr, 4096, PROT_READ | PROT_EXEC,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(anon, MAP_FAILED);
+  FakeProc proc;  // its maps show the mapping, with no file behind it
+  ModuleFinder finder(proc.root());
+  finder.Note(Hello(1, 4242));
+  StackRecord stack = Stack(1, {reinterpret_cast<uintptr_t>(anon) + 16});
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_EQ(finder.reads(), 1);
+  munmap(anon, 4096);
+}
+
+TEST(ModuleFinder, NeverReadsForAnImageThatEnded) {
+  FakeProc proc;
+  ModuleFinder finder(proc.root());
+  StackRecord stack = Stack(1, {LibcFunction()});
+
+  finder.Note(Hello(1, 4242));
+  finder.Retire(1);  // it exec'd or exited
+  EXPECT_TRUE(finder.Find(stack).empty());
+
+  // A newer image of the same pid retires the older stream too.
+  finder.Note(Hello(2, 4242));
+  finder.Note(Hello(3, 4242));
+  stack.stream = 2;
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_EQ(finder.reads(), 0);
+
+  // No hello at all: no pid to read.
+  stack.stream = 9;
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_EQ(finder.reads(), 0);
+
+  // The newest one is read.
+  stack.stream = 3;
+  EXPECT_EQ(finder.Find(stack).size(), 1u);
+  EXPECT_EQ(finder.reads(), 1);
+}
+
+TEST(ModuleFinder, AProcessThatHasGoneRetiresItsStream) {
+  ModuleFinder finder("/nonexistent-proc");
+  finder.Note(Hello(1, 4242));
+  StackRecord stack = Stack(1, {LibcFunction()});
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_TRUE(finder.Find(stack).empty());
+  EXPECT_EQ(finder.reads(), 1);
+}
+
+}  // namespace
+}  // namespace closeaudit
