@@ -170,7 +170,7 @@ std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
   std::string path = proc_root_ + "/" + std::to_string(s.pid) + "/maps";
   FILE* f = fopen(path.c_str(), "re");
   if (f == nullptr) {
-    Retire(stack.stream);  // the process has gone
+    Retire(stack.stream);  // the process has gone, or is not ours to read
     return found;
   }
   std::vector<internal::Mapping> mappings;
