@@ -21,7 +21,11 @@
 // every symbol of every object loaded after the test.
 //
 // Not async-signal-safe (dl_iterate_phdr takes the loader's lock): the shim
-// calls it from its constructor.
+// calls it from its constructor. The walk takes every object after the
+// shim on the loader's list to be in the search scope, as the objects
+// loaded at start are; an object that another library's constructor had
+// dlopen'ed with RTLD_LOCAL before the shim's ran would be searched where
+// dlsym would not search it (no such library is known).
 #ifndef CLOSEAUDIT_SHIM_NEXT_SYMBOLS_H_
 #define CLOSEAUDIT_SHIM_NEXT_SYMBOLS_H_
 
