@@ -270,7 +270,21 @@ absl::StatusOr<std::unique_ptr<Symbolizer::Module>> Symbolizer::Module::Open(
   return module;
 }
 
-Symbolizer::Symbolizer() = default;
+Symbolizer::Symbolizer() {
+  // CLOSEAUDIT_DEBUGINFO_PATH=DIR[:DIR...]: where else separate debug files
+  // live (DIR/.build-id/xx/<rest>.debug, or by .gnu_debuglink), looked at
+  // before libdwfl's own places. Read once per process: libdwfl keeps the
+  // pointer.
+  static const bool once = [] {
+    const char* extra = std::getenv("CLOSEAUDIT_DEBUGINFO_PATH");
+    if (extra != nullptr && *extra != '\0') {
+      static std::string path = std::string(extra) + "::.debug:/usr/lib/debug";
+      debuginfo_path = path.data();
+    }
+    return true;
+  }();
+  (void)once;
+}
 Symbolizer::~Symbolizer() = default;
 
 void Symbolizer::Warn(std::string message) {

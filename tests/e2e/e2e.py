@@ -584,6 +584,39 @@ def case_dlopen_plugin(opts, tmp):
     check_regenerated(opts, tmp, rep)
 
 
+def case_stripped(opts, tmp):
+    """A stripped -O2 binary whose debug file sits in a build-id directory
+    (where distributions put them; here one of the test's own, named by
+    CLOSEAUDIT_DEBUGINFO_PATH): the report names the line."""
+    src, program = "leak_server.c", "leak_server_stripped"
+    line = find_marker_line(opts.srcdir, src)
+    binary = os.path.join(os.path.abspath(opts.bindir), program)
+    notes = subprocess.run(["readelf", "-n", binary], capture_output=True,
+                           text=True, check=True).stdout
+    m = re.search(r"Build ID: ([0-9a-f]+)", notes)
+    check(m is not None, f"{program} has no build-id:\n{notes}")
+    build_id = m.group(1)
+    symbols = subprocess.run(["readelf", "-S", binary], capture_output=True,
+                             text=True, check=True).stdout
+    check(".symtab" not in symbols and ".debug_info" not in symbols,
+          f"{program} is not stripped")
+    debug_dir = os.path.join(tmp, "debug")
+    where = os.path.join(debug_dir, ".build-id", build_id[:2])
+    os.makedirs(where)
+    shutil.copy(binary + ".symbols",
+                os.path.join(where, build_id[2:] + ".debug"))
+    os.environ["CLOSEAUDIT_DEBUGINFO_PATH"] = debug_dir
+    try:
+        run, rep, info = run_server_case(opts, tmp, program, src, "1s", 3, 2.5)
+    finally:
+        del os.environ["CLOSEAUDIT_DEBUGINFO_PATH"]
+    f = only_leak(rep, 3)
+    check_eof_stack(f, src, line)
+    text = _read_text(os.path.join(tmp, "report.txt"))
+    want = f"handle_client ({src}:{line})"
+    check(want in text, f"report.txt does not name {want!r}:\n{text[:3000]}")
+
+
 def check_regenerated(opts, tmp, rep):
     """`closeaudit report DIR` must rebuild the same report from the trace."""
     again = os.path.join(tmp, "regenerated.json")
@@ -1711,6 +1744,7 @@ def case_call_paths(opts, tmp):
 
 CASES.update({
     "dlopen_plugin": case_dlopen_plugin,
+    "stripped": case_stripped,
     "live": case_live,
     "merge": case_merge,
     "signals_inherited": case_signals_inherited,
