@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -220,6 +221,9 @@ struct Symbolizer::Module {
   Dwarf_Addr bias = 0;
   // Frames by ELF virtual address, with module/address not yet filled in.
   absl::flat_hash_map<uint64_t, std::vector<Frame>> cache;
+  // Whether some frame of code in it had a name, and whether one had none.
+  bool named = false;
+  bool unnamed = false;
 };
 
 absl::StatusOr<std::unique_ptr<Symbolizer::Module>> Symbolizer::Module::Open(
@@ -332,11 +336,53 @@ std::vector<Frame> Symbolizer::Resolve(const ModuleRef& module,
     it = m->cache.emplace(elf_address, std::move(frames)).first;
   }
   std::vector<Frame> frames = it->second;
+  if (!frames.back().function.empty()) {
+    m->named = true;
+  } else if (IsCode(m->mod, elf_address + m->bias)) {
+    m->unnamed = true;
+  }
   for (Frame& frame : frames) {
     frame.module = module.path;
     frame.address = address;
   }
   return frames;
+}
+
+const std::vector<std::string>& Symbolizer::warnings() {
+  all_warnings_ = warnings_;
+  for (const auto& [path, m] : modules_) {
+    if (m != nullptr && m->unnamed && !m->named) {
+      std::string w = UnnamedWarning(*m, path);
+      if (!w.empty()) all_warnings_.push_back(std::move(w));
+    }
+  }
+  // modules_ is a hash map: its order is not the report's.
+  std::sort(all_warnings_.begin() + static_cast<long>(warnings_.size()),
+            all_warnings_.end());
+  return all_warnings_;
+}
+
+std::string Symbolizer::UnnamedWarning(const Module& m,
+                                       const std::string& path) {
+  Dwarf_Addr bias = 0;
+  bool dwarf = dwfl_module_getdwarf(m.mod, &bias) != nullptr;
+  bool symtab = false;
+  if (Elf* elf = dwfl_module_getelf(m.mod, &bias)) {
+    for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr;
+         scn = elf_nextscn(elf, scn)) {
+      GElf_Shdr shdr;
+      if (gelf_getshdr(scn, &shdr) != nullptr && shdr.sh_type == SHT_SYMTAB) {
+        symtab = true;
+      }
+    }
+  }
+  if (dwarf) return "";  // named what it could
+  return absl::StrCat(
+      path, ": frames in it are bare offsets: it has no debug information",
+      symtab ? " (built without -g)" : " and no symbol table (stripped)",
+      "; rebuild it with -g, or install its separate debug file (for a "
+      "Debian package, its -dbgsym package) under /usr/lib/debug or in a "
+      "directory named by CLOSEAUDIT_DEBUGINFO_PATH");
 }
 
 }  // namespace closeaudit

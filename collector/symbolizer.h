@@ -65,8 +65,11 @@ class Symbolizer {
   // disk while the Symbolizer lives is not noticed.
   std::vector<Frame> Resolve(const ModuleRef& module, uint64_t address);
 
-  // Human-readable problems met so far, each reported once, in order.
-  const std::vector<std::string>& warnings() const { return warnings_; }
+  // Human-readable problems met so far, each reported once, in order; then,
+  // once each, the modules none of whose frames could be named so far (a
+  // stripped binary with no debug file), with what would name them. A module
+  // that named some frames (libc by its exported symbols) is not one.
+  const std::vector<std::string>& warnings();
 
  private:
   struct Module;  // One opened object file; defined in symbolizer.cc.
@@ -75,9 +78,12 @@ class Symbolizer {
   // cached too, so a missing file costs one open() attempt.
   Module* GetModule(const std::string& path);
   void Warn(std::string message);
+  // What would name the frames of a module none of whose frames has a name.
+  static std::string UnnamedWarning(const Module& m, const std::string& path);
 
   absl::flat_hash_map<std::string, std::unique_ptr<Module>> modules_;
   std::vector<std::string> warnings_;
+  std::vector<std::string> all_warnings_;  // warnings_ and the unnamed modules
   absl::flat_hash_set<std::string> warned_;
 };
 

@@ -541,6 +541,10 @@ def case_leak(opts, tmp, garbage=False):
     f = only_leak(rep, 3)
     check_eof_stack(f, src, line)
     check_created_stack(f)
+    # Frames the C library names only in part (without its debug package)
+    # are no reason for a warning.
+    bare = [w for w in rep.get("warnings", []) if "bare offsets" in w]
+    check(not bare, f"unexpected warnings about unnamed frames: {bare}")
     ex = check_examples(f, info["port"], info["client_ports"], info["pid"], 3)
     for e in ex:
         check("closed_after_ms" in e and e["closed_after_ms"] is None,
@@ -600,6 +604,16 @@ def case_stripped(opts, tmp):
                              text=True, check=True).stdout
     check(".symtab" not in symbols and ".debug_info" not in symbols,
           f"{program} is not stripped")
+    # Without the debug file: bare offsets, and the report says what would
+    # name them, once.
+    bare_tmp = os.path.join(tmp, "bare")
+    os.makedirs(bare_tmp)
+    run_server_case(opts, bare_tmp, program, src, "1s", 1, 1.0)
+    text = _read_text(os.path.join(bare_tmp, "report.txt"))
+    hint = "no symbol table (stripped)"
+    check(text.count(hint) == 1 and "CLOSEAUDIT_DEBUGINFO_PATH" in text,
+          f"report.txt of the stripped binary without its debug file does "
+          f"not say once what would name its frames:\n{text[:3000]}")
     debug_dir = os.path.join(tmp, "debug")
     where = os.path.join(debug_dir, ".build-id", build_id[:2])
     os.makedirs(where)
