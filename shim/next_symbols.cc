@@ -111,13 +111,9 @@ bool Bindable(const ElfW(Sym)& sym) {
 
 enum class Found { kNo, kYes, kDeferred };
 
-// strcmp's first call would cost a lazy binding of an indirect function.
 bool SameName(const char* a, const char* b) {
-  while (*a != '\0' && *a == *b) {
-    ++a;
-    ++b;
-  }
-  return *a == *b;
+  const char* rest = SkipPrefix(a, b);
+  return rest != nullptr && *rest == '\0';
 }
 
 // Looks one name up in one object, as the loader does for a lookup that asks
@@ -183,17 +179,8 @@ bool Contains(const dl_phdr_info* info, uintptr_t address) {
 
 // The loader names the vDSO's entry after the kernel's soname for it.
 bool IsVdso(const char* name) {
-  if (name == nullptr) return false;
-  const char* prefixes[] = {"linux-vdso", "linux-gate"};
-  for (const char* p : prefixes) {
-    const char* n = name;
-    while (*p != '\0' && *n == *p) {
-      ++p;
-      ++n;
-    }
-    if (*p == '\0') return true;
-  }
-  return false;
+  return name != nullptr && (SkipPrefix(name, "linux-vdso") != nullptr ||
+                             SkipPrefix(name, "linux-gate") != nullptr);
 }
 
 struct Walk {
