@@ -70,39 +70,42 @@ class FdTable {
   // Calls fn(fd, entry) for every tracked socket. Not atomic as a whole.
   template <typename Fn>
   void ForEach(Fn&& fn) const {
-    // Only as far as chunks were made: the untouched rest of the top level
-    // is pages nobody ever faulted in, and a fork child walks this.
-    int used = top_used_.load(std::memory_order_acquire);
-    for (int c = 0; c < used; ++c) {
-      FdEntry* chunk = top_[c].load(std::memory_order_acquire);
-      if (!chunk) continue;
-      for (int i = 0; i < kChunkSize; ++i) {
-        if (chunk[i].cookie.load(std::memory_order_relaxed) != 0) {
-          fn((c << kChunkBits) | i, chunk[i]);
-        }
-      }
-    }
+    FindFirst([&fn](int fd, FdEntry& e) {
+      fn(fd, e);
+      return false;
+    });
   }
 
   // Whether any socket is tracked (stops at the first). Not atomic as a
   // whole: for a question a fork asks, such as whether its child can hold
   // anything of the shim's.
   bool Any() const {
-    int used = top_used_.load(std::memory_order_acquire);
-    for (int c = 0; c < used; ++c) {
-      FdEntry* chunk = top_[c].load(std::memory_order_acquire);
-      if (!chunk) continue;
-      for (int i = 0; i < kChunkSize; ++i) {
-        if (chunk[i].cookie.load(std::memory_order_relaxed) != 0) return true;
-      }
-    }
-    return false;
+    return FindFirst([](int, FdEntry&) { return true; });
   }
 
   // Forgets everything (used by tests); chunks stay mapped.
   void Clear();
 
  private:
+  // Visits the tracked sockets until stop(fd, entry) says so; whether it
+  // did. Only as far as chunks were made: the untouched rest of the top
+  // level is pages nobody ever faulted in, and a fork child walks this.
+  template <typename Stop>
+  bool FindFirst(Stop&& stop) const {
+    int used = top_used_.load(std::memory_order_acquire);
+    for (int c = 0; c < used; ++c) {
+      FdEntry* chunk = top_[c].load(std::memory_order_acquire);
+      if (!chunk) continue;
+      for (int i = 0; i < kChunkSize; ++i) {
+        if (chunk[i].cookie.load(std::memory_order_relaxed) != 0 &&
+            stop((c << kChunkBits) | i, chunk[i])) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
   // First, so that it shares a page with the chunks of the low fds.
   std::atomic<int> top_used_{0};  // 1 + the highest chunk index made
   std::atomic<FdEntry*> top_[kTopSize] = {};

@@ -75,7 +75,6 @@ void UnmarkSlack(long slack) {
   if (slack >= 0) Real().syscall(SYS_prctl, PR_SET_TIMERSLACK, slack, 0, 0, 0, 0);
 }
 
-
 // The current ring, and the ones before it: after a collector dies the shim
 // moves to a new ring for the next one, but never unmaps the old (another
 // thread may still be pushing into it, and a collector that was only stopped
@@ -1015,10 +1014,9 @@ void ForkParent(pid_t child, const ForkToken& token, ForkKind kind) {
     UnmarkSlack(token.slack);
     errno = saved;
   }
-  if (!Recording() || child <= 0 || token.mono_ns == 0 ||
-      g_start.load(std::memory_order_acquire) == kDormant) {
-    return;  // nothing was prepared: no event
-  }
+  // A token with no time was not prepared (a dormant image, or one holding
+  // no socket): no event.
+  if (!Recording() || child <= 0 || token.mono_ns == 0) return;
   Scope scope;
   Event ev = MakeEvent(EventType::kFork, -1, 0, 0, 0);
   ev.mono_ns = token.mono_ns;
