@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
+#include "collector/app_frames.h"
 #include "collector/live.h"
 #include "collector/records.h"
 #include "collector/report.h"
@@ -32,6 +33,8 @@ namespace closeaudit {
 struct AnalyzerOptions {
   // Overrides the grace period recorded in the trace's RunRecord.
   std::optional<uint64_t> grace_ns;
+  // Added to the rules the run recorded (RunRecord::app).
+  AppRules app;
 };
 
 class Analyzer {

@@ -55,7 +55,7 @@ class Feed {
  public:
   explicit Feed(uint64_t grace_ns = kSec, AnalyzerOptions options = {})
       : analyzer_(options) {
-    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec, "test-host"});
+    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec, "test-host", {}, {}});
   }
 
   // A process image with the fake module loaded at `bias` (ASLR) from

@@ -9,7 +9,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "collector/app_frames.h"
 #include "collector/analyzer.h"
 #include "collector/kernel.h"
 #include "common/version.h"
@@ -30,7 +32,12 @@ class FindingBuilder {
       : a_(a),
         symbolizer_(symbolizer),
         end_ns_(end_ns),
-        grace_(a.options_.grace_ns.value_or(a.run_.grace_ns)) {}
+        grace_(a.options_.grace_ns.value_or(a.run_.grace_ns)) {
+    rules_.app_paths = a.run_.app_paths;
+    rules_.not_app = a.run_.not_app;
+    for (const std::string& d : a.options_.app.app_paths) rules_.app_paths.push_back(d);
+    for (const std::string& p : a.options_.app.not_app) rules_.not_app.push_back(p);
+  }
 
   void Run(Report& report) {
     ForkHeld(report);
@@ -46,7 +53,8 @@ class FindingBuilder {
  private:
   static constexpr size_t kMaxExamples = 5;
 
-  std::vector<Frame> Sym(uint32_t stack) const {
+  // The frames of `stack`, each marked in_app or not.
+  std::vector<Frame> Resolve(uint32_t stack) const {
     std::vector<Frame> out;
     if (symbolizer_ == nullptr || stack == 0 || stack >= a_.stacks_.size()) {
       return out;
@@ -55,6 +63,7 @@ class FindingBuilder {
       if (f.module == Analyzer::kNoModule) {
         Frame unknown;
         unknown.address = f.address;
+        unknown.in_app = InApp(unknown, rules_);
         out.push_back(unknown);
         continue;
       }
@@ -63,27 +72,58 @@ class FindingBuilder {
            symbolizer_->Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset)) {
         frame.address = f.address;
         frame.offset = f.offset;
+        frame.in_app = InApp(frame, rules_);
         out.push_back(std::move(frame));
       }
     }
     return out;
   }
 
-  // The stack that stands for every stack that symbolizes to the same
-  // places (StackKey): findings group by it, so that one call site is one
-  // finding across all the processes of a binary, whatever addresses ASLR
-  // gave each, and across binaries built from the same code. Without a
-  // symbolizer (the live counts) a stack stands for itself: stacks are
-  // already one when their frames are at the same offsets of the same
-  // modules.
+  // The frames a finding shows for a group whose stacks Canon() made one:
+  // of them, the stack with the most of the program's own frames.
+  std::vector<Frame> Sym(uint32_t stack) const {
+    auto it = shown_.find(stack);
+    return Resolve(it == shown_.end() ? stack : it->second.first);
+  }
+
+  // The stack that stands for every stack that is the same place in the
+  // program's code (GroupKey): findings group by it, so that one call site
+  // is one finding across all the processes of a binary, whatever addresses
+  // ASLR gave each, across binaries built from the same code, and however
+  // a library reached it. Without a symbolizer (the live counts) a stack
+  // stands for itself: stacks are already one when their frames are at the
+  // same offsets of the same modules.
   uint32_t Canon(uint32_t stack) {
     if (symbolizer_ == nullptr || stack == 0) return stack;
     auto [it, inserted] = canon_.try_emplace(stack, stack);
     if (inserted) {
-      it->second = canon_by_key_.try_emplace(StackKey(Sym(stack)), stack)
+      std::vector<Frame> frames = Resolve(stack);
+      it->second = canon_by_key_.try_emplace(GroupKey(frames), stack)
                        .first->second;
+      int64_t own = std::count_if(frames.begin(), frames.end(),
+                                  [](const Frame& f) { return f.in_app; });
+      auto [best, first] = shown_.try_emplace(it->second, stack, own);
+      if (!first && own > best->second.second) best->second = {stack, own};
     }
     return it->second;
+  }
+
+  // What makes stacks one place in the program's code: the program's own
+  // frames from the outermost in, up to where they first call into a
+  // library. What a library does below that, and the program's code it
+  // calls back, depends on the library's timing (asio reads speculatively
+  // in the call, or later from its reactor) and is the same bug either way;
+  // event libraries' callbacks are told apart by their handler stacks. A
+  // stack with none of the program's frames is keyed by all of its frames.
+  static std::string GroupKey(const std::vector<Frame>& frames) {
+    size_t end = frames.size();
+    while (end > 0 && !frames[end - 1].in_app) --end;
+    if (end == 0) return StackKey(frames);
+    size_t begin = end - 1;
+    while (begin > 0 && frames[begin - 1].in_app) --begin;
+    return absl::StrCat(
+        "app:", StackKey(std::vector<Frame>(frames.begin() + begin,
+                                            frames.begin() + end)));
   }
 
   const Stream* StreamOf(uint32_t id) const {
@@ -184,22 +224,40 @@ class FindingBuilder {
     return stack;
   }
 
-  // The place a message names: the innermost frame with a function name,
-  // or without one (no symbols), the innermost frame; never the C
-  // library's start-up code.
-  std::string Where(const std::vector<Frame>& frames) const {
-    const Frame* unnamed = nullptr;
-    for (const Frame& f : frames) {
-      if (IsStartupFrame(f)) continue;
-      if (f.function.empty()) {
-        if (unnamed == nullptr) unnamed = &f;
-        continue;
+  // The place a message names: the program's own innermost frame, and the
+  // library function it called where the EOF (or close...) happened inside
+  // one: "on_read (server.cc:30), in its call to async_read_some()". Never
+  // a library's or runtime's function: a stack with none of the program's
+  // frames is named by the code it is in.
+  static std::string Where(const std::vector<Frame>& frames) {
+    for (size_t i = 0; i < frames.size(); ++i) {
+      const Frame& f = frames[i];
+      if (!f.in_app || IsStartupFrame(f)) continue;
+      std::string place = Place(f);
+      if (i > 0 && !frames[i - 1].in_app && !frames[i - 1].function.empty()) {
+        absl::StrAppend(&place, ", in its call to ",
+                        ShortFunction(frames[i - 1].function), "()");
       }
-      if (f.file.empty()) return f.function;
-      return absl::StrFormat("%s (%s:%d)", f.function,
-                             f.file.substr(f.file.rfind('/') + 1), f.line);
+      return place;
     }
-    return unnamed ? FrameName(*unnamed) : "unknown code";
+    for (const Frame& f : frames) {
+      std::string lib = LibraryName(f);
+      if (!lib.empty()) {
+        return absl::StrCat("code in ", lib,
+                            " (none of the program's own frames is on the "
+                            "stack)");
+      }
+    }
+    return "unknown code";
+  }
+
+  // "handle (server.c:42)", or without a line, the function or the module
+  // and offset.
+  static std::string Place(const Frame& f) {
+    if (f.function.empty()) return FrameName(f);
+    if (f.file.empty()) return ShortFunction(f.function);
+    return absl::StrFormat("%s (%s:%d)", ShortFunction(f.function),
+                           f.file.substr(f.file.rfind('/') + 1), f.line);
   }
 
   static std::string Plural(int64_t n, const char* one, const char* many) {
@@ -734,6 +792,9 @@ class FindingBuilder {
   uint64_t grace_;
   absl::flat_hash_map<uint32_t, uint32_t> canon_;  // stack -> Canon(stack)
   absl::flat_hash_map<std::string, uint32_t> canon_by_key_;
+  // Canon(stack) -> the stack shown for it, and its count of own frames.
+  absl::flat_hash_map<uint32_t, std::pair<uint32_t, int64_t>> shown_;
+  AppRules rules_;
   absl::flat_hash_set<const Socket*> fork_held_;
   absl::flat_hash_set<const Socket*> fin_wait2_;
   absl::flat_hash_set<const Socket*> abortive_;

@@ -87,6 +87,9 @@ constexpr char kUsage[] =
     "      regenerate the report of a finished run (default: the latest)\n"
     "  run, demo and report also take:\n"
     "      --format text|json|html|folded   what to print (default text)\n"
+    "      --app-path DIR, --not-app PATTERN (each as often as needed): which\n"
+    "      frames are the program's own (default: all but system libraries,\n"
+    "      system headers and runtimes)\n"
     "      --min-severity info|warning|error, --kind KIND[,KIND...]\n"
     "  closeaudit daemon [--socket PATH] [--out DIR] [--idle 60s]\n"
     "      the per-user collector that LD_PRELOAD=libcloseaudit.so starts\n"
@@ -103,6 +106,10 @@ constexpr char kUsage[] =
 
 // What --version prints.
 std::string VersionLine() { return absl::StrCat("closeaudit ", kVersion, "\n"); }
+
+// --app-path and --not-app, in the order given (see main()).
+std::vector<std::string> g_app_paths;
+std::vector<std::string> g_not_app;
 
 std::atomic<int> g_signal{0};
 std::atomic<bool> g_snapshot{false};
@@ -368,8 +375,11 @@ int PrintReport(const Report& report) {
 
 // For reports made again from traces (report, merge): an explicit --grace
 // overrides the one each run used.
-AnalyzerOptions ReanalysisOptions() {
+absl::StatusOr<AnalyzerOptions> ReanalysisOptions() {
   AnalyzerOptions options;
+  absl::StatusOr<AppRules> app = ParseAppRules(g_app_paths, g_not_app);
+  if (!app.ok()) return app.status();
+  options.app = *std::move(app);
   absl::Duration grace = absl::GetFlag(FLAGS_grace);
   if (grace != absl::Seconds(5)) {
     options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
@@ -385,7 +395,10 @@ absl::StatusOr<SessionOptions> OptionsFromFlags() {
   }
   absl::StatusOr<ReportFilter> filter = FilterFromFlags();
   if (!filter.ok()) return filter.status();
+  absl::StatusOr<AppRules> app = ParseAppRules(g_app_paths, g_not_app);
+  if (!app.ok()) return app.status();
   SessionOptions options;
+  options.app = *std::move(app);
   options.filter = *filter;
   options.host = absl::GetFlag(FLAGS_host);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -474,10 +487,11 @@ int CmdReport(const std::vector<std::string>& args) {
     fprintf(stderr, "closeaudit report: one directory at most\n");
     return 2;
   }
-  AnalyzerOptions options = ReanalysisOptions();
+  absl::StatusOr<AnalyzerOptions> options = ReanalysisOptions();
+  if (!options.ok()) return Fail(options.status());
   absl::StatusOr<ReportFilter> filter = FilterFromFlags();
   if (!filter.ok()) return Fail(filter.status());
-  absl::StatusOr<Report> report = ReportFromTrace(dir, options);
+  absl::StatusOr<Report> report = ReportFromTrace(dir, *options);
   if (!report.ok()) return Fail(report.status());
   ApplyFilter(*filter, *report);
   if (int rc = PrintReport(*report); rc != 0) return rc;
@@ -520,10 +534,11 @@ int CmdMerge(const std::vector<std::string>& dirs) {
   }
   absl::StatusOr<ReportFilter> filter = FilterFromFlags();
   if (!filter.ok()) return Fail(filter.status());
-  AnalyzerOptions options = ReanalysisOptions();
+  absl::StatusOr<AnalyzerOptions> options = ReanalysisOptions();
+  if (!options.ok()) return Fail(options.status());
   std::vector<HostReport> inputs;
   for (const std::string& dir : dirs) {
-    absl::StatusOr<Report> report = ReportFromTrace(dir, options);
+    absl::StatusOr<Report> report = ReportFromTrace(dir, *options);
     if (!report.ok()) {
       return Fail(absl::Status(report.status().code(),
                                absl::StrCat(dir, ": ", report.status().message())));
@@ -611,6 +626,21 @@ int main(int argc, char** argv) {
     if (ours && command == "status" && arg == "--json") {
       status_json = true;
       continue;
+    }
+    // --app-path and --not-app may be given many times, which absl's flags
+    // do not allow: they are taken here.
+    if (ours && (arg == "--app-path" || arg == "--not-app") && i + 1 < argc) {
+      (arg == "--app-path" ? g_app_paths : g_not_app).push_back(argv[++i]);
+      continue;
+    }
+    if (ours && (arg.rfind("--app-path=", 0) == 0 || arg.rfind("--not-app=", 0) == 0)) {
+      size_t eq = arg.find('=');
+      (arg[2] == 'a' ? g_app_paths : g_not_app).push_back(arg.substr(eq + 1));
+      continue;
+    }
+    if (ours && (arg == "--app-path" || arg == "--not-app")) {
+      fprintf(stderr, "closeaudit: %s needs a value\n", arg.c_str());
+      return 2;
     }
     if (ours && arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
       size_t end = std::min(arg.find('='), arg.size());

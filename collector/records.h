@@ -25,6 +25,10 @@ struct RunRecord {
   uint64_t start_mono_ns = 0;
   uint64_t start_real_ns = 0;
   std::string host;  // the machine's name; absent from older traces
+  // --app-path and --not-app as the run was given them; absent from older
+  // traces.
+  std::vector<std::string> app_paths;
+  std::vector<std::string> not_app;
 };
 
 struct ProcessRecord {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "collector/app_frames.h"
 
 namespace closeaudit {
 
@@ -53,10 +54,10 @@ std::string OptionalNumber(const std::optional<T>& v) {
 std::string FrameJson(const Frame& f) {
   return absl::StrFormat(
       "{\"function\":%s,\"file\":%s,\"line\":%d,\"module\":%s,"
-      "\"address\":\"0x%x\",\"offset\":%s,\"inlined\":%s}",
+      "\"address\":\"0x%x\",\"offset\":%s,\"inlined\":%s,\"in_app\":%s}",
       Quote(f.function), Quote(f.file), f.line, Quote(f.module), f.address,
       f.module.empty() ? "null" : absl::StrFormat("\"0x%x\"", f.offset),
-      f.inlined ? "true" : "false");
+      f.inlined ? "true" : "false", f.in_app ? "true" : "false");
 }
 
 std::string ExampleJson(const Example& e) {
@@ -284,6 +285,81 @@ std::string RenderJson(const Report& r) {
       absl::StrJoin(timelines, ",\n  "));
 }
 
+namespace {
+
+// "... 11 frames in boost/asio, libstdc++": the libraries of frames a text
+// stack leaves out.
+std::string Summary(const std::vector<const Frame*>& frames, size_t begin,
+                    size_t end) {
+  std::vector<std::string> libs;
+  bool more = false;
+  for (size_t i = begin; i < end; ++i) {
+    std::string lib = LibraryName(*frames[i]);
+    if (lib.empty()) lib = "unknown code";
+    if (std::find(libs.begin(), libs.end(), lib) != libs.end()) continue;
+    if (libs.size() == 3) {
+      more = true;
+      break;
+    }
+    libs.push_back(std::move(lib));
+  }
+  return absl::StrFormat("... %d frame%s in %s%s", end - begin,
+                         end - begin == 1 ? "" : "s", absl::StrJoin(libs, ", "),
+                         more ? ", ..." : "");
+}
+
+// One stack as a person reads it: every frame of the program's own, the
+// library frame each called (where control entered the library), and a line
+// for each run of library frames left out. A stack with none of the
+// program's frames shows its first six. The JSON keeps every frame.
+void RenderStack(const std::string& label, const std::vector<Frame>& all,
+                 std::string& out) {
+  std::vector<const Frame*> frames;
+  bool any_app = false;
+  for (const Frame& f : all) {
+    if (IsStartupFrame(f)) continue;
+    frames.push_back(&f);
+    any_app |= f.in_app;
+  }
+  bool first = true;
+  auto line = [&](const std::string& text) {
+    absl::StrAppendFormat(&out, "    %-13s %s\n", first ? label : "", text);
+    first = false;
+  };
+  if (!any_app) {
+    constexpr size_t kShown = 6;
+    for (size_t i = 0; i < frames.size() && i < kShown; ++i) {
+      line(FrameText(*frames[i]));
+    }
+    if (frames.size() > kShown) line(Summary(frames, kShown, frames.size()));
+    return;
+  }
+  size_t i = 0;
+  while (i < frames.size()) {
+    if (frames[i]->in_app) {
+      line(FrameText(*frames[i++]));
+      continue;
+    }
+    size_t end = i;
+    while (end < frames.size() && !frames[end]->in_app) ++end;
+    bool entered = end < frames.size();  // the program called into it
+    size_t run = end - i;
+    if (run <= 2) {
+      for (; i < end; ++i) line(FrameText(*frames[i]));
+      continue;
+    }
+    if (entered) {
+      line(Summary(frames, i, end - 1));
+      line(FrameText(*frames[end - 1]));
+    } else {
+      line(Summary(frames, i, end));
+    }
+    i = end;
+  }
+}
+
+}  // namespace
+
 std::string RenderText(const Report& r) {
   std::string out;
   int errors = 0;
@@ -314,19 +390,7 @@ std::string RenderText(const Report& r) {
                           f.confirmed_by_kernel ? ", confirmed by the kernel" : "",
                           f.message);
     for (const auto& [name, frames] : f.stacks) {
-      if (frames.empty()) continue;
-      std::string label = absl::StrCat(name, ":");
-      int shown = 0;
-      for (const Frame& frame : frames) {
-        if (IsStartupFrame(frame)) continue;
-        if (shown == 6) {
-          absl::StrAppend(&out, "                  ...\n");
-          break;
-        }
-        absl::StrAppendFormat(&out, "    %-13s %s\n", shown ? "" : label,
-                              FrameText(frame));
-        ++shown;
-      }
+      RenderStack(absl::StrCat(name, ":"), frames, out);
     }
     if (!f.reason.empty()) {
       absl::StrAppendFormat(&out, "    %-13s %s\n", "reason:", f.reason);

@@ -15,7 +15,7 @@
 
 namespace closeaudit {
 
-inline constexpr int kReportFormatVersion = 1;
+inline constexpr int kReportFormatVersion = 2;
 
 struct Example {
   uint32_t pid = 0;

@@ -103,6 +103,8 @@ absl::Status Session::Start() {
   run.start_mono_ns = MonoNowNs();
   run.start_real_ns = RealNowNs();
   run.host = options_.host;
+  run.app_paths = options_.app.app_paths;
+  run.not_app = options_.app.not_app;
   if (run.host.empty()) {
     char name[256] = {};
     if (gethostname(name, sizeof(name) - 1) == 0) run.host = name;

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "collector/analyzer.h"
+#include "collector/app_frames.h"
 #include "collector/live.h"
 #include "collector/module_finder.h"
 #include "collector/request_server.h"
@@ -36,6 +37,7 @@ struct SessionOptions {
   std::string host;     // the machine's name in the reports; "" = hostname
   std::string metrics_listen;  // HOST:PORT to serve /metrics on, if set
   ReportFilter filter;  // applied to the reports this session writes
+  AppRules app;  // which frames are the program's own; kept in the trace
 };
 
 class Session : private IngestSink {

@@ -35,6 +35,9 @@ struct Frame {
   // same in every process that loaded it, whatever ASLR did. Set by the
   // analyzer; 0 when the module is unknown.
   uint64_t offset = 0;
+  // The program's own code, not a library's or a runtime's (app_frames.h).
+  // Set by the analyzer.
+  bool in_app = false;
 };
 
 // Identifies one loaded object in the traced process.

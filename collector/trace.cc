@@ -83,6 +83,7 @@ class Reader {
 
 constexpr uint32_t kMaxArgs = 4096;
 constexpr uint32_t kMaxString = 64 * 1024;
+constexpr uint32_t kMaxRules = 1024;  // --app-path and --not-app, each
 // The kind byte of a frame that holds other frames, compressed.
 constexpr uint8_t kBatchKind = 0x80;
 // Below this, compressing a flush's frames is not worth a block.
@@ -216,6 +217,10 @@ struct Encoder {
     w.Put(r.start_mono_ns);
     w.Put(r.start_real_ns);
     w.PutString(r.host);
+    for (const std::vector<std::string>* list : {&r.app_paths, &r.not_app}) {
+      w.Put<uint32_t>(static_cast<uint32_t>(list->size()));
+      for (const std::string& s : *list) w.PutString(s);
+    }
   }
   void operator()(const ProcessRecord& r) const {
     Writer w(Kind::kProcess, out);
@@ -307,6 +312,15 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       v.start_mono_ns = r.Get<uint64_t>();
       v.start_real_ns = r.Get<uint64_t>();
       if (!r.done()) v.host = r.GetString(kMaxString);  // older traces end here
+      // And here, before the app rules.
+      for (std::vector<std::string>* list : {&v.app_paths, &v.not_app}) {
+        if (r.done() && list == &v.app_paths) break;
+        uint32_t n = r.Get<uint32_t>();
+        if (n > kMaxRules) return absl::DataLossError("too many app rules");
+        for (uint32_t i = 0; i < n && r.ok(); ++i) {
+          list->push_back(r.GetString(wire::kMaxPathBytes));
+        }
+      }
       out = v;
       break;
     }

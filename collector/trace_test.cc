@@ -29,7 +29,7 @@ using ::testing::Not;
 // distinct, and strings holding awkward bytes.
 std::vector<Record> Samples() {
   std::vector<Record> out;
-  out.push_back(RunRecord{2'000'000'000, 111, 222, "host-\xff"});
+  out.push_back(RunRecord{2'000'000'000, 111, 222, "host-\xff", {"/srv/app"}, {"vendor/", "mylib::"}});
   ProcessRecord p;
   p.stream = 3;
   p.pid = 4001;
@@ -282,17 +282,26 @@ TEST(TraceRecord, RejectsEveryTruncation) {
   for (const Record& r : EdgeSamples()) all.push_back(r);
   for (const Record& r : all) {
     std::string bytes = EncodeRecord(r);
-    // A run record without its host, and a process record without the
-    // library's version, are how older traces wrote them.
-    size_t older = 0;
+    // A run record without its host or without the app rules, and a
+    // process record without the library's version, are how older traces
+    // wrote them.
+    size_t older = 0, old = 0;
     if (const auto* run = std::get_if<RunRecord>(&r)) {
-      older = bytes.size() - 4 - run->host.size();
+      older = 1 + 3 * sizeof(uint64_t);
+      old = older + 4 + run->host.size();
     } else if (std::holds_alternative<ProcessRecord>(r)) {
       older = bytes.size() - 4;
     }
     for (size_t n = 0; n < bytes.size(); ++n) {
       absl::StatusOr<Record> cut =
           DecodeRecord(std::string_view(bytes).substr(0, n));
+      if (old != 0 && n == old) {
+        ASSERT_TRUE(cut.ok()) << cut.status();
+        const auto& run = std::get<RunRecord>(*cut);
+        EXPECT_EQ(run.host, std::get<RunRecord>(r).host);
+        EXPECT_TRUE(run.app_paths.empty() && run.not_app.empty());
+        continue;
+      }
       if (older != 0 && n == older) {
         ASSERT_TRUE(cut.ok()) << cut.status();
         if (const auto* run = std::get_if<RunRecord>(&*cut)) {

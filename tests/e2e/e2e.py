@@ -382,8 +382,8 @@ def check_envelope(rep):
     check(isinstance(rep, dict), "report is not a JSON object")
     check(rep.get("tool") == "closeaudit",
           f"tool is {rep.get('tool')!r}, expected 'closeaudit'")
-    check(rep.get("format_version") == 1,
-          f"format_version is {rep.get('format_version')!r}, expected 1")
+    check(rep.get("format_version") == 2,
+          f"format_version is {rep.get('format_version')!r}, expected 2")
     summary = rep.get("summary")
     check(isinstance(summary, dict), "report has no summary object")
     for key in ("processes", "sockets_tracked", "events", "events_dropped",

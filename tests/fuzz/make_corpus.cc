@@ -113,7 +113,7 @@ void HelloCorpus() {
 
 std::vector<Record> SampleRecords() {
   std::vector<Record> records;
-  records.push_back(RunRecord{5'000'000'000, 1000, 1700000000000000000});
+  records.push_back(RunRecord{5'000'000'000, 1000, 1700000000000000000, "", {}, {}});
   ProcessRecord p;
   p.stream = 1;
   p.pid = 4242;

@@ -1,0 +1,228 @@
+#include "collector/app_frames.h"
+
+#include <unistd.h>
+
+#include <array>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "collector/report.h"
+
+namespace closeaudit {
+namespace {
+
+// Where the system keeps its libraries, and the sources and headers that
+// come with them (debug info names glibc's and libstdc++'s sources so).
+constexpr std::array<std::string_view, 8> kSystemLibDirs = {
+    "/lib/", "/lib32/", "/lib64/", "/libx32/", "/usr/lib/", "/usr/lib32/",
+    "/usr/lib64/", "/usr/libexec/"};
+constexpr std::array<std::string_view, 4> kIncludeDirs = {
+    "/usr/include/", "/usr/local/include/", "/usr/lib/gcc/", "/usr/src/"};
+
+// Interpreters and runtimes, by the name of their executable or library,
+// wherever they are installed (pyenv puts python under $HOME).
+constexpr std::array<std::string_view, 7> kRuntimeExes = {
+    "python", "node", "nodejs", "java", "ruby", "perl", "php"};
+constexpr std::array<std::string_view, 7> kRuntimeLibs = {
+    "libpython", "libnode.", "libjvm.", "libjli.", "libruby", "libperl.",
+    "libv8"};
+
+// Namespaces of the C++ runtime and of libraries that live in headers: a
+// frame in one is library code even where no file says so.
+constexpr std::array<std::string_view, 4> kLibraryNamespaces = {
+    "std::", "__gnu_cxx::", "__cxxabiv1::", "boost::"};
+
+bool Starts(std::string_view s, std::string_view p) { return s.starts_with(p); }
+bool Ends(std::string_view s, std::string_view p) { return s.ends_with(p); }
+bool Contains(std::string_view s, std::string_view p) {
+  return s.find(p) != std::string_view::npos;
+}
+
+std::string_view Basename(std::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+bool UnderDir(std::string_view path, std::string_view dir) {
+  if (path.empty() || !Starts(path, dir)) return false;
+  return path.size() == dir.size() || dir.back() == '/' ||
+         path[dir.size()] == '/';
+}
+
+template <size_t N>
+bool UnderAny(std::string_view path,
+              const std::array<std::string_view, N>& dirs) {
+  for (std::string_view d : dirs) {
+    if (Starts(path, d)) return true;
+  }
+  return false;
+}
+
+// "python3.11", "python3.11d", "node", "java": a runtime's executable. The
+// name may carry a version, never other letters ("nodeapp" is a program).
+bool IsRuntimeExe(std::string_view name) {
+  if (name.ends_with("-dbg")) name.remove_suffix(4);
+  for (std::string_view exe : kRuntimeExes) {
+    if (!Starts(name, exe)) continue;
+    std::string_view rest = name.substr(exe.size());
+    bool version = true;
+    for (char c : rest) {
+      if (!(c >= '0' && c <= '9') && c != '.' && c != 'd' && c != 'm' &&
+          c != 'u') {
+        version = false;
+      }
+    }
+    if (version) return true;
+  }
+  return false;
+}
+
+bool IsSystemModule(std::string_view module) {
+  std::string_view name = Basename(module);
+  if (UnderAny(module, kSystemLibDirs)) return true;
+  if (Starts(name, "linux-vdso") || Starts(name, "[")) {
+    return true;
+  }
+  if (IsRuntimeExe(name)) return true;
+  for (std::string_view lib : kRuntimeLibs) {
+    if (Starts(name, lib)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string ShortFunction(std::string_view f) {
+  std::string out;
+  int depth = 0;  // inside <>, () or {}
+  for (size_t i = 0; i < f.size(); ++i) {
+    char c = f[i];
+    if (depth == 0 && Ends(out, "operator")) {
+      // operator(), operator<<, operator->...: the symbol is the name.
+      if (Starts(f.substr(i), "()")) {
+        out += "()";
+        ++i;
+        continue;
+      }
+      size_t n = 0;
+      while (i + n < f.size() && f[i + n] != '(' && f[i + n] != ' ') ++n;
+      if (n > 0) {
+        out.append(f.substr(i, n));
+        i += n - 1;
+        continue;
+      }
+    }
+    if (depth == 0 && c == '(' && !out.empty() && out.back() != ':' &&
+        out.back() != ' ') {
+      // The parameters, unless a scope follows them: a lambda's enclosing
+      // function, "Session::do_read()::{lambda()#1}".
+      int d = 0;
+      size_t close = i;
+      for (; close < f.size(); ++close) {
+        if (f[close] == '(') ++d;
+        if (f[close] == ')' && --d == 0) break;
+      }
+      if (!f.substr(close + (close < f.size())).starts_with("::")) break;
+      out += "()";
+      i = close;
+      continue;
+    }
+    if (c == '<' || c == '(' || c == '{') {
+      ++depth;
+      if (depth == 1 && c == '(') out += "(...)";  // (anonymous namespace)
+      if (depth == 1 && c == '{') out += "{lambda}";
+      continue;
+    }
+    if (c == '>' || c == ')' || c == '}') {
+      if (depth > 0) --depth;
+      continue;
+    }
+    if (depth == 0) out += c;
+  }
+  // A function template's name starts with its return type: "void f".
+  size_t space = out.rfind(' ');
+  if (space != std::string::npos) out = out.substr(space + 1);
+  return out;
+}
+
+bool InApp(const Frame& f, const AppRules& rules) {
+  // The C library's start-up code is linked into every program (_start).
+  if (IsStartupFrame(f)) return false;
+  for (const std::string& d : rules.app_paths) {
+    if (UnderDir(f.file, d) || UnderDir(f.module, d)) return true;
+  }
+  for (const std::string& p : rules.not_app) {
+    if (Contains(f.file, p) || Contains(f.module, p) ||
+        Contains(f.function, p)) {
+      return false;
+    }
+  }
+  if (!f.file.empty() && UnderAny(f.file, kIncludeDirs)) return false;
+  // Code in no module with a name came from a JIT's perf map: the program's
+  // own unless a rule above says otherwise (the runtimes' perf maps name
+  // their own stubs, which their issues sort out).
+  if (f.module.empty()) return !f.function.empty();
+  if (IsSystemModule(f.module)) return false;
+  std::string name = ShortFunction(f.function);
+  for (std::string_view ns : kLibraryNamespaces) {
+    if (Starts(name, ns)) return false;
+  }
+  return true;
+}
+
+std::string LibraryName(const Frame& f) {
+  for (std::string_view dir : kIncludeDirs) {
+    std::string_view file = f.file;
+    if (!file.starts_with(dir)) continue;
+    file.remove_prefix(dir.size());
+    if (dir == "/usr/lib/gcc/") return "gcc";
+    std::string_view first = file.substr(0, file.find('/'));
+    if (Starts(first, "c++")) return "libstdc++";
+    if (first == file) break;  // a header right in the directory: the module
+    if (first == "boost") {
+      std::string_view rest = file.substr(first.size() + 1);
+      size_t slash = rest.find('/');
+      if (slash != std::string_view::npos) {
+        return "boost/" + std::string(rest.substr(0, slash));
+      }
+      // boost/asio.hpp and the like: boost/asio
+      return "boost/" + std::string(rest.substr(0, rest.find('.')));
+    }
+    return std::string(first);
+  }
+  if (f.module.empty()) return f.function.empty() ? "" : "JIT code";
+  return std::string(Basename(f.module));
+}
+
+absl::StatusOr<AppRules> ParseAppRules(const std::vector<std::string>& app_paths,
+                                       const std::vector<std::string>& not_app) {
+  AppRules rules;
+  for (std::string dir : app_paths) {
+    if (dir.empty()) {
+      return absl::InvalidArgumentError("--app-path needs a directory");
+    }
+    if (dir[0] != '/') {
+      char cwd[4096];
+      if (getcwd(cwd, sizeof(cwd)) == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--app-path ", dir,
+            ": relative, and the working directory is unknown; give an "
+            "absolute path"));
+      }
+      dir = absl::StrCat(cwd, "/", dir);
+    }
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    rules.app_paths.push_back(std::move(dir));
+  }
+  for (const std::string& p : not_app) {
+    if (p.empty()) {
+      return absl::InvalidArgumentError(
+          "--not-app needs a pattern: part of a path, module or function "
+          "name");
+    }
+    rules.not_app.push_back(p);
+  }
+  return rules;
+}
+
+}  // namespace closeaudit

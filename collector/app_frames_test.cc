@@ -1,0 +1,96 @@
+#include "collector/app_frames.h"
+
+#include "gtest/gtest.h"
+
+namespace closeaudit {
+namespace {
+
+Frame F(std::string function, std::string file, std::string module) {
+  Frame f;
+  f.function = std::move(function);
+  f.file = std::move(file);
+  f.module = std::move(module);
+  return f;
+}
+
+TEST(InApp, SystemLibrariesHeadersAndRuntimesAreNot) {
+  AppRules none;
+  EXPECT_TRUE(InApp(F("handle", "/src/srv/server.c", "/src/srv/server"), none));
+  EXPECT_TRUE(InApp(F("", "", "/opt/app/bin/server"), none));  // stripped
+  EXPECT_FALSE(InApp(F("read", "", "/lib/x86_64-linux-gnu/libc.so.6"), none));
+  EXPECT_FALSE(InApp(F("evbuffer_read", "buffer.c",
+                       "/usr/lib/x86_64-linux-gnu/libevent-2.1.so.7"), none));
+  // asio's code instantiated into the program is still asio's.
+  EXPECT_FALSE(InApp(F("boost::asio::detail::socket_ops::recv1(int)",
+                       "/usr/include/boost/asio/detail/impl/socket_ops.ipp",
+                       "/src/srv/server"), none));
+  EXPECT_FALSE(InApp(F("void std::__invoke_impl<void>(int)", "",
+                       "/src/srv/server"), none));
+  EXPECT_FALSE(InApp(F("_PyEval_EvalFrameDefault", "",
+                       "/root/.pyenv/versions/3.11.9/bin/python3.11"), none));
+  EXPECT_FALSE(InApp(F("PyObject_Vectorcall", "",
+                       "/root/.pyenv/versions/3.12.4/lib/libpython3.12.so.1.0"),
+                     none));
+  EXPECT_FALSE(InApp(F("", "", "/usr/bin/node"), none));
+  EXPECT_TRUE(InApp(F("main", "/src/nodeapp/main.c", "/src/nodeapp/nodeapp"), none));
+  EXPECT_FALSE(InApp(F("__vdso_clock_gettime", "", "linux-vdso.so.1"), none));
+  // The start-up code linked into the program is the C library's.
+  EXPECT_FALSE(InApp(F("_start", "", "/src/srv/server"), none));
+  // An address in no module: unknown code is nobody's; a JIT's named
+  // frame is the program's.
+  EXPECT_FALSE(InApp(F("", "", ""), none));
+  EXPECT_TRUE(InApp(F("LazyCompile:*onData /srv/app.js:10", "", ""), none));
+}
+
+TEST(InApp, AppPathsWinAndNotAppExcludes) {
+  AppRules rules;
+  rules.app_paths = {"/usr/lib/myapp"};
+  rules.not_app = {"vendor/", "mylib_"};
+  EXPECT_TRUE(InApp(F("", "", "/usr/lib/myapp/plugin.so"), rules));
+  EXPECT_FALSE(InApp(F("", "", "/usr/lib/myapp2/plugin.so"), rules));
+  EXPECT_FALSE(InApp(F("parse", "/src/srv/vendor/http.c", "/src/srv/server"), rules));
+  EXPECT_FALSE(InApp(F("mylib_read", "/src/srv/lib.c", "/src/srv/server"), rules));
+  // An app path claims a frame a pattern would exclude.
+  rules.app_paths.push_back("/src/srv/vendor");
+  EXPECT_TRUE(InApp(F("parse", "/src/srv/vendor/http.c", "/src/srv/server"), rules));
+}
+
+TEST(ShortFunction, DropsParametersTemplatesAndReturnTypes) {
+  EXPECT_EQ(ShortFunction("handle"), "handle");
+  EXPECT_EQ(ShortFunction("handle(int)"), "handle");
+  EXPECT_EQ(ShortFunction("void boost::asio::detail::reactive_socket_recv_op<"
+                          "boost::asio::mutable_buffers_1, std::function<void "
+                          "(int)> >::do_complete(void*, int)"),
+            "boost::asio::detail::reactive_socket_recv_op::do_complete");
+  EXPECT_EQ(ShortFunction("Session::do_read()::{lambda(boost::system::error_"
+                          "code, unsigned long)#1}::operator()(boost::system::"
+                          "error_code, unsigned long) const"),
+            "Session::do_read()::{lambda}::operator()");
+  EXPECT_EQ(ShortFunction("(anonymous namespace)::Reader::Run()"),
+            "(...)::Reader::Run");
+  EXPECT_EQ(ShortFunction("std::ostream::operator<<(int)"),
+            "std::ostream::operator<<");
+}
+
+TEST(LibraryName, ByHeaderDirectoryOrModule) {
+  EXPECT_EQ(LibraryName(F("f", "/usr/include/boost/asio/detail/reactor.hpp", "/x")),
+            "boost/asio");
+  EXPECT_EQ(LibraryName(F("f", "/usr/include/c++/12/bits/std_function.h", "/x")),
+            "libstdc++");
+  EXPECT_EQ(LibraryName(F("f", "", "/usr/lib/x86_64-linux-gnu/libuv.so.1")),
+            "libuv.so.1");
+  EXPECT_EQ(LibraryName(F("", "", "")), "");
+}
+
+TEST(ParseAppRules, MakesPathsAbsoluteAndRejectsEmpty) {
+  absl::StatusOr<AppRules> r = ParseAppRules({"/srv/app/", "rel"}, {"x"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->app_paths[0], "/srv/app");
+  EXPECT_EQ(r->app_paths[1].front(), '/');
+  EXPECT_TRUE(r->app_paths[1].ends_with("/rel"));
+  EXPECT_FALSE(ParseAppRules({""}, {}).ok());
+  EXPECT_FALSE(ParseAppRules({}, {""}).ok());
+}
+
+}  // namespace
+}  // namespace closeaudit
