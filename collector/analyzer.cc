@@ -311,6 +311,7 @@ void Analyzer::OnEvent(const EventRecord& record) {
       sock.creator_stream = record.stream;
       sock.creator_tid = e.tid;
       sock.created_here = true;
+      sock.accepted = e.type == EventType::kAccept;
       sock.created_stack = StackFor(stream, e.blob);
       break;
     }
@@ -369,6 +370,43 @@ void Analyzer::OnEvent(const EventRecord& record) {
       bool abortive = (e.aux >> 16) != 0 && (e.aux & 0xffff) == 0;
       sockets_.Get(cookie).linger_stack =
           abortive ? StackFor(stream, e.blob) : 0;
+      break;
+    }
+    case EventType::kHandler: {
+      Socket* sock = cookie ? sockets_.Find(cookie) : nullptr;
+      if (sock == nullptr) return;
+      SocketDetail& d = DetailOf(*sock);
+      auto kind = static_cast<wire::HandlerKind>(e.aux & wire::kHandlerKindMask);
+      uint32_t stack = StackFor(stream, e.blob);
+      switch (kind) {
+        case wire::HandlerKind::kBufferevent:
+          d.bufferevent_stack = stack;
+          d.close_on_free = (e.aux & wire::kHandlerCloseOnFree) != 0;
+          break;
+        case wire::HandlerKind::kBuffereventFree:
+          if (d.freed_ns == 0) {
+            d.freed_ns = e.mono_ns;
+            d.freed_stack = stack;
+          }
+          break;
+        case wire::HandlerKind::kBuffereventCb:
+        case wire::HandlerKind::kEvent:
+        case wire::HandlerKind::kUvRead: {
+          if (e.arg == 0) return;
+          Handler h{kind, InternFrames(stream, {e.arg}), stack};
+          // Libraries register callbacks of their own (filters, wakeups):
+          // a few are kept, and the report names the program's own.
+          constexpr size_t kMaxHandlers = 4;
+          std::erase_if(d.handlers, [&](const Handler& o) {
+            return o.callback == h.callback;
+          });
+          if (d.handlers.size() == kMaxHandlers) d.handlers.erase(d.handlers.begin());
+          d.handlers.push_back(h);
+          break;
+        }
+        default:
+          return;  // a kind this collector does not know
+      }
       break;
     }
     case EventType::kAddress: {

@@ -104,8 +104,21 @@ class Analyzer {
   // What only some sockets have: their addresses (from kAddress or the
   // kernel) and the kernel's samples (sock_diag). Kept apart so that the
   // record every socket has stays small.
+  // A callback an event library took for a socket (wire::kHandler).
+  struct Handler {
+    wire::HandlerKind kind{};
+    uint32_t callback = 0;    // a one-frame stack: the callback itself
+    uint32_t registered = 0;  // where the program registered it
+  };
+
   struct SocketDetail {
     std::string local, peer;
+    // The latest few callbacks registered for the socket, oldest first.
+    std::vector<Handler> handlers;
+    uint32_t bufferevent_stack = 0;  // bufferevent_socket_new()
+    uint32_t freed_stack = 0;        // bufferevent_free()
+    uint64_t freed_ns = 0;
+    bool close_on_free = false;      // BEV_OPT_CLOSE_ON_FREE
     uint64_t kernel_close_wait_ns = 0;       // first sample in CLOSE_WAIT
     uint64_t kernel_close_wait_last_ns = 0;  // latest sample in CLOSE_WAIT
     uint64_t kernel_fin_wait2_ns = 0;        // first sample in FIN_WAIT2
@@ -134,6 +147,7 @@ class Analyzer {
     uint16_t state = 0;         // wire::EventState seen so far (or-ed)
     uint8_t flags = 0;          // wire::EventFlags
     bool created_here = false;  // by socket()/accept() in an audited process
+    bool accepted = false;      // by accept(): a server's connection
   };
 
   // The sockets the shim reported, in first-seen order, found by cookie.

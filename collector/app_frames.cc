@@ -142,6 +142,10 @@ std::string ShortFunction(std::string_view f) {
   // A function template's name starts with its return type: "void f".
   size_t space = out.rfind(' ');
   if (space != std::string::npos) out = out.substr(space + 1);
+  // An anonymous namespace says nothing a reader needs.
+  for (size_t at; (at = out.find("(...)::")) != std::string::npos;) {
+    out.erase(at, 7);
+  }
   return out;
 }
 

@@ -67,7 +67,7 @@ TEST(ShortFunction, DropsParametersTemplatesAndReturnTypes) {
                           "error_code, unsigned long) const"),
             "Session::do_read()::{lambda}::operator()");
   EXPECT_EQ(ShortFunction("(anonymous namespace)::Reader::Run()"),
-            "(...)::Reader::Run");
+            "Reader::Run");
   EXPECT_EQ(ShortFunction("std::ostream::operator<<(int)"),
             "std::ostream::operator<<");
 }

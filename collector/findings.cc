@@ -79,51 +79,122 @@ class FindingBuilder {
     return out;
   }
 
-  // The frames a finding shows for a group whose stacks Canon() made one:
-  // of them, the stack with the most of the program's own frames.
-  std::vector<Frame> Sym(uint32_t stack) const {
-    auto it = shown_.find(stack);
-    return Resolve(it == shown_.end() ? stack : it->second.first);
+  // The frames of a group's stack, as Canon(stack, role) gave it: of the
+  // stacks Canon made one, the one with the most of the program's frames.
+  std::vector<Frame> Sym(uint32_t canon, char role) const {
+    auto it = shown_.find({role, canon});
+    return Resolve(it == shown_.end() ? canon : it->second.first);
   }
+  // The frames of one stack.
+  std::vector<Frame> Sym(uint32_t stack) const { return Resolve(stack); }
 
-  // The stack that stands for every stack that is the same place in the
-  // program's code (GroupKey): findings group by it, so that one call site
-  // is one finding across all the processes of a binary, whatever addresses
-  // ASLR gave each, across binaries built from the same code, and however
-  // a library reached it. Without a symbolizer (the live counts) a stack
-  // stands for itself: stacks are already one when their frames are at the
-  // same offsets of the same modules.
-  uint32_t Canon(uint32_t stack) {
+  // The stack that stands for every stack in the same role (created, eof,
+  // close...) that is the same place in the program's code (GroupKey):
+  // findings group by it, so that one call site is one finding across all
+  // the processes of a binary, whatever addresses ASLR gave each, across
+  // binaries built from the same code, and however a library reached it.
+  // Without a symbolizer (the live counts) a stack stands for itself:
+  // stacks are already one when their frames are at the same offsets of
+  // the same modules.
+  uint32_t Canon(uint32_t stack, char role) {
     if (symbolizer_ == nullptr || stack == 0) return stack;
-    auto [it, inserted] = canon_.try_emplace(stack, stack);
+    auto [it, inserted] = canon_.try_emplace({role, stack}, stack);
     if (inserted) {
-      std::vector<Frame> frames = Resolve(stack);
-      it->second = canon_by_key_.try_emplace(GroupKey(frames), stack)
-                       .first->second;
-      int64_t own = std::count_if(frames.begin(), frames.end(),
-                                  [](const Frame& f) { return f.in_app; });
-      auto [best, first] = shown_.try_emplace(it->second, stack, own);
+      std::string key = GroupKey(Resolve(stack));
+      key.insert(key.begin(), role);
+      it->second = canon_by_key_.try_emplace(std::move(key), stack).first->second;
+      members_[{role, it->second}].push_back(stack);
+      int64_t own = OwnFrames(stack);
+      auto [best, first] = shown_.try_emplace({role, it->second}, stack, own);
       if (!first && own > best->second.second) best->second = {stack, own};
     }
     return it->second;
   }
 
-  // What makes stacks one place in the program's code: the program's own
-  // frames from the outermost in, up to where they first call into a
-  // library. What a library does below that, and the program's code it
-  // calls back, depends on the library's timing (asio reads speculatively
-  // in the call, or later from its reactor) and is the same bug either way;
-  // event libraries' callbacks are told apart by their handler stacks. A
-  // stack with none of the program's frames is keyed by all of its frames.
+  // How many of the stack's frames are the program's own.
+  int64_t OwnFrames(uint32_t stack) {
+    auto [it, inserted] = own_frames_.try_emplace(stack, 0);
+    if (inserted) {
+      std::vector<Frame> frames = Resolve(stack);
+      it->second = std::count_if(frames.begin(), frames.end(),
+                                 [](const Frame& f) { return f.in_app; });
+    }
+    return it->second;
+  }
+
+  // Of the group's sockets' stacks in one field, the one with the most of
+  // the program's frames: what the finding shows.
+  uint32_t MostOwn(const std::vector<const Socket*>& sockets,
+                   uint32_t Socket::*field) {
+    uint32_t best = 0;
+    int64_t most = -1;
+    for (const Socket* s : sockets) {
+      uint32_t stack = s->*field;
+      if (stack == 0 || symbolizer_ == nullptr) continue;
+      if (int64_t own = OwnFrames(stack); own > most) {
+        best = stack;
+        most = own;
+      }
+    }
+    return best;
+  }
+
+  // What makes stacks one place in the program's code, whatever the
+  // libraries did around it. Where the program's innermost frame calls into
+  // a library (asio's async_read_some, which reads speculatively in the call
+  // or later from its reactor), that call is the place: how the program
+  // got there depends on how the library scheduled it. Where it made the
+  // call itself (read(), recv()), its frames up to the nearest library
+  // frame are: its own call paths stay apart. A stack with none of the
+  // program's frames is keyed by all of its frames.
   static std::string GroupKey(const std::vector<Frame>& frames) {
-    size_t end = frames.size();
-    while (end > 0 && !frames[end - 1].in_app) --end;
-    if (end == 0) return StackKey(frames);
-    size_t begin = end - 1;
-    while (begin > 0 && frames[begin - 1].in_app) --begin;
-    return absl::StrCat(
-        "app:", StackKey(std::vector<Frame>(frames.begin() + begin,
-                                            frames.begin() + end)));
+    size_t first = 0;
+    while (first < frames.size() && !frames[first].in_app) ++first;
+    if (first == frames.size()) return StackKey(frames);
+    if (first > 0) {
+      // Inlined frames of the call share its address: all of them.
+      size_t end = first + 1;
+      while (end < frames.size() && frames[end - 1].inlined) ++end;
+      return absl::StrCat("call:", StackKey(std::vector<Frame>(
+                                       frames.begin() + first,
+                                       frames.begin() + end)));
+    }
+    size_t end = 0;
+    while (end < frames.size() && frames[end].in_app) ++end;
+    return absl::StrCat("own:", StackKey(std::vector<Frame>(
+                                    frames.begin(), frames.begin() + end)));
+  }
+
+  // The program's frames of a stack, outermost first, as StackKey names
+  // them.
+  std::vector<std::string> OwnPath(uint32_t stack) const {
+    std::vector<std::string> out;
+    std::vector<Frame> frames = Resolve(stack);
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
+      if (it->in_app) out.push_back(StackKey({*it}));
+    }
+    return out;
+  }
+
+  // Whether the class of stacks `outer` (in `role`) shows only a loop the
+  // program runs, under which some stack of the class `inner` shows the
+  // program's code: asio's reactor read seen from io_context::run() in
+  // main(), and the same read made speculatively inside the program's
+  // async_read_some() under that run().
+  bool Within(uint32_t outer, uint32_t inner, char role) const {
+    if (outer == inner) return true;
+    std::vector<std::string> loop = OwnPath(outer);
+    if (loop.empty()) return false;
+    auto members = members_.find({role, inner});
+    if (members == members_.end()) return false;
+    for (uint32_t m : members->second) {
+      std::vector<std::string> path = OwnPath(m);
+      if (path.size() > loop.size() &&
+          std::equal(loop.begin(), loop.end(), path.begin())) {
+        return true;
+      }
+    }
+    return false;
   }
 
   const Stream* StreamOf(uint32_t id) const {
@@ -296,7 +367,7 @@ class FindingBuilder {
           }
         }
         if (still.empty()) continue;
-        groups[{Canon(h.close_stack), Canon(s.created_stack)}].push_back({&s, &h, still});
+        groups[{Canon(h.close_stack, 'c'), Canon(s.created_stack, 'n')}].push_back({&s, &h, still});
         fork_held_.insert(&s);
         break;
       }
@@ -306,14 +377,14 @@ class FindingBuilder {
       f.kind = "fork_held";
       f.severity = "error";
       f.count = static_cast<int64_t>(items.size());
-      std::vector<Frame> close = Sym(key.first);
+      std::vector<Frame> close = Sym(key.first, 'c');
       const Item& first = items.front();
       const Hold* holder = first.holders.front();
       uint32_t fork_stack = holder->origin == Origin::kFork
                                 ? ForkStackFor(holder->stream)
                                 : ForkStackFor(first.close->stream);
       f.stacks.emplace_back("close", close);
-      f.stacks.emplace_back("created", Sym(key.second));
+      f.stacks.emplace_back("created", Sym(key.second, 'n'));
       f.stacks.emplace_back("fork", Sym(fork_stack));
       absl::flat_hash_set<std::pair<uint32_t, int>> seen;
       for (const Item& item : items) {
@@ -343,29 +414,90 @@ class FindingBuilder {
     }
   }
 
+  // The callback an event library delivered the socket's events to: the
+  // newest registered one in the program's own code (libraries register
+  // callbacks of their own, which tell the owner nothing). Without a
+  // symbolizer (the live counts), the newest.
+  const Analyzer::Handler* HandlerOf(const Socket& s) {
+    const SocketDetail& d = Detail(s);
+    for (auto it = d.handlers.rbegin(); it != d.handlers.rend(); ++it) {
+      if (symbolizer_ == nullptr) return &*it;
+      auto [own, inserted] = own_callback_.try_emplace(it->callback, false);
+      if (inserted) {
+        std::vector<Frame> frames = Resolve(it->callback);
+        own->second = !frames.empty() && frames.back().in_app;
+      }
+      if (own->second) return &*it;
+    }
+    return nullptr;
+  }
+
+  // A bufferevent freed without BEV_OPT_CLOSE_ON_FREE: libevent let the
+  // bufferevent go and left the socket open.
+  bool FreedWithoutClose(const Socket& s) const {
+    const SocketDetail& d = Detail(s);
+    return d.freed_ns != 0 && d.bufferevent_stack != 0 && !d.close_on_free &&
+           FinalClose(s) == nullptr;
+  }
+
+  // Which library the frames of a stack read through, for the advice.
+  static bool ReadsThrough(const std::vector<Frame>& frames,
+                           std::string_view library) {
+    for (const Frame& f : frames) {
+      if (!f.in_app && LibraryName(f).find(library) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  struct LeakKey {
+    uint32_t created, eof, handler;
+    bool freed_without_close;
+    auto operator<=>(const LeakKey&) const = default;
+  };
+
   void CloseWaitLeaks(Report& report) {
-    std::map<std::pair<uint32_t, uint32_t>, std::vector<const Socket*>> groups;
+    std::map<LeakKey, std::vector<const Socket*>> groups;
     for (const Socket& s : a_.sockets_) {
       if (s.eof_ns == 0 || !(s.flags & wire::kFlagStream)) continue;
       if (fork_held_.contains(&s)) continue;
       uint64_t until = Until(s);
       if (until < s.eof_ns || until - s.eof_ns <= grace_) continue;
-      groups[{Canon(s.created_stack), Canon(s.eof_stack)}].push_back(&s);
+      const Analyzer::Handler* h = HandlerOf(s);
+      groups[{Canon(s.created_stack, 'n'), Canon(s.eof_stack, 'e'),
+              h ? Canon(h->callback, 'h') : 0, FreedWithoutClose(s)}]
+          .push_back(&s);
     }
+    MergeLoopOnly(groups);
     for (auto& [key, sockets] : groups) {
       std::stable_sort(sockets.begin(), sockets.end(),
                        [](const Socket* x, const Socket* y) {
                          return x->eof_ns < y->eof_ns;
                        });
+      const Socket& first = *sockets.front();
+      const Analyzer::Handler* handler = HandlerOf(first);
+      const SocketDetail& detail = Detail(first);
       Finding f;
       f.kind = "close_wait_leak";
       f.severity = "error";
       f.count = static_cast<int64_t>(sockets.size());
-      std::vector<Frame> eof = Sym(key.second);
+      std::vector<Frame> eof = Sym(MostOwn(sockets, &Socket::eof_stack));
+      std::vector<Frame> callback = Sym(key.handler, 'h');
       f.stacks.emplace_back("eof_seen", eof);
-      f.stacks.emplace_back("created", Sym(key.first));
-      f.stacks.emplace_back("last_use", Sym(sockets.front()->last_use_stack));
-      Began(f, sockets.front()->eof_ns, Pid(sockets.front()->eof_stream));
+      if (handler) {
+        f.stacks.emplace_back("handler", callback);
+        f.stacks.emplace_back("registered", Sym(handler->registered));
+      }
+      std::vector<Frame> freed;
+      if (key.freed_without_close) {
+        freed = Sym(detail.freed_stack);
+        f.stacks.emplace_back("freed", freed);
+        f.stacks.emplace_back("bufferevent", Sym(detail.bufferevent_stack));
+      }
+      f.stacks.emplace_back("created", Sym(MostOwn(sockets, &Socket::created_stack)));
+      f.stacks.emplace_back("last_use", Sym(first.last_use_stack));
+      Began(f, first.eof_ns, Pid(first.eof_stream));
       int64_t closed_late = 0;
       for (const Socket* sp : sockets) {
         const Socket& s = *sp;
@@ -380,24 +512,134 @@ class FindingBuilder {
         if (s.flags & wire::kFlagInet) ex.tcp_state = "CLOSE_WAIT";
         f.examples.push_back(ex);
       }
+      std::string conns = Plural(f.count, "connection", "connections");
       std::string where = Where(eof);
-      if (closed_late == f.count) {
+      std::string library;  // who read the EOF and passed it on
+      std::string passed;   // how the handler was told
+      if (handler) {
+        switch (handler->kind) {
+          case wire::HandlerKind::kUvRead:
+            library = "libuv";
+            passed = " as UV_EOF";
+            break;
+          case wire::HandlerKind::kBuffereventCb:
+            library = "libevent";
+            passed = " as BEV_EVENT_EOF";
+            break;
+          default:
+            library = "libevent";
+            passed = " as a readable event";
+        }
+      }
+      std::string told =
+          handler ? absl::StrFormat("%s read the EOF (under %s) and passed "
+                                    "it%s to %s",
+                                    library, where, passed, Where(callback))
+                  : absl::StrFormat("%s saw the EOF", where);
+      if (key.freed_without_close) {
+        f.message = absl::StrFormat(
+            "%s left in CLOSE_WAIT: the peer closed, %s, which freed the "
+            "bufferevent at %s; but it was created without "
+            "BEV_OPT_CLOSE_ON_FREE, so freeing it left the socket open",
+            conns, told, Where(freed));
+      } else if (closed_late == f.count) {
         f.message = absl::StrFormat(
             "%s sat in CLOSE_WAIT for longer than the %d ms grace period: the "
-            "peer closed, %s saw the EOF, and close() came late",
-            Plural(f.count, "connection", "connections"), Ms(grace_), where);
+            "peer closed, %s, and close() came late",
+            conns, Ms(grace_), told);
+      } else if (handler) {
+        const char* missed =
+            handler->kind == wire::HandlerKind::kUvRead
+                ? "which never called uv_close() on the handle"
+            : handler->kind == wire::HandlerKind::kBuffereventCb
+                ? "which never freed the bufferevent"
+                : "which never closed the socket";
+        f.message = absl::StrFormat(
+            "%s left in CLOSE_WAIT: the peer closed, %s, %s; %s never closed",
+            conns, told, missed, closed_late ? "most were" : "the socket was");
       } else {
         f.message = absl::StrFormat(
-            "%s left in CLOSE_WAIT: the peer closed, %s saw the EOF (a read "
-            "returned 0), and %s never closed",
-            Plural(f.count, "connection", "connections"), where,
-            closed_late ? "most were" : "the socket was");
+            "%s left in CLOSE_WAIT: the peer closed, %s (a read returned 0), "
+            "and %s never closed",
+            conns, told, closed_late ? "most were" : "the socket was");
       }
-      f.advice =
-          "close() the socket on the path where the read returns 0 (see "
-          "eof_seen); every exit from the handler needs a close().";
+      f.advice = LeakAdvice(first, handler, key.freed_without_close, eof);
       report.findings.push_back(std::move(f));
     }
+  }
+
+  // Moves each group whose stacks show only the loop the program runs into
+  // the one group that shows the program's code under that loop (Within),
+  // where there is exactly one: the same bug, read by the library from its
+  // loop instead of in the program's call. Where there are several, which
+  // one it belongs to is unknown, and it stays apart.
+  void MergeLoopOnly(std::map<LeakKey, std::vector<const Socket*>>& groups) {
+    std::vector<std::pair<LeakKey, LeakKey>> moves;
+    for (const auto& [a, unused] : groups) {
+      const LeakKey* into = nullptr;
+      int candidates = 0;
+      for (const auto& [b, unused2] : groups) {
+        if (a == b || a.handler != b.handler ||
+            a.freed_without_close != b.freed_without_close ||
+            !Within(a.created, b.created, 'n') || !Within(a.eof, b.eof, 'e')) {
+          continue;
+        }
+        ++candidates;
+        into = &b;
+      }
+      if (candidates == 1) moves.emplace_back(a, *into);
+    }
+    for (const auto& [from, to] : moves) {
+      // Only into a group that is not itself moving.
+      bool moving = std::any_of(moves.begin(), moves.end(),
+                                [&](const auto& m) { return m.first == to; });
+      if (moving) continue;
+      std::vector<const Socket*>& dst = groups[to];
+      std::vector<const Socket*>& src = groups[from];
+      dst.insert(dst.end(), src.begin(), src.end());
+      groups.erase(from);
+    }
+  }
+
+  // The fix, in the terms of the code the EOF went to.
+  static std::string LeakAdvice(const Socket& s,
+                                const Analyzer::Handler* handler,
+                                bool freed_without_close,
+                                const std::vector<Frame>& eof) {
+    if (freed_without_close) {
+      return "create the bufferevent with BEV_OPT_CLOSE_ON_FREE "
+             "(bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)) so "
+             "that bufferevent_free() closes the socket, or call "
+             "evutil_closesocket(fd) yourself after freeing it.";
+    }
+    if (handler && handler->kind == wire::HandlerKind::kUvRead) {
+      return "in the read callback, when nread is UV_EOF (or any other "
+             "error), call uv_close((uv_handle_t*)stream, on_close) and free "
+             "the handle in on_close; libuv closes the socket only then.";
+    }
+    if (handler && handler->kind == wire::HandlerKind::kBuffereventCb) {
+      return "in the event callback, on BEV_EVENT_EOF (and BEV_EVENT_ERROR) "
+             "call bufferevent_free(bev), with the bufferevent created with "
+             "BEV_OPT_CLOSE_ON_FREE so that freeing it closes the socket.";
+    }
+    if (handler && handler->kind == wire::HandlerKind::kEvent) {
+      return "in the callback, when the read returns 0: event_free() the "
+             "event (or event_del() it) and evutil_closesocket() the fd.";
+    }
+    if (ReadsThrough(eof, "boost/asio")) {
+      return "in the completion handler given to that asynchronous call "
+             "(see eof_seen), when the error is asio::error::eof (or any "
+             "other error), close the socket "
+             "(socket.close()) or let go of the last owner of the object "
+             "that holds it; asio never closes it for you.";
+    }
+    if (!s.accepted && s.created_here) {
+      return "this side opened the connection and the server ended it: "
+             "close() it where the read returns 0 (see eof_seen), and open a "
+             "new connection when one is needed again.";
+    }
+    return "close() the socket on the path where the read returns 0 (see "
+           "eof_seen); every exit from the handler needs a close().";
   }
 
   // The peer's FIN arrived (the kernel says CLOSE_WAIT) but no read ever
@@ -412,7 +654,7 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[Canon(s.created_stack)].push_back(&s);
+      groups[Canon(s.created_stack, 'n')].push_back(&s);
     }
     for (const auto& [inode, s] : a_.untracked_) {
       const SocketDetail& d = Detail(s);
@@ -429,7 +671,7 @@ class FindingBuilder {
       f.confirmed_by_kernel = true;
       f.count = static_cast<int64_t>(sockets.size());
       f.stacks.emplace_back("eof_seen", std::vector<Frame>{});
-      std::vector<Frame> created_frames = Sym(created);
+      std::vector<Frame> created_frames = Sym(created, 'n');
       f.stacks.emplace_back("created", created_frames);
       f.stacks.emplace_back("last_use", std::vector<Frame>{});
       for (const Socket* s : sockets) {
@@ -461,17 +703,27 @@ class FindingBuilder {
         ex.tcp_state = "CLOSE_WAIT";
         f.examples.push_back(ex);
       }
+      // A connection this side opened (a client's pool) or one it accepted.
+      const Socket& first = *sockets.front();
+      bool client = created && first.created_here && !first.accepted;
       f.message = absl::StrFormat(
           "%s in CLOSE_WAIT that the program never read: the peer closed, but "
           "no read returned 0 and nothing closed the socket%s",
           Plural(f.count, "connection", "connections"),
-          created ? absl::StrFormat(" (accepted or created at %s)",
-                                    Where(created_frames))
-                  : std::string(" (opened before the audit started)"));
+          !created ? std::string(" (opened before the audit started)")
+          : client ? absl::StrFormat(" (opened at %s: the server closed an "
+                                     "idle connection this client kept)",
+                                     Where(created_frames))
+                   : absl::StrFormat(" (accepted at %s)", Where(created_frames)));
       f.advice =
-          "read from every connection you accept (or close it): a socket "
-          "nobody reads never learns that the peer left, and only close() "
-          "ends CLOSE_WAIT.";
+          client ? "a connection pool must notice the server's close: before "
+                   "reusing an idle connection, and while it sits idle, poll "
+                   "it for readability; a read that returns 0 means close() "
+                   "it and open another. Keep idle connections no longer "
+                   "than the server's keep-alive timeout."
+                 : "read from every connection you accept (or close it): a "
+                   "socket nobody reads never learns that the peer left, and "
+                   "only close() ends CLOSE_WAIT.";
       report.findings.push_back(std::move(f));
     }
   }
@@ -483,7 +735,7 @@ class FindingBuilder {
       uint64_t deadline = s.shutdown_ns + grace_;
       if (s.eof_ns != 0 && s.eof_ns <= deadline) continue;  // the peer answered
       if (!HeldAt(s, deadline)) continue;
-      groups[{Canon(s.shutdown_stack), Canon(s.created_stack)}].push_back(&s);
+      groups[{Canon(s.shutdown_stack, 's'), Canon(s.created_stack, 'n')}].push_back(&s);
       fin_wait2_.insert(&s);
     }
     for (const auto& [key, sockets] : groups) {
@@ -491,9 +743,9 @@ class FindingBuilder {
       f.kind = "fin_wait2_held";
       f.severity = "warning";
       f.count = static_cast<int64_t>(sockets.size());
-      std::vector<Frame> shut = Sym(key.first);
+      std::vector<Frame> shut = Sym(key.first, 's');
       f.stacks.emplace_back("shutdown", shut);
-      f.stacks.emplace_back("created", Sym(key.second));
+      f.stacks.emplace_back("created", Sym(key.second, 'n'));
       for (const Socket* sp : sockets) {
         const Socket& s = *sp;
         Began(f, s.shutdown_ns, Pid(s.shutdown_stream));
@@ -524,7 +776,7 @@ class FindingBuilder {
     for (const Socket& s : a_.sockets_) {
       const Hold* h = FinalClose(s);
       if (h == nullptr || !(h->close_state & wire::kStateLinger0)) continue;
-      groups[{Canon(s.linger_stack), Canon(h->close_stack)}].push_back(&s);
+      groups[{Canon(s.linger_stack, 'l'), Canon(h->close_stack, 'c')}].push_back(&s);
       abortive_.insert(&s);
     }
     for (const auto& [key, sockets] : groups) {
@@ -532,8 +784,8 @@ class FindingBuilder {
       f.kind = "abortive_close";
       f.severity = "warning";
       f.count = static_cast<int64_t>(sockets.size());
-      std::vector<Frame> close = Sym(key.second);
-      f.stacks.emplace_back("setsockopt", Sym(key.first));
+      std::vector<Frame> close = Sym(key.second, 'c');
+      f.stacks.emplace_back("setsockopt", Sym(key.first, 'l'));
       f.stacks.emplace_back("close", close);
       f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
       for (const Socket* sp : sockets) {
@@ -600,7 +852,7 @@ class FindingBuilder {
           // (inetd style): the new program's input and output. So is one a
           // service manager passed (LISTEN_FDS), whose holds are kListenFd.
           if (h.fd >= 0 && h.fd <= 2) continue;
-          groups[{Canon(s.created_stack), Canon(exec_stack)}].push_back({&s, id, h.fd});
+          groups[{Canon(s.created_stack, 'n'), Canon(exec_stack, 'x')}].push_back({&s, id, h.fd});
           break;
         }
       }
@@ -610,9 +862,9 @@ class FindingBuilder {
       f.kind = "exec_inherited";
       f.severity = "warning";
       f.count = static_cast<int64_t>(items.size());
-      std::vector<Frame> created = Sym(key.first);
+      std::vector<Frame> created = Sym(key.first, 'n');
       f.stacks.emplace_back("created", created);
-      f.stacks.emplace_back("exec", Sym(key.second));
+      f.stacks.emplace_back("exec", Sym(key.second, 'x'));
       for (const Item& item : items) {
         const Stream* image = StreamOf(item.stream);
         if (image) Began(f, image->process.start_mono_ns, image->process.pid);
@@ -642,7 +894,7 @@ class FindingBuilder {
     std::map<std::pair<uint32_t, uint32_t>, std::vector<const Analyzer::ReusedClose*>>
         reused;
     for (const Analyzer::ReusedClose& r : a_.reused_closes_) {
-      reused[{Canon(r.stack), Canon(r.previous.stack)}].push_back(&r);
+      reused[{Canon(r.stack, 'c'), Canon(r.previous.stack, 'p')}].push_back(&r);
     }
     for (const auto& [key, items] : reused) {
       Finding f = BadCloseFinding("reused_fd", key.first, key.second);
@@ -671,7 +923,7 @@ class FindingBuilder {
       if (site != a_.ebadf_per_site_.end() && site->second >= kSweepFds) {
         continue;
       }
-      doubles[{Canon(d.stack), Canon(d.previous.stack)}].push_back(&d);
+      doubles[{Canon(d.stack, 'c'), Canon(d.previous.stack, 'p')}].push_back(&d);
     }
     for (const auto& [key, items] : doubles) {
       Finding f = BadCloseFinding("double_close", key.first, key.second);
@@ -707,8 +959,8 @@ class FindingBuilder {
     f.kind = "bad_close";
     f.severity = "error";
     f.reason = reason;
-    f.stacks.emplace_back("close", Sym(close));
-    f.stacks.emplace_back("previous_close", Sym(previous));
+    f.stacks.emplace_back("close", Sym(close, 'c'));
+    f.stacks.emplace_back("previous_close", Sym(previous, 'p'));
     f.advice =
         "give every fd exactly one owner that closes it once; set the "
         "variable to -1 after close(), and never close on two paths.";
@@ -735,14 +987,14 @@ class FindingBuilder {
         stack = close->close_stack;
       }
       if (fin == 0 || (s.eof_ns != 0 && s.eof_ns <= fin)) continue;
-      groups[Canon(stack)].push_back(&s);
+      groups[Canon(stack, 'c')].push_back(&s);
     }
     for (const auto& [stack, sockets] : groups) {
       Finding f;
       f.kind = "time_wait";
       f.severity = "info";
       f.count = static_cast<int64_t>(sockets.size());
-      std::vector<Frame> close = Sym(stack);
+      std::vector<Frame> close = Sym(stack, 'c');
       f.stacks.emplace_back("close", close);
       f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
       // Views into the sockets' details: no string is made per socket.
@@ -790,11 +1042,20 @@ class FindingBuilder {
   Symbolizer* symbolizer_;
   uint64_t end_ns_;
   uint64_t grace_;
-  absl::flat_hash_map<uint32_t, uint32_t> canon_;  // stack -> Canon(stack)
+  // (role, stack) -> Canon(stack, role)
+  absl::flat_hash_map<std::pair<char, uint32_t>, uint32_t> canon_;
   absl::flat_hash_map<std::string, uint32_t> canon_by_key_;
-  // Canon(stack) -> the stack shown for it, and its count of own frames.
-  absl::flat_hash_map<uint32_t, std::pair<uint32_t, int64_t>> shown_;
+  // (role, Canon(stack, role)) -> the stack shown for it, and its count of
+  // own frames.
+  absl::flat_hash_map<std::pair<char, uint32_t>, std::pair<uint32_t, int64_t>>
+      shown_;
+  absl::flat_hash_map<uint32_t, int64_t> own_frames_;  // OwnFrames(stack)
+  // (role, Canon(stack, role)) -> the stacks Canon made it.
+  absl::flat_hash_map<std::pair<char, uint32_t>, std::vector<uint32_t>>
+      members_;
   AppRules rules_;
+  // Callback stack -> whether it is in the program's own code.
+  absl::flat_hash_map<uint32_t, bool> own_callback_;
   absl::flat_hash_set<const Socket*> fork_held_;
   absl::flat_hash_set<const Socket*> fin_wait2_;
   absl::flat_hash_set<const Socket*> abortive_;

@@ -24,6 +24,7 @@ bool HasStack(wire::EventType type) {
     case wire::EventType::kLinger:
     case wire::EventType::kFork:
     case wire::EventType::kExec:
+    case wire::EventType::kHandler:
       return true;
     default:
       return false;

@@ -155,7 +155,8 @@ std::string RenderFolded(const Report& report);
 // s as a JSON string, quotes included; bytes outside ASCII are escaped.
 std::string JsonQuote(std::string_view s);
 
-// "handle_client (server.c:42)" for a person; the full path is in the JSON.
+// "handle_client (server.c:42)" for a person; the full path, and a C++
+// function's parameters and template arguments, are in the JSON.
 // A frame without a function name is its module and offset,
 // "server+0x1a2b", never its runtime address, which ASLR makes differ from
 // one process to the next.

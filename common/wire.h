@@ -31,7 +31,7 @@ inline constexpr uint16_t kWireVersion = 1;
 
 // Upper bounds the collector enforces on whatever a peer claims.
 inline constexpr uint32_t kMaxHelloBytes = 64 * 1024;
-inline constexpr uint32_t kMaxFrames = 32;
+inline constexpr uint32_t kMaxFrames = 64;  // 32 before 0.2.0
 inline constexpr uint32_t kMaxRingSlots = 1u << 20;
 inline constexpr uint64_t kMaxArenaBytes = 64ull << 20;
 inline constexpr uint32_t kMaxPathBytes = 4096;
@@ -116,7 +116,23 @@ enum class EventType : uint8_t {
   kModule = 13,     // blob = ModuleBlob
   kExec = 14,       // about to exec (fork child, not vfork); stack
   kListen = 15,     // listen() succeeded
+  kHandler = 16,    // an event library took the fd: stack, aux = HandlerKind | flags,
+                    // arg = the callback's address (0: none)
 };
+
+// kHandler's aux: what the program asked of which library in the low byte,
+// and above it what the library was told (kHandlerCloseOnFree).
+enum class HandlerKind : uint32_t {
+  kBufferevent = 1,      // bufferevent_socket_new(): arg 0
+  kBuffereventCb = 2,    // bufferevent_setcb(): arg = the event callback (or
+                         // the read callback, without one)
+  kEvent = 3,            // event_new() / event_assign(): arg = the callback
+  kBuffereventFree = 4,  // bufferevent_free(): arg 0
+  kUvRead = 5,           // uv_read_start(): arg = the read callback
+};
+inline constexpr uint32_t kHandlerKindMask = 0xff;
+// The bufferevent closes its fd when freed (BEV_OPT_CLOSE_ON_FREE).
+inline constexpr uint32_t kHandlerCloseOnFree = 1u << 8;
 
 // kInherited's aux: where the socket came from in the low byte, and above
 // it this flag: a socket found at start (0) that a service manager handed

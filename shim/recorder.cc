@@ -859,6 +859,21 @@ void OnSetsockopt(int fd, int level, int name, const void* value,
   Push(ev, true);
 }
 
+void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
+               const void* callback) {
+  if (!Recording()) return;
+  uint64_t cookie;
+  FdEntry* e = Tracked(fd, &cookie);
+  if (!e) return;
+  Scope scope;
+  Event ev = MakeEvent(EventType::kHandler, fd, cookie,
+                       e->inode.load(std::memory_order_relaxed),
+                       e->state.load(std::memory_order_relaxed));
+  ev.aux = static_cast<uint32_t>(kind) | flags;
+  ev.arg = reinterpret_cast<uintptr_t>(callback);
+  Push(ev, true);
+}
+
 CloseClaim ClaimClose(int fd) {
   CloseClaim claim{};
   if (!Recording()) return claim;

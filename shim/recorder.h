@@ -90,6 +90,10 @@ void OnListen(int fd);
 void OnShutdown(int fd, int how, int result, int err);
 void OnSetsockopt(int fd, int level, int name, const void* value,
                   socklen_t len);
+// An event library took fd (see wire::HandlerKind): where from, and the
+// callback it will deliver the socket's events to.
+void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
+               const void* callback);
 // dup(), fcntl(F_DUPFD*): newfd now refers to oldfd's socket.
 void OnDup(int oldfd, int newfd, bool cloexec);
 // dup2()/dup3(): as OnDup, and whatever newfd held before is closed.
