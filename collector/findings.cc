@@ -68,6 +68,15 @@ class FindingBuilder {
         continue;
       }
       const ModuleRecord& m = a_.modules_[f.module];
+      if (m.path.starts_with(kJitModulePrefix)) {
+        // JIT code: its perf map named the function; there is no file.
+        Frame jit;
+        jit.function = m.path.substr(sizeof(kJitModulePrefix) - 1);
+        jit.address = f.address;
+        jit.in_app = InApp(jit, rules_);
+        out.push_back(std::move(jit));
+        continue;
+      }
       for (Frame& frame :
            symbolizer_->Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset)) {
         frame.address = f.address;

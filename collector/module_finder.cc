@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <string_view>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -21,6 +23,10 @@ namespace {
 // landing in anonymous memory (JIT code) stops being read after this many.
 constexpr int kMaxReadsPerStream = 256;
 constexpr size_t kMaxUnplaceable = 1 << 16;
+// A perf map is read up to this much, and keeps at most this many functions.
+constexpr uint64_t kMaxPerfMapBytes = 256ull << 20;
+constexpr size_t kMaxPerfMapSymbols = 1 << 20;
+constexpr size_t kMaxJitName = 1024;
 
 }  // namespace
 
@@ -51,6 +57,39 @@ bool ParseMapsLine(const std::string& line, Mapping* out) {
          (out->path.back() == '\n' || out->path.back() == ' ')) {
     out->path.pop_back();
   }
+  return true;
+}
+
+bool ParsePerfMapLine(std::string_view line, uint64_t* start, uint64_t* size,
+                      std::string* name) {
+  // START SIZE NAME, the numbers in hex (with or without 0x); the name is
+  // the rest of the line and may hold spaces.
+  auto hex = [&line](uint64_t* v) {
+    while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+    if (line.size() >= 2 && line[0] == '0' && (line[1] == 'x' || line[1] == 'X')) {
+      line.remove_prefix(2);
+    }
+    size_t digits = 0;
+    uint64_t n = 0;
+    while (digits < line.size() && digits < 17 && isxdigit(static_cast<unsigned char>(line[digits]))) {
+      char c = line[digits];
+      n = n * 16 + static_cast<uint64_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+      ++digits;
+    }
+    if (digits == 0 || digits > 16) return false;
+    line.remove_prefix(digits);
+    *v = n;
+    return true;
+  };
+  if (!hex(start) || !hex(size) || line.empty() || line.front() != ' ') {
+    return false;
+  }
+  while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+    line.remove_suffix(1);
+  }
+  if (line.empty() || *size == 0 || *start + *size < *start) return false;
+  name->assign(line.substr(0, kMaxJitName));
   return true;
 }
 
@@ -116,8 +155,57 @@ bool ModuleFromFile(const Mapping& mapping, ModuleRecord* out) {
 
 }  // namespace internal
 
-ModuleFinder::ModuleFinder(std::string proc_root)
-    : proc_root_(std::move(proc_root)) {}
+ModuleFinder::ModuleFinder(std::string proc_root, std::string perf_map_dir)
+    : proc_root_(std::move(proc_root)), perf_map_dir_(std::move(perf_map_dir)) {}
+
+bool ModuleFinder::FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out) {
+  std::string path =
+      perf_map_dir_ + "/perf-" + std::to_string(s.pid) + ".map";
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd >= 0) {
+    // Only the process's own map: anybody may write a file of that name.
+    struct stat map_st, proc_st;
+    std::string proc = proc_root_ + "/" + std::to_string(s.pid);
+    if (fstat(fd, &map_st) == 0 && S_ISREG(map_st.st_mode) &&
+        stat(proc.c_str(), &proc_st) == 0 && map_st.st_uid == proc_st.st_uid &&
+        static_cast<uint64_t>(map_st.st_size) > s.perf_map.read &&
+        s.perf_map.read < kMaxPerfMapBytes) {
+      std::string text;
+      uint64_t want = std::min<uint64_t>(map_st.st_size, kMaxPerfMapBytes) -
+                      s.perf_map.read;
+      text.resize(want);
+      ssize_t n = pread(fd, text.data(), want, static_cast<off_t>(s.perf_map.read));
+      text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      // Whole lines only: the runtime may be writing the last one.
+      size_t end = text.rfind('\n');
+      text.resize(end == std::string::npos ? 0 : end + 1);
+      s.perf_map.read += text.size();
+      size_t at = 0;
+      while (at < text.size()) {
+        size_t nl = text.find('\n', at);
+        std::string_view line(text.data() + at, nl - at);
+        at = nl + 1;
+        uint64_t start, size;
+        std::string name;
+        if (internal::ParsePerfMapLine(line, &start, &size, &name) &&
+            s.perf_map.symbols.size() < kMaxPerfMapSymbols) {
+          s.perf_map.symbols[start] = {start + size, std::move(name)};
+        }
+      }
+    }
+    close(fd);
+  }
+  auto it = s.perf_map.symbols.upper_bound(ip);
+  if (it == s.perf_map.symbols.begin()) return false;
+  --it;
+  if (ip >= it->second.first) return false;
+  out->load_bias = it->first;
+  out->start = it->first;
+  out->end = it->second.first;
+  out->path = std::string(kJitModulePrefix) + it->second.second;
+  out->build_id.clear();
+  return true;
+}
 
 void ModuleFinder::Note(const Record& record) {
   if (const auto* p = std::get_if<ProcessRecord>(&record)) {
@@ -192,7 +280,9 @@ std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
       if (ip >= m.start && ip < m.end) hit = &m;
     }
     ModuleRecord rec;
-    if (hit == nullptr || !internal::ModuleFromFile(*hit, &rec)) {
+    bool placed = hit != nullptr ? internal::ModuleFromFile(*hit, &rec)
+                                 : FromPerfMap(s, ip, &rec);
+    if (!placed) {
       if (s.unplaceable.size() < kMaxUnplaceable) s.unplaceable.insert(ip);
       continue;
     }

@@ -12,6 +12,13 @@
 // The records go into the trace like the shim's, so an object unloaded later
 // still symbolizes, and `closeaudit report` sees the same modules.
 //
+// An address in no file mapping (JIT-compiled code) is looked up in the perf
+// map the runtime writes, /tmp/perf-PID.map ("START SIZE NAME" lines, the
+// convention of perf(1) that V8's --perf-basic-prof, the JVM's agents and
+// CPython's -X perf follow), and the function holding it is recorded as a
+// module of its own (kJitModulePrefix). The map is read only when it is the
+// process's own (same owner), incrementally as it grows.
+//
 // A mapping is taken only when the file at its path is the one mapped (same
 // device and inode); a process that has exec'd, exited or been replaced by
 // another with the same pid is never read for an older image. Not
@@ -20,7 +27,9 @@
 #define CLOSEAUDIT_COLLECTOR_MODULE_FINDER_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -31,8 +40,10 @@ namespace closeaudit {
 
 class ModuleFinder {
  public:
-  // Where to read a process's maps: "/proc" but in tests.
-  explicit ModuleFinder(std::string proc_root = "/proc");
+  // Where to read a process's maps, and its perf map: "/proc" and "/tmp"
+  // but in tests.
+  explicit ModuleFinder(std::string proc_root = "/proc",
+                        std::string perf_map_dir = "/tmp");
 
   // What the collector learned: a hello (which image a pid now runs) or a
   // module (a range that needs no looking up).
@@ -53,6 +64,12 @@ class ModuleFinder {
   struct Range {
     uint64_t start, end;
   };
+  // What was read so far of a process's perf map.
+  struct PerfMap {
+    uint64_t read = 0;  // bytes
+    // start -> (end, name); a later line for the same start replaces it.
+    std::map<uint64_t, std::pair<uint64_t, std::string>> symbols;
+  };
   struct StreamState {
     uint32_t pid = 0;
     bool retired = false;
@@ -61,11 +78,15 @@ class ModuleFinder {
     // memory): not asked about again.
     absl::flat_hash_set<uint64_t> unplaceable;
     int reads = 0;
+    PerfMap perf_map;
   };
 
   bool Known(const StreamState& s, uint64_t address) const;
+  // The JIT function at `ip` from the process's perf map, as a module.
+  bool FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out);
 
   std::string proc_root_;
+  std::string perf_map_dir_;
   absl::flat_hash_map<uint32_t, StreamState> streams_;
   absl::flat_hash_map<uint32_t, uint32_t> stream_of_pid_;  // the newest hello
   int reads_ = 0;
@@ -88,6 +109,10 @@ bool ParseMapsLine(const std::string& line, Mapping* out);
 // build-id. False if the file is no ELF object or the offset lies in no
 // segment.
 bool ModuleFromFile(const Mapping& mapping, ModuleRecord* out);
+
+// One line of a perf map: "START SIZE NAME". False for anything else.
+bool ParsePerfMapLine(std::string_view line, uint64_t* start, uint64_t* size,
+                      std::string* name);
 
 }  // namespace internal
 }  // namespace closeaudit

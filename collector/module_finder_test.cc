@@ -18,6 +18,7 @@ namespace {
 using internal::Mapping;
 using internal::ModuleFromFile;
 using internal::ParseMapsLine;
+using internal::ParsePerfMapLine;
 
 struct Loaded {
   uintptr_t address;
@@ -67,6 +68,9 @@ class FakeProc {
     std::ofstream(root_ / "4242" / "maps") << ReadFile("/proc/self/maps");
   }
   ~FakeProc() { std::filesystem::remove_all(root_); }
+  void AddMaps(const std::string& lines) {
+    std::ofstream(root_ / "4242" / "maps", std::ios::app) << lines;
+  }
   std::string root() const { return root_.string(); }
 
  private:
@@ -116,6 +120,62 @@ TEST(ParseMapsLine, AnonymousAndGarbage) {
   EXPECT_FALSE(ParseMapsLine("", &m));
   EXPECT_FALSE(ParseMapsLine("not a mapping", &m));
   EXPECT_FALSE(ParseMapsLine("2000-1000 r-xp 0 00:00 0 /x", &m));  // end < start
+}
+
+TEST(ParsePerfMapLine, ReadsWhatRuntimesWrite) {
+  uint64_t start, size;
+  std::string name;
+  // V8 (--perf-basic-prof): bare hex, a name with spaces.
+  ASSERT_TRUE(ParsePerfMapLine("3c1e0a04 1c4 LazyCompile:*onData /srv/app.js:10",
+                               &start, &size, &name));
+  EXPECT_EQ(start, 0x3c1e0a04u);
+  EXPECT_EQ(size, 0x1c4u);
+  EXPECT_EQ(name, "LazyCompile:*onData /srv/app.js:10");
+  // CPython (-X perf) and others: 0x prefixes.
+  ASSERT_TRUE(ParsePerfMapLine("0x7f00aa000000 0x40 py::handle:/srv/app.py\r",
+                               &start, &size, &name));
+  EXPECT_EQ(start, 0x7f00aa000000u);
+  EXPECT_EQ(name, "py::handle:/srv/app.py");
+  EXPECT_FALSE(ParsePerfMapLine("", &start, &size, &name));
+  EXPECT_FALSE(ParsePerfMapLine("zz 10 f", &start, &size, &name));
+  EXPECT_FALSE(ParsePerfMapLine("1000 0 empty", &start, &size, &name));
+  EXPECT_FALSE(ParsePerfMapLine("1000 10", &start, &size, &name));
+  EXPECT_FALSE(ParsePerfMapLine("1000 10 ", &start, &size, &name));
+  EXPECT_FALSE(ParsePerfMapLine("11111111111111111 10 f", &start, &size, &name));
+  EXPECT_FALSE(ParsePerfMapLine("ffffffffffffffff 10 wraps", &start, &size, &name));
+}
+
+TEST(ModuleFinder, NamesJitCodeFromThePerfMap) {
+  FakeProc proc;
+  proc.AddMaps("7f0000000000-7f0000010000 r-xp 00000000 00:00 0 \n");
+  std::filesystem::path dir = proc.root() + "/tmp";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream map(dir / "perf-4242.map");
+    map << "7f0000000000 80 LazyCompile:*onData /srv/app.js:10\n"
+        << "not a line\n"
+        << "7f0000000100 40 Builtin: CallFunction\n";
+  }
+  ModuleFinder finder(proc.root(), dir.string());
+  finder.Note(Hello(1, 4242));
+  std::vector<ModuleRecord> found =
+      finder.Find(Stack(1, {0x7f0000000010, 0x7f0000000090}));
+  ASSERT_EQ(found.size(), 1u);  // the second is between two functions
+  EXPECT_EQ(found[0].path,
+            std::string(kJitModulePrefix) + "LazyCompile:*onData /srv/app.js:10");
+  EXPECT_EQ(found[0].start, 0x7f0000000000u);
+  EXPECT_EQ(found[0].end, 0x7f0000000080u);
+  EXPECT_EQ(found[0].load_bias, found[0].start);
+  EXPECT_EQ(found[0].stream, 1u);
+  // Known now; and the map is read on where it stopped when it grows.
+  EXPECT_TRUE(finder.Find(Stack(1, {0x7f0000000020})).empty());
+  std::ofstream(dir / "perf-4242.map", std::ios::app)
+      << "7f0000000200 20 LazyCompile:later /srv/app.js:20\n"
+      << "7f0000000300 20 half a li";
+  found = finder.Find(Stack(1, {0x7f0000000210, 0x7f0000000300}));
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].path,
+            std::string(kJitModulePrefix) + "LazyCompile:later /srv/app.js:20");
 }
 
 TEST(ModuleFromFile, AgreesWithTheLoader) {

@@ -45,6 +45,12 @@ struct ProcessRecord {
   uint32_t lib_version = 0;
 };
 
+// A ModuleRecord whose path starts with this is no file but one function of
+// JIT-compiled code, named by the perf map its runtime wrote
+// (/tmp/perf-PID.map): the rest of the path is the function's name, and
+// the record spans its code.
+inline constexpr char kJitModulePrefix[] = "[perf-map] ";
+
 struct ModuleRecord {
   uint32_t stream = 0;
   uint64_t load_bias = 0;

@@ -204,6 +204,7 @@ std::string FrameText(const Frame& f) {
   if (!f.module.empty() && !f.function.empty()) {
     return absl::StrFormat("%s (%s)", name, Basename(f.module));
   }
+  if (f.module.empty() && !f.function.empty()) return name + " (JIT code)";
   return name;
 }
 
@@ -215,6 +216,8 @@ std::string StackKey(const std::vector<Frame>& frames) {
                       f.inlined ? "+inlined;" : ";");
     } else if (!f.module.empty()) {
       absl::StrAppendFormat(&key, "%s+0x%x;", Basename(f.module), f.offset);
+    } else if (!f.function.empty()) {
+      absl::StrAppend(&key, "jit:", f.function, ";");  // named by a perf map
     } else {
       absl::StrAppend(&key, "unknown;");
     }

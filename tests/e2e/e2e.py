@@ -588,6 +588,30 @@ def case_dlopen_plugin(opts, tmp):
     check_regenerated(opts, tmp, rep)
 
 
+def case_jit(opts, tmp):
+    """JIT-compiled code (anonymous memory, in no module) named by the perf
+    map its runtime wrote, /tmp/perf-PID.map: the frame carries the name, in
+    the JSON and the text, and the frames around it still symbolize."""
+    src = "jit_reader.c"
+    line = find_marker(opts.srcdir, src, "jit_call")
+    done = os.path.join(tmp, "done")
+    run = Run(opts, tmp, "jit_reader", [done], grace="1s")
+    check_client_exit(run)
+    rep = finish_report(run)
+    f = one_of_kind(rep, "close_wait_leak", 2)
+    st = frames(f, "eof_seen")
+    jit = [fr for fr in st if fr.get("function") == "jit_read_request"]
+    check(jit and jit[0].get("module") == "" and jit[0].get("in_app") is True,
+          "eof_seen has no frame jit_read_request named by the perf map:\n" +
+          fmt_stack(st))
+    check_frame(f, "eof_seen", src, line, "main")
+    text = _read_text(os.path.join(tmp, "report.txt"))
+    check("jit_read_request" in text and f"main ({src}:{line})" in text,
+          f"report.txt does not name the JIT function and its caller:\n"
+          f"{text[:3000]}")
+    check_regenerated(opts, tmp, rep)
+
+
 def case_stripped(opts, tmp):
     """A stripped -O2 binary whose debug file sits in a build-id directory
     (where distributions put them; here one of the test's own, named by
@@ -1759,6 +1783,7 @@ def case_call_paths(opts, tmp):
 CASES.update({
     "dlopen_plugin": case_dlopen_plugin,
     "stripped": case_stripped,
+    "jit": case_jit,
     "live": case_live,
     "merge": case_merge,
     "signals_inherited": case_signals_inherited,
