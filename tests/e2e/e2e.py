@@ -612,6 +612,29 @@ def case_jit(opts, tmp):
     check_regenerated(opts, tmp, rep)
 
 
+def case_client_pool(opts, tmp):
+    """A client's pool that never reads its idle connections after the
+    server closed them: the kernel shows them in CLOSE_WAIT, and the report
+    tells the owner of the pool, not of a server, what to do."""
+    src = "pool_client.c"
+    line = find_marker(opts.srcdir, src, "pool_open")
+    done = os.path.join(tmp, "done")
+    run = Run(opts, tmp, "pool_client", [done], grace="1s")
+    check_client_exit(run)
+    rep = finish_report(run)
+    f = one_of_kind(rep, "close_wait_leak", 3)
+    check(f.get("confirmed_by_kernel") is True,
+          "the pool's CLOSE_WAIT was not confirmed by the kernel")
+    check_frame(f, "created", src, line, "pool_open")
+    msg, advice = f.get("message", ""), f.get("advice", "")
+    check(f"opened at pool_open ({src}:{line})" in msg and "client" in msg,
+          f"the message does not say the client opened them: {msg}")
+    check("pool" in advice and "accept" not in advice,
+          f"the advice is a server's, not a pool's: {advice}")
+    text = _read_text(os.path.join(tmp, "report.txt"))
+    check(advice in text, f"report.txt lacks the pool's advice:\n{text[:3000]}")
+
+
 def case_stripped(opts, tmp):
     """A stripped -O2 binary whose debug file sits in a build-id directory
     (where distributions put them; here one of the test's own, named by
@@ -1784,6 +1807,7 @@ CASES.update({
     "dlopen_plugin": case_dlopen_plugin,
     "stripped": case_stripped,
     "jit": case_jit,
+    "client_pool": case_client_pool,
     "live": case_live,
     "merge": case_merge,
     "signals_inherited": case_signals_inherited,
