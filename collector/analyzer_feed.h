@@ -134,6 +134,14 @@ class Feed {
     Event(stream, wire::EventType::kDup, newfd, cookie, t, 0, 0,
           static_cast<uint64_t>(oldfd));
   }
+  // An event library took the socket (wire::kHandler), from the accept's
+  // stack.
+  void Handler(uint32_t stream, int fd, uint64_t cookie, uint64_t t,
+               wire::HandlerKind kind, uint64_t callback, uint32_t flags = 0,
+               uint32_t ref = kAcceptRef) {
+    Event(stream, wire::EventType::kHandler, fd, cookie, t, kTcp, ref,
+          callback, static_cast<uint32_t>(kind) | flags);
+  }
   void Exit(uint32_t stream, uint64_t t, int32_t status = 0,
             uint64_t dropped = 0, uint64_t torn = 0,
             uint64_t dropped_blobs = 0) {

@@ -244,5 +244,111 @@ TEST(Unaudited, AnAuditedRunKeepsItsKernelConfirmedFindings) {
   EXPECT_TRUE(r.findings[0].confirmed_by_kernel);
 }
 
+// --- event libraries and the program's own frames -------------------------
+
+// Two bugs whose EOF stacks are the same (the library's loop): the handlers
+// the library passed the EOF to keep them apart.
+TEST(CloseWaitLeak, HandlersTellApartLeaksWithOneEofStack) {
+  Feed run;
+  run.Process(1, 100);
+  constexpr uint64_t kOnReadA = kBias + 0x6000, kOnReadB = kBias + 0x7000;
+  for (uint64_t i = 0; i < 5; ++i) {
+    uint64_t cookie = 200 + i;
+    int fd = static_cast<int>(5 + i);
+    run.Accept(1, fd, cookie, kT0 + kMs);
+    run.Handler(1, fd, cookie, kT0 + 2 * kMs, wire::HandlerKind::kUvRead,
+                i < 3 ? kOnReadA : kOnReadB);
+    run.Eof(1, fd, cookie, kT0 + 3 * kMs);
+  }
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  std::vector<const Finding*> leaks = OfKind(r, "close_wait_leak");
+  ASSERT_EQ(leaks.size(), 2u);
+  for (const Finding* f : leaks) {
+    const std::vector<Frame>* handler = Stack(*f, "handler");
+    ASSERT_NE(handler, nullptr);
+    ASSERT_EQ(handler->size(), 1u);
+    EXPECT_EQ((*handler)[0].address, f->count == 3 ? kOnReadA : kOnReadB);
+    EXPECT_TRUE((*handler)[0].in_app);
+    ASSERT_NE(Stack(*f, "registered"), nullptr);
+    EXPECT_THAT(f->message, HasSubstr("UV_EOF"));
+    EXPECT_THAT(f->advice, HasSubstr("uv_close"));
+  }
+}
+
+TEST(CloseWaitLeak, BuffereventFreedWithoutCloseOnFreeIsSaidSo) {
+  Feed run;
+  run.Process(1, 100);
+  for (uint32_t flags : {0u, wire::kHandlerCloseOnFree}) {
+    uint64_t cookie = flags ? 301 : 300;
+    int fd = flags ? 6 : 5;
+    run.Accept(1, fd, cookie, kT0 + kMs);
+    run.Handler(1, fd, cookie, kT0 + kMs, wire::HandlerKind::kBufferevent, 0,
+                flags);
+    run.Handler(1, fd, cookie, kT0 + kMs, wire::HandlerKind::kBuffereventCb,
+                kBias + 0x6000);
+    run.Eof(1, fd, cookie, kT0 + 2 * kMs);
+    // Freed in the handler; with BEV_OPT_CLOSE_ON_FREE libevent would have
+    // closed the fd, so a socket still open then is another bug.
+    run.Handler(1, fd, cookie, kT0 + 3 * kMs,
+                wire::HandlerKind::kBuffereventFree, 0, 0, kCloseRef);
+  }
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  std::vector<const Finding*> leaks = OfKind(r, "close_wait_leak");
+  ASSERT_EQ(leaks.size(), 2u);
+  int freed = 0;
+  for (const Finding* f : leaks) {
+    if (Stack(*f, "freed") == nullptr) {
+      EXPECT_THAT(f->advice, HasSubstr("bufferevent_free"));
+      continue;
+    }
+    ++freed;
+    ASSERT_NE(Stack(*f, "bufferevent"), nullptr);
+    EXPECT_THAT(f->message, HasSubstr("BEV_OPT_CLOSE_ON_FREE"));
+    EXPECT_THAT(f->advice, HasSubstr("BEV_OPT_CLOSE_ON_FREE"));
+  }
+  EXPECT_EQ(freed, 1);
+}
+
+TEST(CloseWaitLeak, AnUnknownHandlerKindIsIgnored) {
+  Feed run;
+  run.Process(1, 100);
+  run.Accept(1, 5, 200, kT0 + kMs);
+  run.Event(1, wire::EventType::kHandler, 5, 200, kT0 + kMs, kTcp, kAcceptRef,
+            kBias + 0x6000, 0xee);
+  run.Handler(1, 5, 999, kT0 + kMs, wire::HandlerKind::kUvRead, kBias + 0x6000);
+  run.Eof(1, 5, 200, kT0 + 2 * kMs);
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  std::vector<const Finding*> leaks = OfKind(r, "close_wait_leak");
+  ASSERT_EQ(leaks.size(), 1u);
+  EXPECT_EQ(Stack(*leaks[0], "handler"), nullptr);
+}
+
+TEST(InApp, NotAppAndAppPathDecideTheFramesOfAReport) {
+  for (bool excluded : {false, true}) {
+    AnalyzerOptions options;
+    if (excluded) options.app.not_app = {"closeaudit-analyzer-test"};
+    Feed run(kSec, options);
+    run.Process(1, 100);
+    run.Accept(1, 5, 200, kT0 + kMs);
+    run.Eof(1, 5, 200, kT0 + 2 * kMs);
+    run.End(kT0 + 5 * kSec);
+    Report r = run.Build();
+    ASSERT_EQ(r.findings.size(), 1u);
+    const std::vector<Frame>* eof = Stack(r.findings[0], "eof_seen");
+    ASSERT_NE(eof, nullptr);
+    for (const Frame& f : *eof) EXPECT_EQ(f.in_app, !excluded);
+    // Without any frame of the program's own, the sentence names the code
+    // the EOF was read in, not a function of it.
+    if (excluded) {
+      EXPECT_THAT(r.findings[0].message, HasSubstr("code in server"));
+    } else {
+      EXPECT_THAT(r.findings[0].message, HasSubstr("server+0x2100"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace closeaudit

@@ -595,8 +595,12 @@ int AskCollector(const std::vector<std::string>& args, const char* command,
 
 int main(int argc, char** argv) {
   using namespace closeaudit;
-  // Symbolization must never reach for the network.
-  unsetenv("DEBUGINFOD_URLS");
+  // libdwfl asks the debuginfod servers in DEBUGINFOD_URLS for debug files
+  // it cannot find here, when the user set it; a server that does not
+  // answer must not hold a report up for libdebuginfod's default 90 s.
+  if (const char* urls = getenv("DEBUGINFOD_URLS"); urls && *urls) {
+    setenv("DEBUGINFOD_TIMEOUT", "10", /*overwrite=*/0);
+  }
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig usage;
   usage.version_string = [] { return VersionLine(); };
