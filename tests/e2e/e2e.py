@@ -639,6 +639,31 @@ def case_client_pool(opts, tmp):
     check(advice in text, f"report.txt lacks the pool's advice:\n{text[:3000]}")
 
 
+def above_info(rep):
+    return [(f.get("kind"), f.get("severity"), f.get("message"))
+            for f in rep["findings"] if f.get("severity") != "info"]
+
+
+def case_dlopen_plugin_clean(opts, tmp):
+    """The correct twin of dlopen_plugin: a plugin that closes at the EOF
+    gets no finding above info."""
+    plugin = os.path.join(os.path.abspath(opts.bindir), "libgood_plugin.so")
+    check(os.path.exists(plugin), f"test plugin not found: {plugin}")
+    run, rep, info = run_server_case(opts, tmp, "plugin_host", "good_server.c",
+                                     "1s", 3, 2.5, args=[plugin])
+    check(not above_info(rep),
+          f"expected no finding above info, got {above_info(rep)}")
+
+
+def case_stripped_clean(opts, tmp):
+    """The correct twin of stripped: a stripped -O2 server that closes gets
+    no finding above info, even with nothing to name its frames."""
+    run, rep, info = run_server_case(opts, tmp, "good_server_stripped",
+                                     "good_server.c", "1s", 3, 2.5)
+    check(not above_info(rep),
+          f"expected no finding above info, got {above_info(rep)}")
+
+
 def case_stripped(opts, tmp):
     """A stripped -O2 binary whose debug file sits in a build-id directory
     (where distributions put them; here one of the test's own, named by
@@ -1812,6 +1837,8 @@ CASES.update({
     "stripped": case_stripped,
     "jit": case_jit,
     "client_pool": case_client_pool,
+    "dlopen_plugin_clean": case_dlopen_plugin_clean,
+    "stripped_clean": case_stripped_clean,
     "live": case_live,
     "merge": case_merge,
     "signals_inherited": case_signals_inherited,

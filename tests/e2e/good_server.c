@@ -40,9 +40,16 @@ E2E_NOINLINE void serve(int listen_fd) {
   }
 }
 
+#ifdef E2E_PLUGIN
+/* Built also as libgood_plugin.so: the correct twin of libleak_plugin.so. */
+__attribute__((visibility("default"))) void plugin_serve(int listen_fd) {
+  serve(listen_fd);
+}
+#else
 int main(int argc, char **argv) {
   const char *port_file = e2e_port_file_arg(argc, argv);
   int listen_fd = listen_on_loopback(port_file);
   serve(listen_fd);
   return 0;
 }
+#endif

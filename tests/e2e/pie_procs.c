@@ -1,8 +1,9 @@
 /* E2E test program: one bug in many processes of one position-independent
  * executable, each loaded at its own address (ASLR).
  *
- * Usage: pie_procs N     start N copies of this program and wait for them
- *        pie_procs child (what each copy runs)
+ * Usage: pie_procs N [good]     start N copies of this program and wait
+ *                               for them
+ *        pie_procs child [good] (what each copy runs)
  *
  * The parent starts the N copies together with fork() and execv() of
  * /proc/self/exe, so that every copy is a new image with its own load
@@ -13,6 +14,7 @@
  * (E2E:eof_recv). BUG (deliberate): it never closes the accepted socket.
  * It sleeps 1.5 s (the e2e case's grace period is 1 s) and exits 0. Each
  * copy first prints "pie_procs: pid P has leak_one at ADDRESS" on stderr.
+ * With "good", each copy closes the accepted socket at the EOF instead.
  */
 #include "common.h"
 
@@ -26,11 +28,16 @@ E2E_NOINLINE int accept_one(int listen_fd) {
   }
 }
 
+static int g_good;
+
 E2E_NOINLINE void read_until_eof(int fd) {
   char buf[256];
   for (;;) {
     ssize_t n = recv(fd, buf, sizeof buf, 0); /* E2E:eof_recv */
-    if (n == 0) return; /* BUG (deliberate): fd is never closed */
+    if (n == 0) { /* BUG (deliberate): fd is never closed */
+      if (g_good && close(fd) != 0) e2e_die("close");
+      return;
+    }
     if (n < 0 && errno != EINTR) e2e_die("recv");
   }
 }
@@ -53,15 +60,17 @@ E2E_NOINLINE void leak_one(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && strcmp(argv[1], "child") == 0) {
+  g_good = argc == 3 && strcmp(argv[2], "good") == 0;
+  if ((argc == 2 || g_good) && strcmp(argv[1], "child") == 0) {
     /* For the driver: where this image's code is, to see that ASLR moved it. */
     fprintf(stderr, "pie_procs: pid %ld has leak_one at %p\n", (long)getpid(),
             (void *)leak_one);
     leak_one();
     return 0;
   }
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s N | child\n", argc > 0 ? argv[0] : "pie_procs");
+  if (argc != 2 && !g_good) {
+    fprintf(stderr, "usage: %s N [good] | child [good]\n",
+            argc > 0 ? argv[0] : "pie_procs");
     return 2;
   }
   int n = atoi(argv[1]);
@@ -73,7 +82,7 @@ int main(int argc, char **argv) {
     pid_t pid = fork();
     if (pid < 0) e2e_die("fork");
     if (pid == 0) {
-      char *args[] = {argv[0], "child", NULL};
+      char *args[] = {argv[0], "child", g_good ? "good" : NULL, NULL};
       execv("/proc/self/exe", args);
       perror("pie_procs: execv /proc/self/exe");
       _exit(127);

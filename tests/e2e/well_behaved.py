@@ -219,11 +219,23 @@ def case_pie_procs(opts, tmp):
     one_of_kind(json.loads(merged.stdout), "close_wait_leak", 2 * PIE_PROCS)
 
 
+def case_pie_procs_clean(opts, tmp):
+    """The correct twin of pie_procs: every copy closes at the EOF."""
+    prog = os.path.join(os.path.abspath(opts.bindir), "pie_procs")
+    run = e2e.CmdRun(opts, tmp, [prog, str(PIE_PROCS), "good"], grace="1s")
+    e2e.check_client_exit(run)
+    rep = finish_report(run)
+    check(len(rep["processes"]) == PIE_PROCS + 1,
+          f"expected {PIE_PROCS + 1} processes, got {len(rep['processes'])}")
+    no_errors_or_warnings(rep)
+
+
 CASES = {
     "activation": case_activation,
     "bash_pipeline": case_bash_pipeline,
     "inetd": case_inetd,
     "pie_procs": case_pie_procs,
+    "pie_procs_clean": case_pie_procs_clean,
 }
 
 
