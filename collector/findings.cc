@@ -148,32 +148,6 @@ class FindingBuilder {
     return best;
   }
 
-  // What makes stacks one place in the program's code, whatever the
-  // libraries did around it. Where the program's innermost frame calls into
-  // a library (asio's async_read_some, which reads speculatively in the call
-  // or later from its reactor), that call is the place: how the program
-  // got there depends on how the library scheduled it. Where it made the
-  // call itself (read(), recv()), its frames up to the nearest library
-  // frame are: its own call paths stay apart. A stack with none of the
-  // program's frames is keyed by all of its frames.
-  static std::string GroupKey(const std::vector<Frame>& frames) {
-    size_t first = 0;
-    while (first < frames.size() && !frames[first].in_app) ++first;
-    if (first == frames.size()) return StackKey(frames);
-    if (first > 0) {
-      // Inlined frames of the call share its address: all of them.
-      size_t end = first + 1;
-      while (end < frames.size() && frames[end - 1].inlined) ++end;
-      return absl::StrCat("call:", StackKey(std::vector<Frame>(
-                                       frames.begin() + first,
-                                       frames.begin() + end)));
-    }
-    size_t end = 0;
-    while (end < frames.size() && frames[end].in_app) ++end;
-    return absl::StrCat("own:", StackKey(std::vector<Frame>(
-                                    frames.begin(), frames.begin() + end)));
-  }
-
   // The program's frames of a stack, outermost first, as StackKey names
   // them.
   std::vector<std::string> OwnPath(uint32_t stack) const {

@@ -22,11 +22,11 @@ constexpr size_t kMaxExamples = 5;
 constexpr size_t kMaxHolders = 10;
 
 // What makes two findings the same culprit: the same kind and reason, and
-// stacks that name the same places (StackKey).
+// stacks that are the same places in the program's code (GroupKey).
 std::string CulpritKey(const Finding& f) {
   std::string key = absl::StrCat(f.kind, "|", f.reason);
   for (const auto& [name, frames] : f.stacks) {
-    absl::StrAppend(&key, "|", name, ":", StackKey(frames));
+    absl::StrAppend(&key, "|", name, ":", GroupKey(frames));
   }
   return key;
 }

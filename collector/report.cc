@@ -225,6 +225,24 @@ std::string StackKey(const std::vector<Frame>& frames) {
   return key;
 }
 
+std::string GroupKey(const std::vector<Frame>& frames) {
+  size_t first = 0;
+  while (first < frames.size() && !frames[first].in_app) ++first;
+  if (first == frames.size()) return StackKey(frames);
+  if (first > 0) {
+    // Inlined frames of the call share its address: all of them.
+    size_t end = first + 1;
+    while (end < frames.size() && frames[end - 1].inlined) ++end;
+    return absl::StrCat("call:", StackKey(std::vector<Frame>(
+                                     frames.begin() + first,
+                                     frames.begin() + end)));
+  }
+  size_t end = 0;
+  while (end < frames.size() && frames[end].in_app) ++end;
+  return absl::StrCat("own:", StackKey(std::vector<Frame>(
+                                  frames.begin(), frames.begin() + end)));
+}
+
 bool IsStartupFrame(const Frame& f) {
   return f.function == "__libc_start_call_main" ||
          f.function == "__libc_start_main" || f.function == "_start" ||

@@ -169,6 +169,16 @@ std::string FrameName(const Frame& frame);
 // a line, its module's file name and the offset in it. Never a runtime
 // address: frames in modules nobody knows count only as "unknown".
 std::string StackKey(const std::vector<Frame>& frames);
+// What makes stacks one place in the program's own code (frames marked
+// in_app), whatever the libraries did around it: findings group by it.
+// Where the program's innermost frame calls into a library (asio's
+// async_read_some, which reads speculatively in the call or later from its
+// reactor), that call is the place: how the program got there depends on
+// how the library scheduled it. Where it made the call itself (read(),
+// recv()), its frames up to the nearest library frame are: its own call
+// paths stay apart. A stack with none of the program's frames is keyed by
+// all of its frames (StackKey).
+std::string GroupKey(const std::vector<Frame>& frames);
 // Frames of the C library's start-up code, which tell a reader nothing.
 bool IsStartupFrame(const Frame& frame);
 
