@@ -6,9 +6,12 @@ Usage: run_cli.py --closeaudit PATH --bindir DIR --srcdir tests/e2e CASE
 The same driver as e2e.py (its Run, checks and main). versions: --version
 prints meson's project version, and every form of every report names it
 and the library's. error_exitcode: `run --error-exitcode N` exits N when the
-report keeps a finding, else with the command's own status.
+report keeps a finding, else with the command's own status. app_rules:
+--not-app and --app-path decide which frames are the program's own, and
+the run keeps them for `closeaudit report`.
 """
 
+import json
 import os
 import re
 import sys
@@ -110,7 +113,58 @@ def case_error_exitcode(opts, tmp):
           f"--error-exitcode 300: exit {bad.returncode} {bad.stderr!r}")
 
 
+# ---- app_rules ----
+
+def eof_frames(rep):
+    leaks = [f for f in rep["findings"] if f.get("kind") == "close_wait_leak"]
+    check(len(leaks) == 1, f"expected one close_wait_leak, got {e2e.kinds(rep)}")
+    return e2e.frames(leaks[0], "eof_seen"), leaks[0]
+
+
+def case_app_rules(opts, tmp):
+    """--not-app and --app-path decide which frames are the program's own;
+    the run keeps them, so `closeaudit report` of it applies them again."""
+    src = "leak_server.c"
+    # The default: the server's frames are its own, libc's are not.
+    _, rep, _ = served_status(opts, tmp, "default", "leak_server", [])
+    st, f = eof_frames(rep)
+    ours = [fr for fr in st if str(fr.get("file", "")).endswith(src)]
+    check(ours and all(fr.get("in_app") is True for fr in ours),
+          "leak_server's own frames are not in_app:\n" + e2e.fmt_stack(st))
+    # --not-app disowns them (given twice: both count): no frame of the
+    # program's own is left, and the sentence names the code, not a
+    # function in it.
+    extra = ["--not-app", "no-such-thing", "--not-app=leak_server"]
+    _, rep, run = served_status(opts, tmp, "disowned", "leak_server", extra)
+    st, f = eof_frames(rep)
+    check(not any(fr.get("in_app") for fr in st),
+          "--not-app leak_server left frames in_app:\n" + e2e.fmt_stack(st))
+    check("code in leak_server" in f.get("message", ""),
+          f"the message names a function of disowned code: {f.get('message')}")
+    again = e2e.closeaudit_cmd(opts, "report", run.tmp, "--format", "json")
+    check(again.returncode == 0, f"closeaudit report: {again.stderr}")
+    st2, _ = eof_frames(json.loads(again.stdout))
+    check(not any(fr.get("in_app") for fr in st2),
+          "`closeaudit report` of the run forgot its --not-app")
+    # --app-path claims them back, given to the report.
+    bindir = os.path.abspath(opts.bindir)
+    srcdir = os.path.abspath(opts.srcdir)
+    claimed = e2e.closeaudit_cmd(opts, "report", run.tmp, "--format", "json",
+                                 "--app-path", srcdir, "--app-path", bindir)
+    check(claimed.returncode == 0, f"closeaudit report: {claimed.stderr}")
+    st3, _ = eof_frames(json.loads(claimed.stdout))
+    check(any(fr.get("in_app") for fr in st3),
+          "--app-path did not claim the frames under it:\n" + e2e.fmt_stack(st3))
+    bad = e2e.closeaudit_cmd(opts, "report", run.tmp, "--not-app=")
+    check(bad.returncode != 0 and "--not-app" in bad.stderr,
+          f"an empty --not-app: exit {bad.returncode} {bad.stderr!r}")
+    bad = e2e.closeaudit_cmd(opts, "report", run.tmp, "--app-path")
+    check(bad.returncode == 2 and "--app-path" in bad.stderr,
+          f"--app-path without a value: exit {bad.returncode} {bad.stderr!r}")
+
+
 CASES = {
+    "app_rules": case_app_rules,
     "error_exitcode": case_error_exitcode,
     "versions": case_versions,
 }
