@@ -127,6 +127,21 @@ BENCHMARK(BM_AcceptEofClose);
 void BM_ServerLifecycle(benchmark::State& state) { Lifecycle(state, true); }
 BENCHMARK(BM_ServerLifecycle);
 
+// The server's lifecycle from 60 frames deep, as under a framework: each of
+// its three stacks now holds 60-odd frames (the library keeps up to 64),
+// which a capture from a known call site re-reads one by one.
+__attribute__((noinline)) void Deep(benchmark::State& state, int depth) {
+  if (depth == 0) {
+    Lifecycle(state, true);
+    return;
+  }
+  Deep(state, depth - 1);
+  benchmark::DoNotOptimize(depth);  // no tail call: keep every frame
+}
+
+void BM_DeepServerLifecycle(benchmark::State& state) { Deep(state, 60); }
+BENCHMARK(BM_DeepServerLifecycle);
+
 void BM_DupClose(benchmark::State& state) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   for (auto _ : state) {

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "collector/app_frames.h"
 #include "collector/finding_docs.h"
 #include "collector/report.h"
 
@@ -78,9 +79,18 @@ class SourceLines {
   std::map<std::string, std::vector<std::string>> files_;
 };
 
-// Where a finding points: its first stack's first frame that is not libc's
-// start-up code.
+// Where a finding points: the handler an event library passed the EOF to,
+// else the program's own innermost frame of its first stack that has one,
+// else the first frame of its first stack that is not libc's start-up code.
 std::string Where(const Finding& f) {
+  for (const auto& [name, frames] : f.stacks) {
+    if (name == "handler" && !frames.empty()) return FrameText(frames.front());
+  }
+  for (const auto& [name, frames] : f.stacks) {
+    for (const Frame& frame : frames) {
+      if (frame.in_app) return FrameText(frame);
+    }
+  }
   for (const auto& [name, frames] : f.stacks) {
     for (const Frame& frame : frames) {
       if (!IsStartupFrame(frame)) return FrameText(frame);
@@ -101,7 +111,9 @@ void AppendStack(std::string* out, const std::string& name,
   int n = 0;
   for (const Frame& fr : frames) {
     if (IsStartupFrame(fr)) continue;
-    std::string fn = FrameName(fr);
+    // C++ names without parameters and template arguments (the JSON has
+    // them); the library's frames dimmed, the program's own plain.
+    std::string fn = fr.function.empty() ? FrameName(fr) : ShortFunction(fr.function);
     std::string loc;
     if (!fr.file.empty()) {
       loc = absl::StrCat(fr.file.substr(fr.file.rfind('/') + 1), ":", fr.line);
@@ -110,7 +122,8 @@ void AppendStack(std::string* out, const std::string& name,
     }
     const std::string* src = sources->Line(fr.file, fr.line);
     absl::StrAppend(
-        out, "<tr><td class=n>", n++, "</td><td class=fn>", Esc(fn),
+        out, fr.in_app ? "<tr>" : "<tr class=lib>", "<td class=n>", n++,
+        "</td><td class=fn title=\"", Esc(fr.function), "\">", Esc(fn),
         fr.inlined ? " <span class=tag>inlined</span>" : "",
         "</td><td class=loc title=\"", Esc(fr.file), "\">", Esc(loc),
         "</td><td class=src>",
@@ -357,6 +370,8 @@ table.frames td.loc{width:18%}
 table.frames td.fn{font-family:ui-monospace,monospace;font-weight:600}
 table.frames td.loc{font-family:ui-monospace,monospace;color:var(--muted);white-space:nowrap}
 table.frames td.src code{white-space:pre-wrap;color:#1b5e20}
+table.frames tr.lib td{opacity:.55}
+table.frames tr.lib td.fn{font-weight:400}
 .tag{font-size:11px;color:var(--muted);font-weight:400}
 table.examples th,table.examples td{text-align:left;padding:3px 8px;border-top:1px solid #eef0f3;font-size:12.5px}
 table.examples td{font-family:ui-monospace,monospace}

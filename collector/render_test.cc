@@ -70,6 +70,42 @@ TEST(FoldedTest, IdenticalStacksAddUpAndSeparatorsStayOut) {
   EXPECT_EQ(Count(lines[0], ";"), 4) << lines[0];
 }
 
+// The text shows the program's frames, the library frame each called, and
+// one line for each longer run of library frames it leaves out.
+TEST(TextTest, StacksShowTheProgramsFramesAndSumUpTheLibraries) {
+  auto lib = [](std::string function, std::string module) {
+    Frame f;
+    f.function = std::move(function);
+    f.module = std::move(module);
+    return f;
+  };
+  auto own = [](std::string function, int line) {
+    Frame f = At(std::move(function), "/src/server.cc", line);
+    f.module = "/src/server";
+    f.in_app = true;
+    return f;
+  };
+  std::vector<Frame> frames;
+  for (int i = 0; i < 4; ++i) frames.push_back(lib("uv__read", "/usr/lib/libuv.so.1"));
+  frames.push_back(lib("uv_run", "/usr/lib/libuv.so.1"));  // entered here
+  frames.push_back(own("on_read", 30));
+  frames.push_back(lib("helper", "/usr/lib/libfoo.so"));  // one: shown
+  frames.push_back(own("main", 80));
+  for (int i = 0; i < 3; ++i) frames.push_back(lib("outer", "/usr/lib/libbar.so"));
+  Report r;
+  Finding f = Leak(1, "x");
+  f.stacks = {{"eof_seen", frames}};
+  r.findings.push_back(f);
+  std::string text = RenderText(r);
+  EXPECT_THAT(text, HasSubstr("eof_seen:     ... 4 frames in libuv.so.1\n"
+                              "                  uv_run (libuv.so.1)\n"
+                              "                  on_read (server.cc:30)\n"
+                              "                  helper (libfoo.so)\n"
+                              "                  main (server.cc:80)\n"
+                              "                  ... 3 frames in libbar.so\n"));
+  EXPECT_THAT(text, Not(HasSubstr("uv__read")));
+}
+
 TEST(FoldedTest, EmptyReportIsEmpty) {
   EXPECT_EQ(RenderFolded(Report{}), "");
 }
@@ -81,7 +117,7 @@ TEST(HtmlTest, OneCulpritRowPerFindingAndNoExternalResources) {
   std::string html = RenderHtml(r);
   EXPECT_EQ(Count(html, "<tr class=row>"), 2);
   EXPECT_THAT(html, HasSubstr("data-count=5"));
-  EXPECT_THAT(html, HasSubstr("<td class=fn>handle_b</td>"));
+  EXPECT_THAT(html, HasSubstr("<td class=fn title=\"handle_b\">handle_b</td>"));
   EXPECT_THAT(html, HasSubstr(">server.c:20</td>"));
   // The culprit row names the innermost frame.
   EXPECT_THAT(html, HasSubstr("<td class=where>read_eof (server.c:10)</td>"));
