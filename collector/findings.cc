@@ -150,13 +150,15 @@ class FindingBuilder {
 
   // The program's frames of a stack, outermost first, as StackKey names
   // them.
-  std::vector<std::string> OwnPath(uint32_t stack) const {
-    std::vector<std::string> out;
-    std::vector<Frame> frames = Resolve(stack);
-    for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
-      if (it->in_app) out.push_back(StackKey({*it}));
+  const std::vector<std::string>& OwnPath(uint32_t stack) {
+    auto [it, inserted] = own_paths_.try_emplace(stack);
+    if (inserted) {
+      std::vector<Frame> frames = Resolve(stack);
+      for (auto f = frames.rbegin(); f != frames.rend(); ++f) {
+        if (f->in_app) it->second.push_back(StackKey({*f}));
+      }
     }
-    return out;
+    return it->second;
   }
 
   // Whether the class of stacks `outer` (in `role`) shows only a loop the
@@ -164,14 +166,14 @@ class FindingBuilder {
   // program's code: asio's reactor read seen from io_context::run() in
   // main(), and the same read made speculatively inside the program's
   // async_read_some() under that run().
-  bool Within(uint32_t outer, uint32_t inner, char role) const {
+  bool Within(uint32_t outer, uint32_t inner, char role) {
     if (outer == inner) return true;
-    std::vector<std::string> loop = OwnPath(outer);
+    const std::vector<std::string>& loop = OwnPath(outer);
     if (loop.empty()) return false;
     auto members = members_.find({role, inner});
     if (members == members_.end()) return false;
     for (uint32_t m : members->second) {
-      std::vector<std::string> path = OwnPath(m);
+      const std::vector<std::string>& path = OwnPath(m);
       if (path.size() > loop.size() &&
           std::equal(loop.begin(), loop.end(), path.begin())) {
         return true;
@@ -1033,6 +1035,8 @@ class FindingBuilder {
   absl::flat_hash_map<std::pair<char, uint32_t>, std::pair<uint32_t, int64_t>>
       shown_;
   absl::flat_hash_map<uint32_t, int64_t> own_frames_;  // OwnFrames(stack)
+  // OwnPath(stack); node-based, so references stay valid as it grows.
+  std::map<uint32_t, std::vector<std::string>> own_paths_;
   // (role, Canon(stack, role)) -> the stacks Canon made it.
   absl::flat_hash_map<std::pair<char, uint32_t>, std::vector<uint32_t>>
       members_;
