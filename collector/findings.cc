@@ -574,7 +574,9 @@ class FindingBuilder {
       }
       if (candidates == 1) moves.emplace_back(a, *into);
     }
-    for (const auto& [from, to] : moves) {
+    for (const auto& move : moves) {
+      const LeakKey& from = move.first;
+      const LeakKey& to = move.second;
       // Only into a group that is not itself moving.
       bool moving = std::any_of(moves.begin(), moves.end(),
                                 [&](const auto& m) { return m.first == to; });

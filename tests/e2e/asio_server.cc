@@ -112,6 +112,8 @@ int main(int argc, char** argv) {
   stop.async_wait([&io](boost::system::error_code) { io.stop(); });
   io.run();  /* E2E:loop */
   late.join();
+  // The sessions' sockets belong to `io`: they go before it does.
+  g_sessions.clear();
   std::string tmp = std::string(argv[1]) + ".tmp";
   std::ofstream(tmp) << "done\n";
   std::rename(tmp.c_str(), argv[1]);
