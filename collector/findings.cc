@@ -559,29 +559,26 @@ class FindingBuilder {
   // loop instead of in the program's call. Where there are several, which
   // one it belongs to is unknown, and it stays apart.
   void MergeLoopOnly(std::map<LeakKey, std::vector<const Socket*>>& groups) {
-    std::vector<std::pair<LeakKey, LeakKey>> moves;
+    // Which groups each group lies within; those within none show the
+    // program's code, and only they take others in.
+    std::map<LeakKey, std::vector<LeakKey>> within;
     for (const auto& [a, unused] : groups) {
-      const LeakKey* into = nullptr;
-      int candidates = 0;
       for (const auto& [b, unused2] : groups) {
         if (a == b || a.handler != b.handler ||
             a.freed_without_close != b.freed_without_close ||
             !Within(a.created, b.created, 'n') || !Within(a.eof, b.eof, 'e')) {
           continue;
         }
-        ++candidates;
-        into = &b;
+        within[a].push_back(b);
       }
-      if (candidates == 1) moves.emplace_back(a, *into);
     }
-    for (const auto& move : moves) {
-      const LeakKey& from = move.first;
-      const LeakKey& to = move.second;
-      // Only into a group that is not itself moving.
-      bool moving = std::any_of(moves.begin(), moves.end(),
-                                [&](const auto& m) { return m.first == to; });
-      if (moving) continue;
-      std::vector<const Socket*>& dst = groups[to];
+    for (const auto& [from, outer] : within) {
+      std::vector<LeakKey> into;
+      for (const LeakKey& b : outer) {
+        if (!within.contains(b)) into.push_back(b);
+      }
+      if (into.size() != 1) continue;
+      std::vector<const Socket*>& dst = groups[into.front()];
       std::vector<const Socket*>& src = groups[from];
       dst.insert(dst.end(), src.begin(), src.end());
       groups.erase(from);
