@@ -8,12 +8,14 @@ prints meson's project version, and every form of every report names it
 and the library's. error_exitcode: `run --error-exitcode N` exits N when the
 report keeps a finding, else with the command's own status. app_rules:
 --not-app and --app-path decide which frames are the program's own, and
-the run keeps them for `closeaudit report`.
+the run keeps them for `closeaudit report`. old_trace: a trace written by
+closeaudit 0.1.0 still makes the same finding.
 """
 
 import json
 import os
 import re
+import shutil
 import sys
 import time
 
@@ -163,8 +165,45 @@ def case_app_rules(opts, tmp):
           f"--app-path without a value: exit {bad.returncode} {bad.stderr!r}")
 
 
+# ---- old_trace ----
+
+def case_old_trace(opts, tmp):
+    """A trace written by closeaudit 0.1.0 (tests/data/trace-0.1.0: a
+    leak_server run with three leaked connections, and the report 0.1.0
+    made of it) still reads: `closeaudit report` makes a report of the
+    current format with the same finding, examples and frames."""
+    data = os.path.join(opts.srcdir, "..", "data", "trace-0.1.0")
+    run_dir = os.path.join(tmp, "run")
+    os.mkdir(run_dir)
+    shutil.copy(os.path.join(data, "trace.catrace"), run_dir)
+    with open(os.path.join(data, "report-0.1.0.json"), encoding="utf-8") as f:
+        old = json.load(f)
+    r = e2e.closeaudit_cmd(opts, "report", run_dir, "--format", "json")
+    check(r.returncode == 0, f"closeaudit report of a 0.1.0 trace: "
+          f"{r.returncode} {r.stderr}")
+    new = json.loads(r.stdout)
+    check(new.get("format_version") == 2 and new.get("host") == "fixture" and
+          new.get("library_versions") == ["0.1.0"],
+          f"format {new.get('format_version')}, host {new.get('host')!r}, "
+          f"libraries {new.get('library_versions')}")
+    check(len(new["findings"]) == 1, f"findings {e2e.kinds(new)}")
+    was, now = old["findings"][0], new["findings"][0]
+    for key in ("kind", "count", "confirmed_by_kernel", "examples"):
+        check(now.get(key) == was.get(key),
+              f"{key}: {now.get(key)!r} now, {was.get(key)!r} in 0.1.0")
+    # Frame by frame the same places (the binary is gone, so no names now).
+    offsets = lambda st: [fr.get("offset") for fr in st]  # noqa: E731
+    for name in ("eof_seen", "created"):
+        check(offsets(now["stacks"][name]) == offsets(was["stacks"][name]),
+              f"stacks.{name} offsets changed: {offsets(now['stacks'][name])} "
+              f"vs {offsets(was['stacks'][name])}")
+        check(all(isinstance(fr.get("in_app"), bool) for fr in now["stacks"][name]),
+              f"stacks.{name} frames lack in_app")
+
+
 CASES = {
     "app_rules": case_app_rules,
+    "old_trace": case_old_trace,
     "error_exitcode": case_error_exitcode,
     "versions": case_versions,
 }
