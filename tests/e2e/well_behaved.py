@@ -184,6 +184,11 @@ def case_pie_procs(opts, tmp):
                 "read_until_eof")
     check_frame(leak, "created", src, find_marker(opts.srcdir, src, "accept"),
                 "accept_one")
+    want = f"read_until_eof ({src}:{find_marker(opts.srcdir, src, 'eof_recv')})"
+    text = read_report_text(run)
+    check(want in text and "x" + str(PIE_PROCS) in text,
+          f"report.txt does not name {want!r} once for all the processes:\n"
+          f"{text[:3000]}")
 
     # Without symbols, frames are module + offset: the same in every
     # process and every run, never the address one process had.
