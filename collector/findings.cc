@@ -1053,6 +1053,13 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   uint64_t end_ns = as_of.value_or(EndNs());
   uint64_t grace = options_.grace_ns.value_or(run_.grace_ns);
   report.processes = static_cast<int64_t>(streams_.size());
+  {
+    absl::flat_hash_set<uint32_t> with_sockets;
+    for (const Socket& s : sockets_) {
+      for (const Hold& h : s.holds) with_sockets.insert(h.stream);
+    }
+    report.processes_with_sockets = static_cast<int64_t>(with_sockets.size());
+  }
   report.sockets_tracked = static_cast<int64_t>(sockets_.size());
   report.events = events_;
   report.events_dropped = dropped_;

@@ -51,6 +51,7 @@ Report MergeReports(std::vector<HostReport> inputs) {
     hosts.push_back(host);
     audited_any = audited_any || r.audited;
     out.processes += r.processes;
+    out.processes_with_sockets += r.processes_with_sockets;
     out.sockets_tracked += r.sockets_tracked;
     out.events += r.events;
     out.events_dropped += r.events_dropped;

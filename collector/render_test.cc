@@ -106,6 +106,19 @@ TEST(TextTest, StacksShowTheProgramsFramesAndSumUpTheLibraries) {
   EXPECT_THAT(text, Not(HasSubstr("uv__read")));
 }
 
+// The wrappers a command runs through are counted apart from the processes
+// that held sockets.
+TEST(TextTest, ProcessesWithoutSocketsAreCountedApart) {
+  Report r;
+  r.processes = 7;
+  r.processes_with_sockets = 1;
+  EXPECT_THAT(RenderText(r),
+              HasSubstr(" in 1 process with sockets (6 others without); "));
+  EXPECT_THAT(RenderJson(r), HasSubstr("\"processes\":7,\"processes_with_sockets\":1,"));
+  r.processes_with_sockets = 7;
+  EXPECT_THAT(RenderText(r), HasSubstr(" in 7 processes; "));
+}
+
 TEST(FoldedTest, EmptyReportIsEmpty) {
   EXPECT_EQ(RenderFolded(Report{}), "");
 }

@@ -290,7 +290,8 @@ std::string RenderJson(const Report& r) {
       "{\"tool\":\"closeaudit\",\"format_version\":%d,"
       "\"closeaudit_version\":%s,\"library_versions\":[%s],\"audited\":%s,"
       "\"host\":%s,\n"
-      " \"summary\":{\"processes\":%d,\"sockets_tracked\":%d,\"events\":%d,"
+      " \"summary\":{\"processes\":%d,\"processes_with_sockets\":%d,"
+      "\"sockets_tracked\":%d,\"events\":%d,"
       "\"events_dropped\":%d,\"findings\":%d,\"grace_ms\":%d,"
       "\"duration_s\":%.3f},\n"
       " \"warnings\":[%s],\n"
@@ -300,7 +301,8 @@ std::string RenderJson(const Report& r) {
       " \"timelines\":[%s]}\n",
       kReportFormatVersion, Quote(r.closeaudit_version),
       absl::StrJoin(library_versions, ","), r.audited ? "true" : "false",
-      r.host.empty() ? "null" : Quote(r.host), r.processes, r.sockets_tracked,
+      r.host.empty() ? "null" : Quote(r.host), r.processes,
+      r.processes_with_sockets, r.sockets_tracked,
       r.events,
       r.events_dropped, r.findings.size(), r.grace_ms, r.duration_s,
       absl::StrJoin(warnings, ","), absl::StrJoin(procs, ",\n   "),
@@ -387,13 +389,24 @@ std::string RenderText(const Report& r) {
   std::string out;
   int errors = 0;
   for (const Finding& f : r.findings) errors += f.severity == "error";
+  // "in 1 process with sockets (6 others without)": the wrappers a command
+  // runs through (a shell, env, pyenv's shims) are counted, not listed.
+  std::string procs = absl::StrFormat("%d process%s", r.processes,
+                                      r.processes == 1 ? "" : "es");
+  int64_t without = r.processes - r.processes_with_sockets;
+  if (without > 0 && r.processes_with_sockets > 0) {
+    procs = absl::StrFormat("%d process%s with sockets (%d other%s without)",
+                            r.processes_with_sockets,
+                            r.processes_with_sockets == 1 ? "" : "es", without,
+                            without == 1 ? "" : "s");
+  }
   absl::StrAppendFormat(
       &out,
-      "closeaudit%s: %d finding%s (%d error%s) in %d process%s; %d sockets "
-      "tracked, %d events, %d dropped\n",
+      "closeaudit%s: %d finding%s (%d error%s) in %s; %d sockets tracked, %d "
+      "events, %d dropped\n",
       VersionsText(r), r.findings.size(), r.findings.size() == 1 ? "" : "s", errors,
-      errors == 1 ? "" : "s", r.processes, r.processes == 1 ? "" : "es",
-      r.sockets_tracked, r.events, r.events_dropped);
+      errors == 1 ? "" : "s", procs, r.sockets_tracked, r.events,
+      r.events_dropped);
   for (const std::string& w : r.warnings) {
     absl::StrAppend(&out, "warning: ", w, "\n");
   }

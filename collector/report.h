@@ -119,6 +119,9 @@ struct Report {
   // showed of its sockets (kernel_observations).
   bool audited = true;
   int64_t processes = 0;
+  // Of those, the ones that held a socket; the others (a shell, env, an
+  // interpreter's wrapper scripts) are only counted.
+  int64_t processes_with_sockets = 0;
   int64_t sockets_tracked = 0;
   int64_t events = 0;
   int64_t events_dropped = 0;
