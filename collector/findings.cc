@@ -298,11 +298,19 @@ class FindingBuilder {
     }
     for (const Frame& f : frames) {
       std::string lib = LibraryName(f);
-      if (!lib.empty()) {
-        return absl::StrCat("code in ", lib,
-                            " (none of the program's own frames is on the "
-                            "stack)");
+      if (lib.empty()) continue;
+      // An interpreter ran the program's code, whose frames (Python's,
+      // JavaScript's, Java's) are its own and not recorded here.
+      for (std::string_view runtime : {"python", "node", "java", "jvm"}) {
+        if (lib.find(runtime) != std::string::npos) {
+          return absl::StrCat("code in ", lib,
+                              " (the program's frames in that runtime are "
+                              "not recorded)");
+        }
       }
+      return absl::StrCat("code in ", lib,
+                          " (none of the program's own frames is on the "
+                          "stack)");
     }
     return "unknown code";
   }
@@ -609,6 +617,12 @@ class FindingBuilder {
     if (handler && handler->kind == wire::HandlerKind::kEvent) {
       return "in the callback, when the read returns 0: event_free() the "
              "event (or event_del() it) and evutil_closesocket() the fd.";
+    }
+    if (ReadsThrough(eof, "python")) {
+      return "close the socket where recv() returns b'' (sock.close(), or "
+             "hold it in `with socket.socket(...) as sock:` or "
+             "contextlib.closing()); with asyncio streams, writer.close() then "
+             "await writer.wait_closed().";
     }
     if (ReadsThrough(eof, "boost/asio")) {
       return "in the completion handler given to that asynchronous call "

@@ -350,5 +350,23 @@ TEST(InApp, NotAppAndAppPathDecideTheFramesOfAReport) {
   }
 }
 
+// A leak read inside an interpreter whose program's frames are not recorded:
+// the sentence says so rather than naming an interpreter function, and the
+// advice is Python's.
+TEST(CloseWaitLeak, InsideAnInterpreterTheSentenceNamesNoFunctionOfIt) {
+  Feed run;
+  run.Process(1, 100, "/usr/bin/python3.11", {"python3"}, kBias,
+              "/usr/bin/python3.11");
+  run.Accept(1, 5, 200, kT0 + kMs);
+  run.Eof(1, 5, 200, kT0 + 2 * kMs);
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_THAT(r.findings[0].message,
+              HasSubstr("code in python3.11 (the program's frames in that "
+                        "runtime are not recorded)"));
+  EXPECT_THAT(r.findings[0].advice, HasSubstr("sock.close()"));
+}
+
 }  // namespace
 }  // namespace closeaudit
