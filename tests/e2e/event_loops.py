@@ -14,6 +14,7 @@ not installed) is skipped, with the package to install.
 """
 
 import os
+import subprocess
 import sys
 
 import e2e
@@ -178,7 +179,41 @@ def case_asio_clean(opts, tmp):
     nothing_above_info(rep, text)
 
 
+# ---- a private copy of the libraries' names ----
+
+def case_private_copy(opts, tmp):
+    """A library with its own copy of libuv's and libevent's names, loaded
+    RTLD_LOCAL (uvloop in Python): its calls to its own copy reach the
+    audit library's definitions too, which must pass them to that copy, not
+    fail for want of a global one."""
+    host = os.path.join(os.path.abspath(opts.bindir), "private_copy")
+    lib = os.path.join(os.path.abspath(opts.bindir), "libprivate_copy.so")
+    plain = subprocess.run([host, lib], capture_output=True, text=True,
+                           timeout=30)
+    check(plain.returncode == 0 and plain.stdout == "run_copy: 44\n",
+          f"without the audit: {plain.returncode} {plain.stdout!r} "
+          f"{plain.stderr!r}")
+    run = e2e.CmdRun(opts, tmp, [host, lib], grace="1s")
+    e2e.check_client_exit(run)
+    check(run.stdout().startswith(plain.stdout),
+          f"under the audit the program printed {run.stdout()[:200]!r}, "
+          f"without it {plain.stdout!r}")
+    # The literal form, with the library named by a relative path.
+    shim = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
+                        "..", "shim", "libcloseaudit.so")
+    env = dict(os.environ, LD_PRELOAD=os.path.abspath(shim),
+               CLOSEAUDIT_SOCKET=os.path.join(tmp, "no-collector.sock"),
+               CLOSEAUDIT_BIN=os.path.join(tmp, "no-closeaudit"))
+    rel = os.path.relpath(lib, tmp)
+    literal = subprocess.run([host, rel], capture_output=True, text=True,
+                             timeout=30, cwd=tmp, env=env)
+    check(literal.stdout == plain.stdout,
+          f"with LD_PRELOAD the program printed {literal.stdout!r} "
+          f"{literal.stderr!r}, without it {plain.stdout!r}")
+
+
 CASES = {
+    "private_copy": case_private_copy,
     "asio": case_asio,
     "asio_clean": case_asio_clean,
     "libevent": case_libevent,
