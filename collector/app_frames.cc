@@ -163,9 +163,16 @@ bool InApp(const Frame& f, const AppRules& rules) {
   }
   if (!f.file.empty() && UnderAny(f.file, kIncludeDirs)) return false;
   // Code in no module with a name came from a JIT's perf map: the program's
-  // own unless a rule above says otherwise (the runtimes' perf maps name
-  // their own stubs, which their issues sort out).
-  if (f.module.empty()) return !f.function.empty();
+  // own, unless the name says it is the runtime's: a path in the system's
+  // library directories ("py::get:/usr/lib/python3.11/asyncio/..."), or
+  // Node.js's own modules ("node:internal/...").
+  if (f.module.empty()) {
+    if (f.function.empty() || Contains(f.function, "node:")) return false;
+    for (std::string_view dir : kSystemLibDirs) {
+      if (Contains(f.function, dir)) return false;
+    }
+    return true;
+  }
   if (IsSystemModule(f.module)) return false;
   std::string name = ShortFunction(f.function);
   for (std::string_view ns : kLibraryNamespaces) {
@@ -218,7 +225,20 @@ absl::StatusOr<AppRules> ParseAppRules(const std::vector<std::string>& app_paths
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
     rules.app_paths.push_back(std::move(dir));
   }
+  // What a trace can hold (collector/trace.cc).
+  if (app_paths.size() > 1024 || not_app.size() > 1024) {
+    return absl::InvalidArgumentError(
+        "--app-path and --not-app: at most 1024 of each");
+  }
+  for (const std::string& p : rules.app_paths) {
+    if (p.size() > 4096) {
+      return absl::InvalidArgumentError("--app-path: a path of at most 4096 bytes");
+    }
+  }
   for (const std::string& p : not_app) {
+    if (p.size() > 4096) {
+      return absl::InvalidArgumentError("--not-app: a pattern of at most 4096 bytes");
+    }
     if (p.empty()) {
       return absl::InvalidArgumentError(
           "--not-app needs a pattern: part of a path, module or function "

@@ -40,6 +40,12 @@ TEST(InApp, SystemLibrariesHeadersAndRuntimesAreNot) {
   // frame is the program's.
   EXPECT_FALSE(InApp(F("", "", ""), none));
   EXPECT_TRUE(InApp(F("LazyCompile:*onData /srv/app.js:10", "", ""), none));
+  // ...unless the name says it is the runtime's own code.
+  EXPECT_FALSE(InApp(F("py::read:/usr/lib/python3.11/asyncio/streams.py", "", ""),
+                     none));
+  EXPECT_FALSE(InApp(F("LazyCompile:~onStreamRead node:internal/stream_base_commons:163",
+                       "", ""),
+                     none));
 }
 
 TEST(InApp, AppPathsWinAndNotAppExcludes) {

@@ -318,7 +318,7 @@ class FindingBuilder {
   // "handle (server.c:42)", or without a line, the function or the module
   // and offset.
   static std::string Place(const Frame& f) {
-    if (f.function.empty()) return FrameName(f);
+    if (f.function.empty() || f.module.empty()) return FrameName(f);
     if (f.file.empty()) return ShortFunction(f.function);
     return absl::StrFormat("%s (%s:%d)", ShortFunction(f.function),
                            f.file.substr(f.file.rfind('/') + 1), f.line);
@@ -521,14 +521,22 @@ class FindingBuilder {
             break;
           default:
             library = "libevent";
-            passed = " as a readable event";
         }
       }
-      std::string told =
-          handler ? absl::StrFormat("%s read the EOF (under %s) and passed "
-                                    "it%s to %s",
-                                    library, where, passed, Where(callback))
-                  : absl::StrFormat("%s saw the EOF", where);
+      std::string told;
+      if (handler && handler->kind == wire::HandlerKind::kEvent) {
+        // libevent only said the socket was readable; the callback it ran
+        // made the read itself.
+        told = absl::StrFormat("%s saw the EOF in the callback libevent ran "
+                               "for the socket, %s",
+                               where, Where(callback));
+      } else if (handler) {
+        told = absl::StrFormat("%s read the EOF (under %s) and passed it%s "
+                               "to %s",
+                               library, where, passed, Where(callback));
+      } else {
+        told = absl::StrFormat("%s saw the EOF", where);
+      }
       if (key.freed_without_close) {
         f.message = absl::StrFormat(
             "%s left in CLOSE_WAIT: the peer closed, %s, which freed the "

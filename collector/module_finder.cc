@@ -161,14 +161,23 @@ ModuleFinder::ModuleFinder(std::string proc_root, std::string perf_map_dir)
 bool ModuleFinder::FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out) {
   std::string path =
       perf_map_dir_ + "/perf-" + std::to_string(s.pid) + ".map";
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO of that name must not hang the collector.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd >= 0) {
     // Only the process's own map: anybody may write a file of that name.
     struct stat map_st, proc_st;
     std::string proc = proc_root_ + "/" + std::to_string(s.pid);
-    if (fstat(fd, &map_st) == 0 && S_ISREG(map_st.st_mode) &&
-        stat(proc.c_str(), &proc_st) == 0 && map_st.st_uid == proc_st.st_uid &&
-        static_cast<uint64_t>(map_st.st_size) > s.perf_map.read &&
+    bool ours = fstat(fd, &map_st) == 0 && S_ISREG(map_st.st_mode) &&
+                stat(proc.c_str(), &proc_st) == 0 &&
+                map_st.st_uid == proc_st.st_uid;
+    // Another file than the one read so far, or the same one cut short:
+    // read it from the start.
+    if (ours && (map_st.st_ino != s.perf_map.inode ||
+                 static_cast<uint64_t>(map_st.st_size) < s.perf_map.read)) {
+      s.perf_map = PerfMap{};
+      s.perf_map.inode = map_st.st_ino;
+    }
+    if (ours && static_cast<uint64_t>(map_st.st_size) > s.perf_map.read &&
         s.perf_map.read < kMaxPerfMapBytes) {
       std::string text;
       uint64_t want = std::min<uint64_t>(map_st.st_size, kMaxPerfMapBytes) -
@@ -282,6 +291,10 @@ std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
     ModuleRecord rec;
     bool placed = hit != nullptr ? internal::ModuleFromFile(*hit, &rec)
                                  : FromPerfMap(s, ip, &rec);
+    // JIT code its runtime has not written to its perf map yet (runtimes
+    // buffer the map) is asked about again by later stacks, within the
+    // stream's reads.
+    if (!placed && hit == nullptr && s.perf_map.inode != 0) continue;
     if (!placed) {
       if (s.unplaceable.size() < kMaxUnplaceable) s.unplaceable.insert(ip);
       continue;

@@ -66,7 +66,8 @@ class ModuleFinder {
   };
   // What was read so far of a process's perf map.
   struct PerfMap {
-    uint64_t read = 0;  // bytes
+    uint64_t inode = 0;  // of the file read; 0: none found yet
+    uint64_t read = 0;   // bytes
     // start -> (end, name); a later line for the same start replaces it.
     std::map<uint64_t, std::pair<uint64_t, std::string>> symbols;
   };

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <link.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -176,6 +177,31 @@ TEST(ModuleFinder, NamesJitCodeFromThePerfMap) {
   ASSERT_EQ(found.size(), 1u);
   EXPECT_EQ(found[0].path,
             std::string(kJitModulePrefix) + "LazyCompile:later /srv/app.js:20");
+  // The half line, finished later, is found then: JIT code not yet in the
+  // map is asked about again.
+  std::ofstream(dir / "perf-4242.map", std::ios::app) << "ne\n";
+  found = finder.Find(Stack(1, {0x7f0000000300}));
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].path, std::string(kJitModulePrefix) + "half a line");
+  // A map written anew (another file, shorter) is read from its start.
+  std::filesystem::remove(dir / "perf-4242.map");
+  std::ofstream(dir / "perf-4242.map") << "7f0000000400 10 fresh\n";
+  found = finder.Find(Stack(1, {0x7f0000000404}));
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].path, std::string(kJitModulePrefix) + "fresh");
+}
+
+// A FIFO in the map's place (anybody can make one in /tmp) is no map, and
+// never blocks the collector.
+TEST(ModuleFinder, APerfMapFifoDoesNotHang) {
+  FakeProc proc;
+  proc.AddMaps("7f0000000000-7f0000010000 r-xp 00000000 00:00 0 \n");
+  std::filesystem::path dir = proc.root() + "/tmp";
+  std::filesystem::create_directories(dir);
+  ASSERT_EQ(mkfifo((dir / "perf-4242.map").c_str(), 0600), 0);
+  ModuleFinder finder(proc.root(), dir.string());
+  finder.Note(Hello(1, 4242));
+  EXPECT_TRUE(finder.Find(Stack(1, {0x7f0000000010})).empty());
 }
 
 TEST(ModuleFromFile, AgreesWithTheLoader) {

@@ -5,28 +5,34 @@ namespace {
 
 // 3.8 and 3.9: (bytecode delta, line delta) byte pairs, the line delta
 // signed; a line applies from its bytecode offset on.
+// Lines are kept in 64 bits and checked against this, so that no table can
+// overflow them.
+constexpr int64_t kMaxLine = 1 << 30;
+
+int Line(int64_t line) { return line > 0 && line <= kMaxLine ? static_cast<int>(line) : 0; }
+
 int FromLnotab(int firstlineno, std::string_view table, uint32_t offset) {
-  int line = firstlineno;
+  int64_t line = firstlineno;
   uint64_t addr = 0;
   for (size_t i = 0; i + 1 < table.size(); i += 2) {
     addr += static_cast<unsigned char>(table[i]);
     if (addr > offset) break;
     line += static_cast<signed char>(table[i + 1]);
   }
-  return line > 0 ? line : 0;
+  return Line(line);
 }
 
 // 3.10: (range length, line delta) byte pairs, each a range of bytecode
 // with its line; a line delta of -128 is a range without one.
 int FromLinetable310(int firstlineno, std::string_view table, uint32_t offset) {
-  int line = firstlineno;
+  int64_t line = firstlineno;
   uint64_t start = 0;
   for (size_t i = 0; i + 1 < table.size(); i += 2) {
     uint64_t end = start + static_cast<unsigned char>(table[i]);
     int delta = static_cast<signed char>(table[i + 1]);
     bool none = delta == -128;
     if (!none) line += delta;
-    if (offset >= start && offset < end) return none || line < 0 ? 0 : line;
+    if (offset >= start && offset < end) return none ? 0 : Line(line);
     start = end;
   }
   return 0;
@@ -48,9 +54,11 @@ class Locations {
     }
     return static_cast<uint8_t>(t_[at_++]);
   }
+  // At most 32 bits: no line or column needs more, and the sums stay far
+  // from overflowing.
   uint64_t Varint() {
     uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 6) {
+    for (int shift = 0; shift < 36; shift += 6) {
       uint8_t b = Byte();
       if (!ok_ || (b & 0x80)) {  // ran off the end, or into the next entry
         ok_ = false;
@@ -107,10 +115,8 @@ int FromLocations(int firstlineno, std::string_view table, uint32_t offset) {
         in.Byte();
         break;
     }
-    if (!in.ok() || line > (1 << 30) || line < -(1 << 30)) return 0;
-    if (offset >= start && offset < end) {
-      return none || line <= 0 ? 0 : static_cast<int>(line);
-    }
+    if (!in.ok() || line > kMaxLine || line < -kMaxLine) return 0;
+    if (offset >= start && offset < end) return none ? 0 : Line(line);
     start = end;
   }
   return 0;

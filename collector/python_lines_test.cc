@@ -88,6 +88,11 @@ TEST(PythonLine, HostileTablesAreSafe) {
       }
     }
   }
+  // Lines that would overflow give none, not undefined behaviour (UBSan).
+  EXPECT_EQ(PythonLine(8, 2147483647, std::string("\x02\x7f", 2), 4), 0);
+  EXPECT_EQ(PythonLine(10, 2147483647, std::string("\x04\x7f", 2), 0), 0);
+  std::string big("\xf0\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x3f", 11);
+  EXPECT_EQ(PythonLine(11, 1, big, 0), 0);  // a varint of 60 bits
   std::string junk(64, '\xff');
   EXPECT_GE(PythonLine(11, 1, junk, 10), 0);
   EXPECT_EQ(PythonLine(11, 1, std::string(8, '\x7f'), 0), 0);  // no entry start

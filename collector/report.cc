@@ -196,7 +196,10 @@ std::string FrameName(const Frame& f) {
 std::string FrameText(const Frame& f) {
   // C++ names without their parameters and template arguments (the JSON
   // keeps them whole).
-  std::string name = f.function.empty() ? FrameName(f) : ShortFunction(f.function);
+  // A JIT's name (no module) is the runtime's own, not a C++ one.
+  std::string name = f.function.empty() || f.module.empty()
+                         ? FrameName(f)
+                         : ShortFunction(f.function);
   if (f.inlined) name += " [inlined]";
   if (!f.file.empty()) {
     return absl::StrFormat("%s (%s:%d)", name, Basename(f.file), f.line);
