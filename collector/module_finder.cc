@@ -167,9 +167,13 @@ bool ModuleFinder::FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out) {
     // Only the process's own map: anybody may write a file of that name.
     struct stat map_st, proc_st;
     std::string proc = proc_root_ + "/" + std::to_string(s.pid);
+    // And not one an earlier process of the same pid left behind: runtimes
+    // write theirs from their start on (a second of slack for clocks).
     bool ours = fstat(fd, &map_st) == 0 && S_ISREG(map_st.st_mode) &&
                 stat(proc.c_str(), &proc_st) == 0 &&
-                map_st.st_uid == proc_st.st_uid;
+                map_st.st_uid == proc_st.st_uid &&
+                static_cast<uint64_t>(map_st.st_mtim.tv_sec) + 1 >=
+                    s.start_real_ns / 1000000000;
     // Another file than the one read so far, or the same one cut short:
     // read it from the start.
     if (ours && (map_st.st_ino != s.perf_map.inode ||
@@ -220,6 +224,7 @@ void ModuleFinder::Note(const Record& record) {
   if (const auto* p = std::get_if<ProcessRecord>(&record)) {
     StreamState& s = streams_[p->stream];
     s.pid = p->pid;
+    s.start_real_ns = p->start_real_ns;
     // A newer image of the same pid (after an exec, or pid reuse): the
     // older stream's process is gone.
     auto it = stream_of_pid_.find(p->pid);

@@ -73,6 +73,7 @@ class ModuleFinder {
   };
   struct StreamState {
     uint32_t pid = 0;
+    uint64_t start_real_ns = 0;  // when the image started (CLOCK_REALTIME)
     bool retired = false;
     std::vector<Range> known;  // every module recorded for the stream
     // Addresses a read of the maps could not place (anonymous or JIT

@@ -5,6 +5,7 @@
 #include <link.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -189,6 +190,20 @@ TEST(ModuleFinder, NamesJitCodeFromThePerfMap) {
   found = finder.Find(Stack(1, {0x7f0000000404}));
   ASSERT_EQ(found.size(), 1u);
   EXPECT_EQ(found[0].path, std::string(kJitModulePrefix) + "fresh");
+}
+
+// A map older than the process is another process's, of the same pid.
+TEST(ModuleFinder, APerfMapOlderThanTheProcessIsNotItsOwn) {
+  FakeProc proc;
+  proc.AddMaps("7f0000000000-7f0000010000 r-xp 00000000 00:00 0 \n");
+  std::filesystem::path dir = proc.root() + "/tmp";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "perf-4242.map") << "7f0000000000 80 stale\n";
+  ModuleFinder finder(proc.root(), dir.string());
+  ProcessRecord p = Hello(1, 4242);
+  p.start_real_ns = (static_cast<uint64_t>(time(nullptr)) + 3600) * 1000000000;
+  finder.Note(p);
+  EXPECT_TRUE(finder.Find(Stack(1, {0x7f0000000010})).empty());
 }
 
 // A FIFO in the map's place (anybody can make one in /tmp) is no map, and
