@@ -43,14 +43,17 @@ namespace core = closeaudit::shim;
 // on a RTLD_NOLOAD handle of it searches it and its dependencies), then
 // RTLD_NEXT; a definition in this library is never the answer. Answers are
 // kept per call site (return address), a few call sites per function.
+// (No function-local static: its guard would need libstdc++ at run time.)
+std::atomic<const void*> g_self_base{nullptr};
+
 bool InThisLibrary(const void* p) {
-  static const void* self_base = [] {
-    Dl_info info;
-    return dladdr(reinterpret_cast<const void*>(&InThisLibrary), &info) != 0
-               ? info.dli_fbase
-               : nullptr;
-  }();
+  const void* self_base = g_self_base.load(std::memory_order_acquire);
   Dl_info info;
+  if (self_base == nullptr &&
+      dladdr(reinterpret_cast<const void*>(&InThisLibrary), &info) != 0) {
+    self_base = info.dli_fbase;
+    g_self_base.store(self_base, std::memory_order_release);
+  }
   return p == nullptr ||
          (dladdr(p, &info) != 0 && info.dli_fbase == self_base);
 }
