@@ -109,23 +109,26 @@ class FindingBuilder {
     if (symbolizer_ == nullptr || stack == 0) return stack;
     auto [it, inserted] = canon_.try_emplace({role, stack}, stack);
     if (inserted) {
-      std::string key = GroupKey(Resolve(stack));
+      std::vector<Frame> frames = Resolve(stack);
+      std::string key = GroupKey(frames);
       key.insert(key.begin(), role);
       it->second = canon_by_key_.try_emplace(std::move(key), stack).first->second;
       members_[{role, it->second}].push_back(stack);
-      int64_t own = OwnFrames(stack);
+      int64_t own = OwnFrames(stack, &frames);
       auto [best, first] = shown_.try_emplace({role, it->second}, stack, own);
       if (!first && own > best->second.second) best->second = {stack, own};
     }
     return it->second;
   }
 
-  // How many of the stack's frames are the program's own.
-  int64_t OwnFrames(uint32_t stack) {
+  // How many of the stack's frames are the program's own; `resolved`, its
+  // frames where the caller has them already.
+  int64_t OwnFrames(uint32_t stack, const std::vector<Frame>* resolved = nullptr) {
     auto [it, inserted] = own_frames_.try_emplace(stack, 0);
     if (inserted) {
-      std::vector<Frame> frames = Resolve(stack);
-      it->second = std::count_if(frames.begin(), frames.end(),
+      std::vector<Frame> frames = resolved ? std::vector<Frame>() : Resolve(stack);
+      const std::vector<Frame>& fs = resolved ? *resolved : frames;
+      it->second = std::count_if(fs.begin(), fs.end(),
                                  [](const Frame& f) { return f.in_app; });
     }
     return it->second;

@@ -592,16 +592,28 @@ def case_dlopen_plugin(opts, tmp):
     check_regenerated(opts, tmp, rep)
 
 
+def run_to_done(opts, tmp, program, args=(), grace="1s"):
+    """Runs a program that is its own client to its end (it writes DONE_FILE,
+    its first argument, when it is through): (run, report)."""
+    done = os.path.join(tmp, "done")
+    run = Run(opts, tmp, program, [done] + list(args), grace=grace)
+    check_client_exit(run)
+    return run, finish_report(run)
+
+
+def nothing_above_info(rep, text=""):
+    bad = [(f.get("kind"), f.get("severity"), f.get("message"))
+           for f in rep["findings"] if f.get("severity") != "info"]
+    check(not bad, f"expected no finding above info, got {bad}\n{text[:3000]}")
+
+
 def case_jit(opts, tmp):
     """JIT-compiled code (anonymous memory, in no module) named by the perf
     map its runtime wrote, /tmp/perf-PID.map: the frame carries the name, in
     the JSON and the text, and the frames around it still symbolize."""
     src = "jit_reader.c"
     line = find_marker(opts.srcdir, src, "jit_call")
-    done = os.path.join(tmp, "done")
-    run = Run(opts, tmp, "jit_reader", [done], grace="1s")
-    check_client_exit(run)
-    rep = finish_report(run)
+    run, rep = run_to_done(opts, tmp, "jit_reader")
     f = one_of_kind(rep, "close_wait_leak", 2)
     st = frames(f, "eof_seen")
     jit = [fr for fr in st if fr.get("function") == "jit_read_request"]
@@ -622,10 +634,7 @@ def case_client_pool(opts, tmp):
     tells the owner of the pool, not of a server, what to do."""
     src = "pool_client.c"
     line = find_marker(opts.srcdir, src, "pool_open")
-    done = os.path.join(tmp, "done")
-    run = Run(opts, tmp, "pool_client", [done], grace="1s")
-    check_client_exit(run)
-    rep = finish_report(run)
+    run, rep = run_to_done(opts, tmp, "pool_client")
     f = one_of_kind(rep, "close_wait_leak", 3)
     check(f.get("confirmed_by_kernel") is True,
           "the pool's CLOSE_WAIT was not confirmed by the kernel")
@@ -639,11 +648,6 @@ def case_client_pool(opts, tmp):
     check(advice in text, f"report.txt lacks the pool's advice:\n{text[:3000]}")
 
 
-def above_info(rep):
-    return [(f.get("kind"), f.get("severity"), f.get("message"))
-            for f in rep["findings"] if f.get("severity") != "info"]
-
-
 def case_dlopen_plugin_clean(opts, tmp):
     """The correct twin of dlopen_plugin: a plugin that closes at the EOF
     gets no finding above info."""
@@ -651,8 +655,7 @@ def case_dlopen_plugin_clean(opts, tmp):
     check(os.path.exists(plugin), f"test plugin not found: {plugin}")
     run, rep, info = run_server_case(opts, tmp, "plugin_host", "good_server.c",
                                      "1s", 3, 2.5, args=[plugin])
-    check(not above_info(rep),
-          f"expected no finding above info, got {above_info(rep)}")
+    nothing_above_info(rep)
 
 
 def case_stripped_clean(opts, tmp):
@@ -660,8 +663,7 @@ def case_stripped_clean(opts, tmp):
     no finding above info, even with nothing to name its frames."""
     run, rep, info = run_server_case(opts, tmp, "good_server_stripped",
                                      "good_server.c", "1s", 3, 2.5)
-    check(not above_info(rep),
-          f"expected no finding above info, got {above_info(rep)}")
+    nothing_above_info(rep)
 
 
 def case_stripped(opts, tmp):
@@ -1796,10 +1798,7 @@ def case_call_paths(opts, tmp):
     line = {name: find_marker(opts.srcdir, src, name)
             for name in ("eof_recv", "path_a", "path_b", "path_c",
                          "descend_read", "descend_recurse")}
-    done = os.path.join(tmp, "done")
-    run = Run(opts, tmp, "call_paths", [done], grace="1s")
-    check_client_exit(run)
-    rep = finish_report(run)
+    run, rep = run_to_done(opts, tmp, "call_paths")
     fs = of_kind(rep, "close_wait_leak")
 
     def path_of(f):

@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 import e2e
-from e2e import (check, check_frame, find_marker, finish_report, fmt_stack,
-                 frames, of_kind)
+from e2e import (check, check_frame, find_marker, fmt_stack, frames,
+                 nothing_above_info, of_kind)
 
 SKIP = 77
 
@@ -32,19 +32,11 @@ def run_program(opts, tmp, program, mode):
         print(f"SKIP {opts.case}: {program} was not built (install "
               f"{PACKAGES[program]} and reconfigure)", flush=True)
         sys.exit(SKIP)
-    done = os.path.join(tmp, "done")
-    run = e2e.Run(opts, tmp, program, [done, mode], grace="1s")
-    e2e.check_client_exit(run)
-    check(os.path.exists(done), f"{program} did not finish its run")
-    rep = finish_report(run)
+    run, rep = e2e.run_to_done(opts, tmp, program, [mode])
+    check(os.path.exists(os.path.join(tmp, "done")),
+          f"{program} did not finish its run")
     text = e2e._read_text(os.path.join(tmp, "report.txt"))
     return rep, text
-
-
-def nothing_above_info(rep, text):
-    bad = [(f.get("kind"), f.get("severity"), f.get("message"))
-           for f in rep["findings"] if f.get("severity") != "info"]
-    check(not bad, f"expected no finding above info, got {bad}\n{text[:3000]}")
 
 
 def named(text, function, src, line):
