@@ -76,8 +76,20 @@ void Analyzer::Add(const Record& record) {
   } else if (const auto* st = std::get_if<StackRecord>(&record)) {
     auto it = streams_.find(st->stream);
     if (it != streams_.end()) {
-      uint32_t id = InternFrames(it->second, st->frames);
+      uint32_t id = InternFrames(it->second, st->frames, st->py_frames);
       it->second.stacks[st->ref] = id;
+    }
+  } else if (const auto* code = std::get_if<PyCodeRecord>(&record)) {
+    auto it = streams_.find(code->stream);
+    if (it != streams_.end()) {
+      std::string key = absl::StrCat(code->minor, ":", code->firstlineno, ":",
+                                     code->name.size(), ":", code->name,
+                                     code->file.size(), ":", code->file,
+                                     code->table);
+      auto [known, fresh] = py_code_ids_.try_emplace(
+          std::move(key), static_cast<uint32_t>(py_codes_.size()));
+      if (fresh) py_codes_.push_back(*code);
+      it->second.py_codes[code->ref] = known->second;
     }
   } else if (const auto* e = std::get_if<EventRecord>(&record)) {
     Add(*e);
@@ -146,7 +158,8 @@ uint32_t Analyzer::InternModule(const ModuleRecord& module) {
 }
 
 uint32_t Analyzer::InternFrames(const Stream& stream,
-                                const std::vector<uint64_t>& frames) {
+                                const std::vector<uint64_t>& frames,
+                                const std::vector<wire::PyFrame>& py_frames) {
   std::vector<NormFrame> norm;
   std::string key;
   for (uint64_t ip : frames) {
@@ -161,6 +174,13 @@ uint32_t Analyzer::InternFrames(const Stream& stream,
     norm.push_back(f);
     absl::StrAppend(&key, f.module, ":", f.offset, ";");
   }
+  // Python frames follow the native ones (findings.cc puts them in place).
+  for (const wire::PyFrame& py : py_frames) {
+    auto code = stream.py_codes.find(py.code);
+    if (code == stream.py_codes.end()) continue;
+    norm.push_back({kPythonFrame, py.where, code->second});
+    absl::StrAppend(&key, "py", code->second, ":", py.where, ";");
+  }
   auto it = stack_ids_.find(key);
   if (it != stack_ids_.end()) return it->second;
   uint32_t id = static_cast<uint32_t>(stacks_.size());
@@ -173,6 +193,46 @@ uint32_t Analyzer::StackFor(const Stream& stream, uint32_t ref) const {
   if (ref == 0) return 0;
   auto it = stream.stacks.find(ref);
   return it == stream.stacks.end() ? 0 : it->second;
+}
+
+void Analyzer::OnRuntime(const wire::Event& e) {
+  using wire::PyStatus;
+  auto status = static_cast<PyStatus>(e.aux);
+  if (status == PyStatus::kWalked) return;
+  std::string version = absl::StrFormat("%d.%d", (e.arg >> 16) & 0xff,
+                                        (e.arg >> 8) & 0xff);
+  std::string why;
+  switch (status) {
+    case PyStatus::kUnknownVersion:
+      why = absl::StrCat("Python frames unavailable for ", version,
+                         ": no layout for this version; native frames only");
+      break;
+    case PyStatus::kDebugBuild:
+      why = absl::StrCat("Python frames unavailable for ", version,
+                         " debug build: native frames only");
+      break;
+    case PyStatus::kFreeThreaded:
+      why = absl::StrCat("Python frames unavailable for ", version,
+                         " free-threaded build: native frames only");
+      break;
+    case PyStatus::kLayoutMismatch:
+      why = absl::StrCat("Python frames unavailable for ", version,
+                         ": the interpreter's own offsets (_Py_DebugOffsets) "
+                         "disagree with its headers'; native frames only");
+      break;
+    case PyStatus::kInvalid:
+      why = absl::StrCat("Python frames unavailable for ", version,
+                         ": the interpreter's memory did not look as its "
+                         "layout says, and the library stopped reading it; "
+                         "native frames only");
+      break;
+    default:
+      return;  // a newer library's word for something: nothing to say
+  }
+  if (std::find(runtime_notes_.begin(), runtime_notes_.end(), why) ==
+      runtime_notes_.end()) {
+    runtime_notes_.push_back(std::move(why));
+  }
 }
 
 Analyzer::Socket& Analyzer::OpenHold(Stream& stream, uint32_t stream_id, int fd,
@@ -300,6 +360,9 @@ void Analyzer::OnEvent(const EventRecord& record) {
   latest_ns_ = std::max(latest_ns_, e.mono_ns);
   uint64_t cookie = e.ident.cookie;
   switch (e.type) {
+    case EventType::kRuntime:
+      OnRuntime(e);
+      return;
     case EventType::kSocket:
     case EventType::kAccept: {
       if (cookie == 0) return;

@@ -69,10 +69,14 @@ class Analyzer {
   static constexpr uint32_t kNoModule = ~0u;
 
   struct NormFrame {
-    uint32_t module;   // index into modules_; kNoModule if unknown
-    uint64_t offset;   // address - load bias, or the address if no module
-    uint64_t address;  // as seen in the first process that had it
+    uint32_t module;   // index into modules_; kNoModule if unknown;
+                       // kPythonFrame for a Python frame
+    uint64_t offset;   // address - load bias, or the address if no module;
+                       // a Python frame's wire::PyFrame::where
+    uint64_t address;  // as seen in the first process that had it; a
+                       // Python frame's index into py_codes_
   };
+  static constexpr uint32_t kPythonFrame = 0xfffffffe;
 
   // How a hold began. kListenFd: found at start among the sockets a service
   // manager handed over on purpose (LISTEN_FDS); kStart: any other found at
@@ -214,6 +218,7 @@ class Analyzer {
     ProcessRecord process;
     std::vector<ModuleRecord> modules;
     absl::flat_hash_map<uint32_t, uint32_t> stacks;  // ref -> stack id
+    absl::flat_hash_map<uint32_t, uint32_t> py_codes;  // ref -> py_codes_ id
     // Open holds: fd -> cookie.
     absl::flat_hash_map<int, uint64_t> fds;
     // The latest close of each fd number (for bad_close).
@@ -285,7 +290,9 @@ class Analyzer {
   void EndAllHolds(Stream& stream, uint32_t stream_id, uint64_t ns, End end);
   uint32_t StackFor(const Stream& stream, uint32_t ref) const;
   uint32_t InternFrames(const Stream& stream,
-                        const std::vector<uint64_t>& frames);
+                        const std::vector<uint64_t>& frames,
+                        const std::vector<wire::PyFrame>& py_frames = {});
+  void OnRuntime(const wire::Event& e);
   uint32_t InternModule(const ModuleRecord& module);
   uint64_t EndNs() const;
   // The socket's detail, made on first use.
@@ -312,6 +319,12 @@ class Analyzer {
   absl::flat_hash_map<std::pair<std::string, std::string>, uint32_t>
       module_ids_;
   std::vector<std::vector<NormFrame>> stacks_;  // index 0 unused
+  // The Python code objects stacks name, one per distinct content.
+  std::vector<PyCodeRecord> py_codes_;
+  absl::flat_hash_map<std::string, uint32_t> py_code_ids_;
+  // What the library made of each interpreter it found (kRuntime): said
+  // once per kind in the report's warnings.
+  std::vector<std::string> runtime_notes_;
   absl::flat_hash_map<std::string, uint32_t> stack_ids_;
   SocketTable sockets_;
   std::vector<SocketDetail> details_;  // index 0: the empty one

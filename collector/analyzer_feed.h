@@ -80,10 +80,10 @@ class Feed {
       for (uint64_t ip : frames) out.push_back(ip - kBias + bias);
       return out;
     };
-    analyzer_.Add(StackRecord{stream, kAcceptRef, at(kAcceptFrames)});
-    analyzer_.Add(StackRecord{stream, kEofRef, at(kEofFrames)});
-    analyzer_.Add(StackRecord{stream, kEofRef2, at(kEofFrames2)});
-    analyzer_.Add(StackRecord{stream, kCloseRef, at(kCloseFrames)});
+    analyzer_.Add(StackRecord{stream, kAcceptRef, at(kAcceptFrames), {}});
+    analyzer_.Add(StackRecord{stream, kEofRef, at(kEofFrames), {}});
+    analyzer_.Add(StackRecord{stream, kEofRef2, at(kEofFrames2), {}});
+    analyzer_.Add(StackRecord{stream, kCloseRef, at(kCloseFrames), {}});
   }
 
   void Event(uint32_t stream, wire::EventType type, int fd, uint64_t cookie,

@@ -77,18 +77,28 @@ bool IsRuntimeExe(std::string_view name) {
   return false;
 }
 
+// A Python file of the interpreter's own library or of an installed
+// package: the standard library (.../lib/python3.11/), site-packages and
+// dist-packages, and the modules frozen into the interpreter.
+bool IsPythonLibraryFile(std::string_view file) {
+  return Starts(file, "<frozen ") || Contains(file, "/site-packages/") ||
+         Contains(file, "/dist-packages/") || Contains(file, "/lib/python") ||
+         Contains(file, "/lib64/python");
+}
+
 bool IsSystemModule(std::string_view module) {
   std::string_view name = Basename(module);
   if (UnderAny(module, kSystemLibDirs)) return true;
   if (Starts(name, "linux-vdso") || Starts(name, "[")) {
     return true;
   }
-  if (IsRuntimeExe(name)) return true;
+  if (IsRuntimeExe(name) || IsPythonLibraryFile(module)) return true;
   for (std::string_view lib : kRuntimeLibs) {
     if (Starts(name, lib)) return true;
   }
   return false;
 }
+
 
 }  // namespace
 
@@ -161,6 +171,7 @@ bool InApp(const Frame& f, const AppRules& rules) {
       return false;
     }
   }
+  if (f.language == "python") return !IsPythonLibraryFile(f.file);
   if (!f.file.empty() && UnderAny(f.file, kIncludeDirs)) return false;
   // Code in no module with a name came from a JIT's perf map: the program's
   // own, unless the name says it is the runtime's: a path in the system's
@@ -182,6 +193,19 @@ bool InApp(const Frame& f, const AppRules& rules) {
 }
 
 std::string LibraryName(const Frame& f) {
+  if (f.language == "python") {
+    // The package a frame of site-packages is in; else the standard library.
+    for (std::string_view dir : {"/site-packages/", "/dist-packages/"}) {
+      size_t at = f.file.find(dir);
+      if (at == std::string::npos) continue;
+      std::string_view rest = std::string_view(f.file).substr(at + dir.size());
+      std::string_view package = rest.substr(0, rest.find('/'));
+      if (package.ends_with(".py")) package.remove_suffix(3);
+      return std::string(package);
+    }
+    return IsPythonLibraryFile(f.file) ? "the Python standard library"
+                                       : std::string(Basename(f.file));
+  }
   for (std::string_view dir : kIncludeDirs) {
     std::string_view file = f.file;
     if (!file.starts_with(dir)) continue;

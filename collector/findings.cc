@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "collector/app_frames.h"
+#include "collector/python_lines.h"
 #include "collector/analyzer.h"
 #include "collector/kernel.h"
 #include "common/version.h"
@@ -53,13 +54,27 @@ class FindingBuilder {
  private:
   static constexpr size_t kMaxExamples = 5;
 
-  // The frames of `stack`, each marked in_app or not.
+  // The frames of `stack`, each marked in_app or not. In a CPython process
+  // the Python frames go where the interpreter ran them (memray's "hybrid
+  // stacks"): each native frame of its evaluation loop is replaced by the
+  // Python frames that call of the loop was running.
   std::vector<Frame> Resolve(uint32_t stack) const {
     std::vector<Frame> out;
     if (symbolizer_ == nullptr || stack == 0 || stack >= a_.stacks_.size()) {
       return out;
     }
+    std::vector<std::vector<Frame>> python;  // per loop call, innermost first
+    bool call_ended = true;
     for (const Analyzer::NormFrame& f : a_.stacks_[stack]) {
+      if (f.module != Analyzer::kPythonFrame) continue;
+      if (call_ended) python.emplace_back();
+      python.back().push_back(PythonFrame(f));
+      call_ended = (f.offset & wire::kPyFrameCallEnd) != 0;
+    }
+    size_t next_python = 0;
+    size_t runtime_at = std::string::npos;  // the first frame in the runtime
+    for (const Analyzer::NormFrame& f : a_.stacks_[stack]) {
+      if (f.module == Analyzer::kPythonFrame) continue;
       if (f.module == Analyzer::kNoModule) {
         Frame unknown;
         unknown.address = f.address;
@@ -77,15 +92,63 @@ class FindingBuilder {
         out.push_back(std::move(jit));
         continue;
       }
-      for (Frame& frame :
-           symbolizer_->Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset)) {
+      std::vector<Frame> resolved =
+          symbolizer_->Resolve(ModuleRef{m.path, m.build_id, 0}, f.offset);
+      if (!python.empty() && !resolved.empty() &&
+          IsEvalLoop(resolved.back().function)) {
+        if (next_python < python.size()) {
+          for (Frame& py : python[next_python++]) out.push_back(std::move(py));
+          continue;
+        }
+      }
+      if (!python.empty() && runtime_at == std::string::npos &&
+          IsPythonRuntime(m.path)) {
+        runtime_at = out.size();
+      }
+      for (Frame& frame : resolved) {
         frame.address = f.address;
         frame.offset = f.offset;
         frame.in_app = InApp(frame, rules_);
         out.push_back(std::move(frame));
       }
     }
+    if (next_python < python.size()) {
+      // Loop calls the native stack does not show: beyond its depth, or in
+      // an interpreter without symbols, where the Python frames go in at
+      // the first frame of the runtime.
+      size_t at = next_python == 0 && runtime_at != std::string::npos
+                      ? runtime_at
+                      : out.size();
+      std::vector<Frame> rest;
+      for (size_t g = next_python; g < python.size(); ++g) {
+        for (Frame& py : python[g]) rest.push_back(std::move(py));
+      }
+      out.insert(out.begin() + static_cast<std::ptrdiff_t>(at),
+                 std::make_move_iterator(rest.begin()),
+                 std::make_move_iterator(rest.end()));
+    }
     return out;
+  }
+
+  Frame PythonFrame(const Analyzer::NormFrame& f) const {
+    const PyCodeRecord& code = a_.py_codes_[f.address];
+    Frame frame;
+    frame.language = "python";
+    frame.function = code.name;
+    frame.file = code.file;
+    frame.line = PythonLine(code.minor, code.firstlineno, code.table,
+                            static_cast<uint32_t>(f.offset &
+                                                  wire::kPyFrameOffsetMask));
+    frame.in_app = InApp(frame, rules_);
+    return frame;
+  }
+
+  static bool IsEvalLoop(std::string_view function) {
+    return function == "_PyEval_EvalFrameDefault";
+  }
+  static bool IsPythonRuntime(std::string_view path) {
+    std::string_view name = path.substr(path.rfind('/') + 1);
+    return name.starts_with("python") || name.starts_with("libpython");
   }
 
   // The frames of a group's stack, as Canon(stack, role) gave it: of the
@@ -293,24 +356,30 @@ class FindingBuilder {
       const Frame& f = frames[i];
       if (!f.in_app || IsStartupFrame(f)) continue;
       std::string place = Place(f);
-      if (i > 0 && !frames[i - 1].in_app && !frames[i - 1].function.empty()) {
+      // A Python line's call into the interpreter's C code is the line
+      // itself ("conn.recv(4096)"), not the C function that ran it.
+      if (i > 0 && !frames[i - 1].in_app && !frames[i - 1].function.empty() &&
+          frames[i - 1].language == f.language) {
         absl::StrAppend(&place, ", in its call to ",
                         ShortFunction(frames[i - 1].function), "()");
       }
       return place;
     }
+    // An interpreter ran the program's code, whose frames (Python's,
+    // JavaScript's, Java's) are its own and not recorded here.
     for (const Frame& f : frames) {
       std::string lib = LibraryName(f);
-      if (lib.empty()) continue;
-      // An interpreter ran the program's code, whose frames (Python's,
-      // JavaScript's, Java's) are its own and not recorded here.
       for (std::string_view runtime : {"python", "node", "java", "jvm"}) {
-        if (lib.find(runtime) != std::string::npos) {
+        if (f.language.empty() && lib.find(runtime) != std::string::npos) {
           return absl::StrCat("code in ", lib,
                               " (the program's frames in that runtime are "
                               "not recorded)");
         }
       }
+    }
+    for (const Frame& f : frames) {
+      std::string lib = LibraryName(f);
+      if (lib.empty()) continue;
       return absl::StrCat("code in ", lib,
                           " (none of the program's own frames is on the "
                           "stack)");
@@ -321,6 +390,10 @@ class FindingBuilder {
   // "handle (server.c:42)", or without a line, the function or the module
   // and offset.
   static std::string Place(const Frame& f) {
+    if (f.language == "python") {
+      return absl::StrFormat("%s (%s:%d)", f.function,
+                             f.file.substr(f.file.rfind('/') + 1), f.line);
+    }
     if (f.function.empty() || f.module.empty()) return FrameName(f);
     if (f.file.empty()) return ShortFunction(f.function);
     return absl::StrFormat("%s (%s:%d)", ShortFunction(f.function),
@@ -1114,6 +1187,7 @@ Report Analyzer::Build(Symbolizer& symbolizer,
     }
   }
   report.warnings = notes_;
+  for (const std::string& n : runtime_notes_) report.warnings.push_back(n);
   if (unaudited_) {
     // No finding can stand on the few calls, if any, seen of a program that
     // could not be audited; what the kernel showed of its sockets can.

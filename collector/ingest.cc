@@ -174,6 +174,35 @@ bool RingReader::ReadBlob(uint32_t offset, wire::BlobKind kind,
   return true;
 }
 
+bool RingReader::SendPyCode(uint32_t stream, uint32_t ref, IngestSink& sink) {
+  auto known = sent_codes_.find(ref);
+  if (known != sent_codes_.end()) return known->second;
+  std::string blob;
+  bool ok = false;
+  wire::PyCodeBlob c{};
+  if (ReadBlob(ref, wire::BlobKind::kPyCode, &blob)) {
+    if (blob.size() >= sizeof(c)) std::memcpy(&c, blob.data(), sizeof(c));
+    ok = blob.size() >= sizeof(c) && c.name_len <= wire::kMaxPyNameBytes &&
+         c.file_len <= wire::kMaxPathBytes &&
+         c.table_len <= wire::kMaxPyTableBytes &&
+         uint64_t{sizeof(c)} + c.name_len + c.file_len + c.table_len <=
+             blob.size();
+    if (!ok) ++bad_blobs_;
+  }
+  sent_codes_.emplace(ref, ok);
+  if (!ok) return false;
+  PyCodeRecord rec;
+  rec.stream = stream;
+  rec.ref = ref;
+  rec.minor = c.minor;
+  rec.firstlineno = c.firstlineno;
+  rec.name = blob.substr(sizeof(c), c.name_len);
+  rec.file = blob.substr(sizeof(c) + c.name_len, c.file_len);
+  rec.table = blob.substr(sizeof(c) + c.name_len + c.file_len, c.table_len);
+  sink.OnRecord(std::move(rec));
+  return true;
+}
+
 size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
                          const RecordSink& sink) {
   // Hands the events to the function as Records too.
@@ -248,7 +277,10 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
       if (ReadBlob(event.blob, wire::BlobKind::kStack, &blob)) {
         if (blob.size() >= sizeof(s)) std::memcpy(&s, blob.data(), sizeof(s));
         if (blob.size() >= sizeof(s) && s.frame_count <= wire::kMaxFrames &&
-            sizeof(s) + uint64_t{s.frame_count} * 8 <= blob.size()) {
+            s.py_frame_count <= wire::kMaxPyFrames &&
+            sizeof(s) + uint64_t{s.frame_count} * 8 +
+                    uint64_t{s.py_frame_count} * sizeof(wire::PyFrame) <=
+                blob.size()) {
           StackRecord rec;
           rec.stream = stream;
           rec.ref = event.blob;
@@ -256,6 +288,13 @@ size_t RingReader::Drain(uint32_t stream, bool producer_dead, size_t max,
           if (s.frame_count > 0) {
             std::memcpy(rec.frames.data(), blob.data() + sizeof(s),
                         s.frame_count * 8);
+          }
+          const char* py = blob.data() + sizeof(s) + s.frame_count * 8;
+          for (uint32_t i = 0; i < s.py_frame_count; ++i) {
+            wire::PyFrame f;
+            std::memcpy(&f, py + i * sizeof(f), sizeof(f));
+            // A frame whose code object cannot be read is left out.
+            if (SendPyCode(stream, f.code, sink)) rec.py_frames.push_back(f);
           }
           sent_stacks_.insert(event.blob);
           sink.OnRecord(std::move(rec));

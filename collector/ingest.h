@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "collector/records.h"
@@ -86,6 +87,9 @@ class RingReader {
  private:
   RingReader() = default;
   bool ReadBlob(uint32_t offset, wire::BlobKind kind, std::string* out);
+  // Hands the PyCodeRecord of the code blob at ref to sink, the first time
+  // a stack names it; whether it could be read (now or then).
+  bool SendPyCode(uint32_t stream, uint32_t ref, IngestSink& sink);
 
   uint8_t* base_ = nullptr;
   uint64_t bytes_ = 0;
@@ -98,6 +102,7 @@ class RingReader {
   uint64_t torn_ = 0;
   uint64_t bad_blobs_ = 0;
   absl::flat_hash_set<uint32_t> sent_stacks_;
+  absl::flat_hash_map<uint32_t, bool> sent_codes_;
 };
 
 }  // namespace closeaudit

@@ -64,6 +64,21 @@ struct StackRecord {
   uint32_t stream = 0;
   uint32_t ref = 0;  // the arena offset events use to name it
   std::vector<uint64_t> frames;
+  // The calling thread's Python frames, innermost first (wire::PyFrame: a
+  // PyCodeRecord's ref and where); none outside CPython and in older traces.
+  std::vector<wire::PyFrame> py_frames;
+};
+
+// A CPython code object a stack's Python frames name (wire::PyCodeBlob).
+// Written before the first stack that refers to it.
+struct PyCodeRecord {
+  uint32_t stream = 0;
+  uint32_t ref = 0;  // the arena offset Python frames use to name it
+  uint16_t minor = 0;  // of CPython 3.minor
+  int32_t firstlineno = 0;
+  std::string name;   // qualified from 3.11
+  std::string file;
+  std::string table;  // the line table's bytes (python_lines.h)
 };
 
 struct EventRecord {
@@ -108,7 +123,7 @@ struct EndRecord {
 
 using Record = std::variant<RunRecord, ProcessRecord, ModuleRecord, StackRecord,
                             EventRecord, ExitRecord, EndRecord, KernelRecord,
-                            NoteRecord>;
+                            NoteRecord, PyCodeRecord>;
 
 }  // namespace closeaudit
 

@@ -54,10 +54,12 @@ std::string OptionalNumber(const std::optional<T>& v) {
 std::string FrameJson(const Frame& f) {
   return absl::StrFormat(
       "{\"function\":%s,\"file\":%s,\"line\":%d,\"module\":%s,"
-      "\"address\":\"0x%x\",\"offset\":%s,\"inlined\":%s,\"in_app\":%s}",
+      "\"address\":\"0x%x\",\"offset\":%s,\"inlined\":%s,\"in_app\":%s,"
+      "\"language\":%s}",
       Quote(f.function), Quote(f.file), f.line, Quote(f.module), f.address,
       f.module.empty() ? "null" : absl::StrFormat("\"0x%x\"", f.offset),
-      f.inlined ? "true" : "false", f.in_app ? "true" : "false");
+      f.inlined ? "true" : "false", f.in_app ? "true" : "false",
+      Quote(f.language.empty() ? "native" : f.language));
 }
 
 std::string ExampleJson(const Example& e) {
@@ -372,11 +374,16 @@ void RenderStack(const std::string& label, const std::vector<Frame>& all,
     while (end < frames.size() && !frames[end]->in_app) ++end;
     bool entered = end < frames.size();  // the program called into it
     size_t run = end - i;
-    if (run <= 2) {
+    // The interpreter's C code between two Python lines is one line.
+    bool under_python = entered && frames[end]->language == "python" &&
+                        frames[end - 1]->language.empty();
+    if (run <= 2 && !under_python) {
       for (; i < end; ++i) line(FrameText(*frames[i]));
       continue;
     }
-    if (entered) {
+    // Where control entered the library, unless that is the interpreter's
+    // C code under a Python line: the line says what it called.
+    if (entered && frames[end - 1]->language == frames[end]->language) {
       line(Summary(frames, i, end - 1));
       line(FrameText(*frames[end - 1]));
     } else {

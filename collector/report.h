@@ -15,7 +15,7 @@
 
 namespace closeaudit {
 
-inline constexpr int kReportFormatVersion = 2;
+inline constexpr int kReportFormatVersion = 3;
 
 struct Example {
   uint32_t pid = 0;

@@ -38,6 +38,9 @@ struct Frame {
   // The program's own code, not a library's or a runtime's (app_frames.h).
   // Set by the analyzer.
   bool in_app = false;
+  // "" for machine code; "python" for a Python frame (function is its
+  // qualified name, file its co_filename, module empty).
+  std::string language = "";
 };
 
 // Identifies one loaded object in the traced process.

@@ -23,6 +23,7 @@ enum class Kind : uint8_t {
   kEnd = 7,
   kKernel = 8,
   kNote = 9,
+  kPyCode = 10,
 };
 
 // Appends a payload (its kind byte, then the fields) to *out.
@@ -250,6 +251,21 @@ struct Encoder {
     w.Put(r.ref);
     w.Put<uint32_t>(static_cast<uint32_t>(r.frames.size()));
     for (uint64_t f : r.frames) w.Put(f);
+    // Absent (not 0) when there are none: traces before 0.3.0 end here.
+    if (!r.py_frames.empty()) {
+      w.Put<uint32_t>(static_cast<uint32_t>(r.py_frames.size()));
+      for (const wire::PyFrame& f : r.py_frames) w.Put(f);
+    }
+  }
+  void operator()(const PyCodeRecord& r) const {
+    Writer w(Kind::kPyCode, out);
+    w.Put(r.stream);
+    w.Put(r.ref);
+    w.Put(r.minor);
+    w.Put(r.firstlineno);
+    w.PutString(r.name);
+    w.PutString(r.file);
+    w.PutString(r.table);
   }
   void operator()(const EventRecord& r) const {
     Writer w(Kind::kEvent, out);
@@ -361,6 +377,27 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       uint32_t n = r.Get<uint32_t>();
       if (n > wire::kMaxFrames) return absl::DataLossError("stack too deep");
       for (uint32_t i = 0; i < n; ++i) v.frames.push_back(r.Get<uint64_t>());
+      if (r.ok() && !r.done()) {
+        uint32_t py = r.Get<uint32_t>();
+        if (py > wire::kMaxPyFrames) {
+          return absl::DataLossError("Python stack too deep");
+        }
+        for (uint32_t i = 0; i < py && r.ok(); ++i) {
+          v.py_frames.push_back(r.Get<wire::PyFrame>());
+        }
+      }
+      out = std::move(v);
+      break;
+    }
+    case Kind::kPyCode: {
+      PyCodeRecord v;
+      v.stream = r.Get<uint32_t>();
+      v.ref = r.Get<uint32_t>();
+      v.minor = r.Get<uint16_t>();
+      v.firstlineno = r.Get<int32_t>();
+      v.name = r.GetString(wire::kMaxPyNameBytes);
+      v.file = r.GetString(wire::kMaxPathBytes);
+      v.table = r.GetString(wire::kMaxPyTableBytes);
       out = std::move(v);
       break;
     }

@@ -54,6 +54,19 @@ std::vector<Record> Samples() {
   s.ref = 0x48;
   s.frames = {0x401000, 0x402000, 0xffffffffffffffff};
   out.push_back(s);
+  StackRecord py = s;
+  py.ref = 0x88;
+  py.py_frames = {{0x100, 12 | wire::kPyFrameCallEnd}, {0x140, 0}};
+  out.push_back(py);
+  PyCodeRecord code;
+  code.stream = 3;
+  code.ref = 0x100;
+  code.minor = 11;
+  code.firstlineno = 7;
+  code.name = "Handler.handle";
+  code.file = "/srv/app/server.py";
+  code.table = std::string("\x80\x00\xd8\x08", 4);
+  out.push_back(code);
   EventRecord e;
   e.stream = 3;
   e.seq = 0x123456789a;
@@ -131,6 +144,21 @@ void ExpectSame(const Record& got, const Record& want) {
       EXPECT_EQ(g.stream, w.stream);
       EXPECT_EQ(g.ref, w.ref);
       EXPECT_EQ(g.frames, w.frames);
+      ASSERT_EQ(g.py_frames.size(), w.py_frames.size());
+      for (size_t i = 0; i < g.py_frames.size(); ++i) {
+        EXPECT_EQ(g.py_frames[i].code, w.py_frames[i].code);
+        EXPECT_EQ(g.py_frames[i].where, w.py_frames[i].where);
+      }
+    }
+    void operator()(const PyCodeRecord& g) const {
+      const auto& w = std::get<PyCodeRecord>(want);
+      EXPECT_EQ(g.stream, w.stream);
+      EXPECT_EQ(g.ref, w.ref);
+      EXPECT_EQ(g.minor, w.minor);
+      EXPECT_EQ(g.firstlineno, w.firstlineno);
+      EXPECT_EQ(g.name, w.name);
+      EXPECT_EQ(g.file, w.file);
+      EXPECT_EQ(g.table, w.table);
     }
     void operator()(const EventRecord& g) const {
       const auto& w = std::get<EventRecord>(want);
@@ -258,6 +286,7 @@ TEST(TraceRecord, KindsAreDistinct) {
   std::vector<Record> samples = Samples();
   for (size_t i = 0; i < samples.size(); ++i) {
     for (size_t j = i + 1; j < samples.size(); ++j) {
+      if (samples[i].index() == samples[j].index()) continue;
       EXPECT_NE(EncodeRecord(samples[i])[0], EncodeRecord(samples[j])[0]);
     }
   }
@@ -269,7 +298,7 @@ TEST(TraceRecord, RejectsEmpty) {
 
 TEST(TraceRecord, RejectsUnknownKind) {
   std::string bytes = EncodeRecord(EndRecord{1});
-  for (int kind : {0, 10, 11, 0x7f, 0x80, 0xff}) {
+  for (int kind : {0, 11, 12, 0x7f, 0x80, 0xff}) {
     bytes[0] = static_cast<char>(kind);
     absl::StatusOr<Record> r = DecodeRecord(bytes);
     EXPECT_FALSE(r.ok()) << kind;
@@ -291,6 +320,9 @@ TEST(TraceRecord, RejectsEveryTruncation) {
       old = older + 4 + run->host.size();
     } else if (std::holds_alternative<ProcessRecord>(r)) {
       older = bytes.size() - 4;
+    } else if (const auto* st = std::get_if<StackRecord>(&r);
+               st != nullptr && !st->py_frames.empty()) {
+      older = 1 + 3 * 4 + 8 * st->frames.size();  // before Python frames
     }
     for (size_t n = 0; n < bytes.size(); ++n) {
       absl::StatusOr<Record> cut =
@@ -306,6 +338,8 @@ TEST(TraceRecord, RejectsEveryTruncation) {
         ASSERT_TRUE(cut.ok()) << cut.status();
         if (const auto* run = std::get_if<RunRecord>(&*cut)) {
           EXPECT_EQ(run->host, "");
+        } else if (const auto* st = std::get_if<StackRecord>(&*cut)) {
+          EXPECT_TRUE(st->py_frames.empty());
         } else {
           EXPECT_EQ(std::get<ProcessRecord>(*cut).lib_version, 0u);
         }
@@ -322,7 +356,12 @@ TEST(TraceRecord, RejectsTrailingBytes) {
     std::string bytes = EncodeRecord(r) + '\0';
     absl::StatusOr<Record> d = DecodeRecord(bytes);
     EXPECT_FALSE(d.ok()) << r.index();
-    EXPECT_THAT(d.status().message(), HasSubstr("trailing")) << r.index();
+    // A stack's byte more is the start of a Python frame count, cut short.
+    const auto* st = std::get_if<StackRecord>(&r);
+    EXPECT_THAT(d.status().message(), st != nullptr && st->py_frames.empty()
+                                          ? HasSubstr("truncated")
+                                          : HasSubstr("trailing"))
+        << r.index();
   }
 }
 

@@ -118,7 +118,23 @@ enum class EventType : uint8_t {
   kListen = 15,     // listen() succeeded
   kHandler = 16,    // an event library took the fd: stack, aux = HandlerKind | flags,
                     // arg = the callback's address (0: none)
+  kRuntime = 17,    // what the library made of an interpreter in the image:
+                    // aux = PyStatus, arg = its version (PyVersion); fd -1
 };
+
+// kRuntime's aux for CPython: whether stacks carry Python frames, or why not.
+enum class PyStatus : uint32_t {
+  kWalked = 1,          // a known layout, checked: stacks carry Python frames
+  kUnknownVersion = 2,  // a minor version this library has no layout for
+  kDebugBuild = 3,      // a debug build (Py_DEBUG): another object layout
+  kFreeThreaded = 4,    // a free-threaded build (no GIL): another layout
+  kLayoutMismatch = 5,  // the runtime's own _Py_DebugOffsets disagree
+  kInvalid = 6,         // a walk found the layout wrong: walks stopped
+};
+// kRuntime's arg: major << 16 | minor << 8 | micro.
+inline constexpr uint64_t PyVersion(int major, int minor, int micro) {
+  return uint64_t(major) << 16 | uint64_t(minor) << 8 | uint64_t(micro);
+}
 
 // kHandler's aux: what the program asked of which library in the low byte,
 // and above it what the library was told (kHandlerCloseOnFree).
@@ -221,6 +237,7 @@ static_assert(sizeof(Slot) == 64);
 enum class BlobKind : uint16_t {
   kStack = 1,
   kModule = 2,
+  kPyCode = 3,
 };
 
 struct BlobHeader {
@@ -231,13 +248,47 @@ struct BlobHeader {
 static_assert(sizeof(BlobHeader) == 8);
 
 // Return addresses, innermost first, each already reduced by one so that it
-// points into the call instruction.
+// points into the call instruction; then, in a CPython process, the calling
+// thread's Python frames (PyFrame), innermost first.
 struct StackBlob {
   BlobHeader header;
-  uint32_t frame_count;  // <= kMaxFrames
-  uint32_t reserved;
-  uint64_t frames[];     // frame_count entries
+  uint32_t frame_count;     // <= kMaxFrames
+  uint32_t py_frame_count;  // <= kMaxPyFrames; 0 before 0.3.0
+  uint64_t frames[];        // frame_count entries, then the Python frames
 };
+
+// One Python frame: the code object (an arena offset of its PyCodeBlob) and
+// the byte offset in its bytecode of the instruction it is executing.
+inline constexpr uint32_t kMaxPyFrames = 128;
+struct PyFrame {
+  uint32_t code;
+  // The byte offset, and kPyFrameCallEnd on the outermost frame of one call
+  // of the interpreter's evaluation loop (_PyEval_EvalFrameDefault): the
+  // frames up to it are the ones that native frame was running.
+  uint32_t where;
+};
+static_assert(sizeof(PyFrame) == 8);
+inline constexpr uint32_t kPyFrameCallEnd = 1u << 31;
+inline constexpr uint32_t kPyFrameOffsetMask = kPyFrameCallEnd - 1;
+
+// A code object, copied out once per process: its qualified name (3.11+;
+// the plain name before) and file as UTF-8, and its line table's bytes
+// (co_lnotab for 3.8 and 3.9, co_linetable after), as the interpreter keeps
+// them; collector/python_lines.h decodes them.
+struct PyCodeBlob {
+  BlobHeader header;
+  uint16_t minor;       // 3.minor
+  uint16_t reserved;
+  int32_t firstlineno;
+  uint32_t name_len;    // bytes, <= kMaxPyNameBytes
+  uint32_t file_len;    // bytes, <= kMaxPathBytes
+  uint32_t table_len;   // bytes, <= kMaxPyTableBytes
+  uint32_t reserved2;
+  // name_len bytes of name, file_len of file, table_len of table.
+};
+static_assert(sizeof(PyCodeBlob) == 32);
+inline constexpr uint32_t kMaxPyNameBytes = 1024;
+inline constexpr uint32_t kMaxPyTableBytes = 1u << 15;  // longer: cut
 
 struct ModuleBlob {
   BlobHeader header;

@@ -23,6 +23,7 @@
 #include "shim/hooks.h"
 #include "shim/layout.h"
 #include "shim/modules.h"
+#include "shim/python_frames.h"
 #include "shim/ring_writer.h"
 #include "shim/stacks.h"
 #include "shim/transport.h"
@@ -177,6 +178,17 @@ Event MakeEvent(EventType type, int fd, uint64_t cookie, uint64_t inode,
   return e;
 }
 
+// Says what the library made of the image's interpreter, if it has one.
+void SendRuntimeStatus(RingWriter& ring) {
+  uint32_t status = 0;
+  uint64_t version = 0;
+  if (!python::Status(&status, &version)) return;
+  Event ev = MakeEvent(EventType::kRuntime, -1, 0, 0, 0);
+  ev.aux = status;
+  ev.arg = version;
+  ring.Push(ev);
+}
+
 void TryRegister(uint32_t flags) {
   bool expected = false;
   if (!g_registering.compare_exchange_strong(expected, true)) return;
@@ -226,6 +238,7 @@ void Reconnect(uint32_t flags) {
   if (next < kMaxRings && g_rings[next].Create(g_slots, g_arena)) {
     RingWriter& fresh = g_rings[next];
     ResendModules(fresh);
+    SendRuntimeStatus(fresh);
     Snapshot(fresh, /*aux=*/3, 0);
     // What no collector will ever read from the old ring counts as lost.
     if (!g_registered.load(std::memory_order_relaxed)) {
@@ -571,7 +584,11 @@ bool StartRing(bool snapshot, bool daemon_fork) {
   // take the loader's lock another thread of its parent may have held) what
   // was loaded since.
   ResendModules(Ring());
-  if (!snapshot) SendModules(Ring());
+  if (!snapshot) {
+    SendModules(Ring());
+    python::Detect();
+  }
+  SendRuntimeStatus(Ring());
   // Events pushed while starting must not trigger a registration of their
   // own before the one below.
   g_last_register_try.store(NowNs(), std::memory_order_relaxed);

@@ -14,6 +14,7 @@
 #include "common/wire.h"
 #include "shim/hooks.h"
 #include "shim/modules.h"
+#include "shim/python_frames.h"
 #include "shim/recorder.h"
 #include "shim/unwinder.h"
 
@@ -361,12 +362,18 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
 }
 #endif  // !__SANITIZE_THREAD__
 
-uint64_t HashFrames(const uint64_t* frames, int n) {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n);
-  for (int i = 0; i < n; ++i) {
-    h ^= frames[i];
+uint64_t HashFrames(const uint64_t* frames, int n, const wire::PyFrame* py,
+                    int py_count) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(n) ^
+               (static_cast<uint64_t>(py_count) << 32);
+  auto mix = [&h](uint64_t v) {
+    h ^= v;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 32;
+  };
+  for (int i = 0; i < n; ++i) mix(frames[i]);
+  for (int i = 0; i < py_count; ++i) {
+    mix(uint64_t{py[i].code} << 32 | py[i].where);
   }
   return h | 1;  // never 0, which marks an empty slot
 }
@@ -434,6 +441,7 @@ bool InUnwinder(const void* ip) {
 
 void ResetStacks() {
   g_site_epoch.fetch_add(1, std::memory_order_relaxed);
+  python::ResetCodes();
   // A table no stack went into needs no replacing (and a fork child that
   // execs at once pays nothing for it).
   if (!g_table_used.load(std::memory_order_relaxed)) return;
@@ -479,8 +487,9 @@ namespace {
 
 // The arena offset of a blob holding these frames: the one written before,
 // or a new one.
-uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count) {
-  uint64_t hash = HashFrames(frames, count);
+uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count,
+                    const wire::PyFrame* py, int py_count) {
+  uint64_t hash = HashFrames(frames, count, py, py_count);
   if (!g_table_used.load(std::memory_order_relaxed)) {
     g_table_used.store(true, std::memory_order_relaxed);
   }
@@ -510,7 +519,9 @@ uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count) {
     }
   }
 
-  uint32_t bytes = sizeof(wire::StackBlob) + sizeof(uint64_t) * count;
+  uint32_t bytes = sizeof(wire::StackBlob) + sizeof(uint64_t) * count +
+                   sizeof(wire::PyFrame) * py_count;
+  bytes = wire::AlignBlob(bytes);
   void* mem = nullptr;
   uint32_t offset = ring.AllocBlob(bytes, &mem);
   if (offset == 0) return 0;
@@ -519,8 +530,11 @@ uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count) {
   blob->header.reserved = 0;
   blob->header.bytes = bytes;
   blob->frame_count = static_cast<uint32_t>(count);
-  blob->reserved = 0;
+  blob->py_frame_count = static_cast<uint32_t>(py_count);
   std::memcpy(blob->frames, frames, sizeof(uint64_t) * count);
+  if (py_count > 0) {
+    std::memcpy(blob->frames + count, py, sizeof(wire::PyFrame) * py_count);
+  }
   if (claimed) {
     claimed->blob.store((uint64_t{ring.generation()} << 32) | offset,
                         std::memory_order_release);
@@ -535,12 +549,19 @@ uint32_t CaptureStack(RingWriter& ring) {
   SiteRef site;
   int count = ProgramFrames(frames, &site);
   if (count == 0) return 0;
-  if (site.blob != 0 && (site.blob >> 32) == ring.generation()) {
+  // In a Python process the same native frames run many Python stacks: the
+  // call site's blob stands for its native frames only.
+  wire::PyFrame py[wire::kMaxPyFrames];
+  int py_count = python::Active()
+                     ? python::Walk(ring, py, static_cast<int>(wire::kMaxPyFrames))
+                     : 0;
+  if (py_count == 0 && site.blob != 0 &&
+      (site.blob >> 32) == ring.generation()) {
     return static_cast<uint32_t>(site.blob);
   }
-  uint32_t offset = DedupStack(ring, frames, count);
+  uint32_t offset = DedupStack(ring, frames, count, py, py_count);
 #if !defined(__SANITIZE_THREAD__)
-  if (offset != 0) {
+  if (offset != 0 && py_count == 0) {
     NoteSiteBlob(site, (uint64_t{ring.generation()} << 32) | offset);
   }
 #endif

@@ -134,7 +134,7 @@ std::vector<Record> SampleRecords() {
   m.build_id = std::string("\x01\x23\x45\x67\x89\xab\xcd\xef\x01\x23", 10);
   records.push_back(m);
   records.push_back(
-      StackRecord{1, 8, {0x555555555123, 0x555555555456, 0x7ffff7c29d8f}});
+      StackRecord{1, 8, {0x555555555123, 0x555555555456, 0x7ffff7c29d8f}, {}});
   wire::Event e{};
   e.type = wire::EventType::kAccept;
   e.flags = wire::kFlagStream | wire::kFlagInet;
