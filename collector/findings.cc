@@ -387,6 +387,29 @@ class FindingBuilder {
     return "unknown code";
   }
 
+  // For a client socket a Python HTTP library opened: what its owner must
+  // do, in that library's terms; "" if none made it.
+  static std::string PythonClientAdvice(const std::vector<Frame>& frames) {
+    for (const Frame& f : frames) {
+      if (f.language != "python") continue;
+      if (f.file.find("/urllib3/") != std::string::npos ||
+          f.file.find("/requests/") != std::string::npos) {
+        return "read or close every response (response.close(), or `with "
+               "session.get(...) as response:`), and close the Session (or "
+               "PoolManager) once it is no longer used (session.close(), or "
+               "`with requests.Session() as session:`): an idle pooled "
+               "connection the server closed stays in CLOSE_WAIT until then.";
+      }
+      if (f.file.ends_with("/http/client.py")) {
+        return "close the HTTPConnection once its response is read "
+               "(conn.close()), or before reusing it after an idle wait; a "
+               "connection kept open after the server closed it stays in "
+               "CLOSE_WAIT until then.";
+      }
+    }
+    return "";
+  }
+
   // "handle (server.c:42)", or without a line, the function or the module
   // and offset.
   static std::string Place(const Frame& f) {
@@ -797,8 +820,10 @@ class FindingBuilder {
                                      "idle connection this client kept)",
                                      Where(created_frames))
                    : absl::StrFormat(" (accepted at %s)", Where(created_frames)));
+      std::string python_client = PythonClientAdvice(created_frames);
       f.advice =
-          client ? "a connection pool must notice the server's close: before "
+          !python_client.empty() && client ? python_client
+          : client ? "a connection pool must notice the server's close: before "
                    "reusing an idle connection, and while it sits idle, poll "
                    "it for readability; a read that returns 0 means close() "
                    "it and open another. Keep idle connections no longer "

@@ -386,8 +386,8 @@ def check_envelope(rep):
     check(isinstance(rep, dict), "report is not a JSON object")
     check(rep.get("tool") == "closeaudit",
           f"tool is {rep.get('tool')!r}, expected 'closeaudit'")
-    check(rep.get("format_version") == 2,
-          f"format_version is {rep.get('format_version')!r}, expected 2")
+    check(rep.get("format_version") == 3,
+          f"format_version is {rep.get('format_version')!r}, expected 3")
     summary = rep.get("summary")
     check(isinstance(summary, dict), "report has no summary object")
     for key in ("processes", "sockets_tracked", "events", "events_dropped",

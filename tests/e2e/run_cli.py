@@ -182,7 +182,7 @@ def case_old_trace(opts, tmp):
     check(r.returncode == 0, f"closeaudit report of a 0.1.0 trace: "
           f"{r.returncode} {r.stderr}")
     new = json.loads(r.stdout)
-    check(new.get("format_version") == 2 and new.get("host") == "fixture" and
+    check(new.get("format_version") == 3 and new.get("host") == "fixture" and
           new.get("library_versions") == ["0.1.0"],
           f"format {new.get('format_version')}, host {new.get('host')!r}, "
           f"libraries {new.get('library_versions')}")

@@ -27,7 +27,7 @@ def read_line(conn, depth):
 def handle(conn, addr, depth):
     connections[addr] = conn
     while True:
-        data = read_line(conn, depth)
+        data = read_line(conn, depth)  # E2E:py_handle
         if not data:
             eofs.release()
             return  # the peer closed: but conn is never closed

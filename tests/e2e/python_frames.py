@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""End-to-end cases for Python programs: the report names the Python line.
+
+Usage: python_frames.py --closeaudit PATH --bindir DIR --srcdir tests/e2e CASE
+
+The same driver as e2e.py (its Run, checks and main). Each case runs its
+program (tests/e2e/python/) under every CPython 3.8-3.13 installed here:
+Debian's /usr/bin/python3 and pyenv's ~/.pyenv/versions/3.X.*, and says
+which versions it did not find. A case fails if any interpreter it ran
+fails; it is skipped only if none is installed.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import e2e
+from e2e import check, check_frame, find_marker, fmt_stack, frames, of_kind
+
+SKIP = 77
+
+
+def interpreters():
+    """[(label, path)] of the CPython 3.8-3.13 release builds installed."""
+    found = []
+    if os.access("/usr/bin/python3", os.X_OK):
+        found.append(("debian", "/usr/bin/python3"))
+    home = os.path.expanduser("~")
+    missing = []
+    for minor in range(8, 14):
+        paths = sorted(glob.glob(
+            f"{home}/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))
+        paths = [p for p in paths if not os.path.basename(
+            os.path.dirname(os.path.dirname(p))).endswith("t")]
+        if paths:
+            found.append((f"3.{minor}", paths[-1]))
+        else:
+            missing.append(f"3.{minor}")
+    if missing:
+        e2e.log("not installed under pyenv (skipped): " + ", ".join(missing))
+    if not found:
+        print(f"SKIP: no CPython installed", flush=True)
+        sys.exit(SKIP)
+    return found
+
+
+def script(opts, name):
+    return os.path.join(os.path.abspath(opts.srcdir), "python", name)
+
+
+def run_script(opts, tmp, python, name, args=()):
+    """Runs python/NAME DONE_FILE ARGS under closeaudit run to its end."""
+    os.makedirs(tmp, exist_ok=True)
+    done = os.path.join(tmp, "done")
+    run = e2e.CmdRun(opts, tmp, [python, script(opts, name), done] + list(args),
+                     grace="1s")
+    e2e.check_client_exit(run)
+    check(os.path.exists(done), f"{name} did not finish its run")
+    rep = e2e.finish_report(run)
+    text = e2e._read_text(os.path.join(tmp, "report.txt"))
+    return rep, text
+
+
+def each_python(opts, tmp, body):
+    failures = []
+    for label, python in interpreters():
+        e2e.log(f"--- {label}: {python}")
+        try:
+            body(python, os.path.join(tmp, label))
+        except e2e.Failure as err:
+            failures.append(f"[{label} {python}] {err}")
+    check(not failures, "\n\n".join(failures))
+
+
+def python_frame(finding, which, file, line, function):
+    fr = check_frame(finding, which, file, line, function)
+    check(fr.get("language") == "python" and fr.get("in_app") is True,
+          f"{function} ({file}:{line}) in stacks.{which} is not an in_app "
+          f"Python frame: {fr}")
+    return fr
+
+
+def no_interpreter_culprit(rep):
+    for f in rep["findings"]:
+        msg = f.get("message", "")
+        for bad in ("PyObject_", "_PyEval", "method_vectorcall", "sock_recv",
+                    "code in "):
+            check(bad not in msg, f"the message names {bad!r}: {msg}")
+
+
+def leak_case(opts, tmp, depth):
+    src = "thread_server.py"
+    recv = find_marker(opts.srcdir, "python/" + src, "py_recv")
+    accept = find_marker(opts.srcdir, "python/" + src, "py_accept")
+
+    def body(python, where):
+        args = [str(depth)] if depth else []
+        rep, text = run_script(opts, where, python, src, args)
+        f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+        python_frame(f, "eof_seen", src, recv, "read_line")
+        check_frame(f, "eof_seen", src, find_marker(
+            opts.srcdir, "python/" + src, "py_handle"), "handle")
+        python_frame(f, "created", src, accept, "serve")
+        check(f"read_line ({src}:{recv})" in f.get("message", ""),
+              f"the message does not name read_line ({src}:{recv}): "
+              f"{f.get('message')}")
+        check("sock.close()" in f.get("advice", ""),
+              f"the advice is not Python's: {f.get('advice')}")
+        no_interpreter_culprit(rep)
+        check(f"read_line ({src}:{recv})" in text and
+              f"handle ({src}:" in text,
+              f"report.txt does not show the Python frames:\n{text[:3000]}")
+        e2e.check_regenerated(opts, where, rep)
+
+    each_python(opts, tmp, body)
+
+
+def case_py_thread_server(opts, tmp):
+    """A thread-per-connection server that returns on b'' and keeps the
+    socket in a dict: the finding names the line of the recv()."""
+    leak_case(opts, tmp, 0)
+
+
+def case_py_deep(opts, tmp):
+    """The same recv() 40 Python frames deep: past the native stack's 64
+    frames in 3.8-3.10, the Python frames are all still there."""
+    leak_case(opts, tmp, 40)
+
+
+def case_py_socketserver_clean(opts, tmp):
+    """socketserver's threading and forking servers, which close every
+    connection: nothing above info."""
+    def body(python, where):
+        for mode in ("threading", "forking"):
+            rep, text = run_script(opts, os.path.join(where, mode), python,
+                                   "socketserver_clean.py", [mode])
+            e2e.nothing_above_info(rep, text)
+    each_python(opts, tmp, body)
+
+
+def case_py_http_pool(opts, tmp):
+    """An http.client connection kept after the server closed it: the
+    finding names the line that made the request, with http.client's fix."""
+    src = "http_pool.py"
+    line = find_marker(opts.srcdir, "python/" + src, "py_request")
+
+    def body(python, where):
+        rep, text = run_script(opts, where, python, src)
+        f = e2e.one_of_kind(rep, "close_wait_leak", 2)
+        python_frame(f, "created", src, line, "fetch")
+        check(f"fetch ({src}:{line})" in f.get("message", ""),
+              f"the message does not name fetch ({src}:{line}): "
+              f"{f.get('message')}")
+        check("conn.close()" in f.get("advice", ""),
+              f"the advice is not http.client's: {f.get('advice')}")
+        no_interpreter_culprit(rep)
+        e2e.check_regenerated(opts, where, rep)
+
+    each_python(opts, tmp, body)
+
+
+def case_py_debug_build(opts, tmp):
+    """Debian's debug build (python3.11-dbg), whose objects have another
+    layout: not walked, said once, and the leak still reported."""
+    python = "/usr/bin/python3.11-dbg"
+    if not os.access(python, os.X_OK):
+        print("SKIP py_debug_build: install python3.11-dbg", flush=True)
+        sys.exit(SKIP)
+    rep, text = run_script(opts, tmp, python, "thread_server.py")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    want = "Python frames unavailable for 3.11 debug build: native frames only"
+    warnings = rep.get("warnings", [])
+    check(warnings.count(want) == 1,
+          f"the warnings do not say {want!r} once: {warnings}")
+    check(want in text, f"report.txt does not say {want!r}")
+    py = [fr for fr in frames(f, "eof_seen") if fr.get("language") == "python"]
+    check(not py, "a debug build's stack has Python frames:\n" +
+          fmt_stack(frames(f, "eof_seen")))
+
+
+CASES = {
+    "py_thread_server": case_py_thread_server,
+    "py_deep": case_py_deep,
+    "py_socketserver_clean": case_py_socketserver_clean,
+    "py_http_pool": case_py_http_pool,
+    "py_debug_build": case_py_debug_build,
+}
+
+
+if __name__ == "__main__":
+    e2e.CASES.clear()
+    e2e.CASES.update(CASES)
+    e2e.CASE_LIMIT = 400
+    sys.exit(e2e.main())
