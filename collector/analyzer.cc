@@ -452,11 +452,16 @@ void Analyzer::OnEvent(const EventRecord& record) {
             d.freed_stack = stack;
           }
           break;
+        case wire::HandlerKind::kPython:
         case wire::HandlerKind::kBuffereventCb:
         case wire::HandlerKind::kEvent:
         case wire::HandlerKind::kUvRead: {
-          if (e.arg == 0) return;
-          Handler h{kind, InternFrames(stream, {e.arg}), stack};
+          // A Python handler's stack is its definition; the others' is
+          // where the program registered the callback at arg.
+          bool python = kind == wire::HandlerKind::kPython;
+          if (python ? stack == 0 : e.arg == 0) return;
+          Handler h{kind, python ? stack : InternFrames(stream, {e.arg}),
+                    python ? 0 : stack, e.aux & ~wire::kHandlerKindMask};
           // Libraries register callbacks of their own (filters, wakeups):
           // a few are kept, and the report names the program's own.
           constexpr size_t kMaxHandlers = 4;

@@ -113,6 +113,7 @@ class Analyzer {
     wire::HandlerKind kind{};
     uint32_t callback = 0;    // a one-frame stack: the callback itself
     uint32_t registered = 0;  // where the program registered it
+    uint32_t flags = 0;       // kHandler's aux above the kind
   };
 
   struct SocketDetail {

@@ -136,9 +136,12 @@ class FindingBuilder {
     frame.language = "python";
     frame.function = code.name;
     frame.file = code.file;
-    frame.line = PythonLine(code.minor, code.firstlineno, code.table,
-                            static_cast<uint32_t>(f.offset &
-                                                  wire::kPyFrameOffsetMask));
+    // minor 0: a handler's definition, named by the Python-side helper.
+    frame.line = code.minor == 0
+                     ? code.firstlineno
+                     : PythonLine(code.minor, code.firstlineno, code.table,
+                                  static_cast<uint32_t>(
+                                      f.offset & wire::kPyFrameOffsetMask));
     frame.in_app = InApp(frame, rules_);
     return frame;
   }
@@ -387,6 +390,26 @@ class FindingBuilder {
     return "unknown code";
   }
 
+  // Whether a close came from Python freeing the socket object (its
+  // refcount or the cycle collector), not from a close() the program made:
+  // the socket's finalizer, or a __del__ method, is on the stack.
+  static bool ClosedByCollector(const std::vector<Frame>& frames) {
+    for (const Frame& f : frames) {
+      if (f.language == "python") {
+        if (f.function.ends_with("__del__")) return true;
+        if (f.in_app) return false;  // the program's own call
+        continue;
+      }
+      for (std::string_view finalizer :
+           {"sock_finalize", "sock_dealloc", "subtype_dealloc",
+            "slot_tp_finalize", "PyObject_CallFinalizerFromDealloc",
+            "finalize_garbage", "gc_collect_main"}) {
+        if (f.function == finalizer) return true;
+      }
+    }
+    return false;
+  }
+
   // For a client socket a Python HTTP library opened: what its owner must
   // do, in that library's terms; "" if none made it.
   static std::string PythonClientAdvice(const std::vector<Frame>& frames) {
@@ -579,7 +602,9 @@ class FindingBuilder {
       f.stacks.emplace_back("eof_seen", eof);
       if (handler) {
         f.stacks.emplace_back("handler", callback);
-        f.stacks.emplace_back("registered", Sym(handler->registered));
+        if (handler->registered) {
+          f.stacks.emplace_back("registered", Sym(handler->registered));
+        }
       }
       std::vector<Frame> freed;
       if (key.freed_without_close) {
@@ -622,8 +647,15 @@ class FindingBuilder {
             library = "libevent";
         }
       }
+      bool asyncio = handler && handler->kind == wire::HandlerKind::kPython;
+      bool streams = asyncio && (handler->flags & wire::kHandlerPyStreams);
       std::string told;
-      if (handler && handler->kind == wire::HandlerKind::kEvent) {
+      if (asyncio) {
+        told = absl::StrFormat("asyncio's loop read the EOF and passed it to "
+                               "the %s %s",
+                               streams ? "handler" : "protocol",
+                               Where(callback));
+      } else if (handler && handler->kind == wire::HandlerKind::kEvent) {
         // libevent only said the socket was readable; the callback it ran
         // made the read itself.
         told = absl::StrFormat("%s saw the EOF in the callback libevent ran "
@@ -643,13 +675,23 @@ class FindingBuilder {
             "BEV_OPT_CLOSE_ON_FREE, so freeing it left the socket open",
             conns, told, Where(freed));
       } else if (closed_late == f.count) {
+        const Hold* last = FinalClose(first);
+        std::vector<Frame> closed = last ? Sym(last->close_stack) : std::vector<Frame>();
+        if (!closed.empty()) f.stacks.emplace_back("closed", closed);
+        bool collected = ClosedByCollector(closed);
         f.message = absl::StrFormat(
             "%s sat in CLOSE_WAIT for longer than the %d ms grace period: the "
-            "peer closed, %s, and close() came late",
-            conns, Ms(grace_), told);
+            "peer closed, %s, and close() came late%s",
+            conns, Ms(grace_), told,
+            collected ? ": closed by the garbage collector, when Python "
+                        "freed the socket object; close it explicitly"
+                      : "");
       } else if (handler) {
         const char* missed =
-            handler->kind == wire::HandlerKind::kUvRead
+            streams ? "which returned without writer.close()"
+            : asyncio
+                ? "which never closed the transport (transport.close())"
+            : handler->kind == wire::HandlerKind::kUvRead
                 ? "which never called uv_close() on the handle"
             : handler->kind == wire::HandlerKind::kBuffereventCb
                 ? "which never freed the bufferevent"
@@ -710,6 +752,18 @@ class FindingBuilder {
              "(bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)) so "
              "that bufferevent_free() closes the socket, or call "
              "evutil_closesocket(fd) yourself after freeing it.";
+    }
+    if (handler && handler->kind == wire::HandlerKind::kPython) {
+      if (handler->flags & wire::kHandlerPyStreams) {
+        return "in the handler, close the connection on every path out of "
+               "it (the peer's EOF, errors, cancellation): writer.close() "
+               "then await writer.wait_closed(), in a finally: block; "
+               "asyncio never closes a stream's socket for you.";
+      }
+      return "close the transport when the peer's EOF arrives: "
+             "self.transport.close() in eof_received() (returning a true "
+             "value from it keeps the socket half-open until you do), and "
+             "on errors.";
     }
     if (handler && handler->kind == wire::HandlerKind::kUvRead) {
       return "in the read callback, when nread is UV_EOF (or any other "

@@ -147,6 +147,17 @@ std::string ShimPath() {
                                        "/libcloseaudit.so"});
 }
 
+// The directory of the Python-side helper (shim/python/sitecustomize.py),
+// or "" if it is not installed.
+std::string PythonHelperDir() {
+  std::string path = Locate(
+      "CLOSEAUDIT_PYTHON_HELPER",
+      {"../shim/python/sitecustomize.py",
+       std::string("../") + CLOSEAUDIT_LIBDIR + "/closeaudit/python/sitecustomize.py"});
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+
 int Fail(const absl::Status& status) {
   fprintf(stderr, "closeaudit: %s\n", std::string(status.message()).c_str());
   return 2;
@@ -229,15 +240,22 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
                             const std::string& socket_path) {
   std::vector<std::string> env;
   std::string preload = "LD_PRELOAD=" + shim;
+  // Python programs get the helper that names asyncio's handlers, first on
+  // their path; their own PYTHONPATH follows.
+  std::string helper = PythonHelperDir();
+  std::string python_path = helper.empty() ? "" : "PYTHONPATH=" + helper;
   for (char** e = environ; *e; ++e) {
     if (strncmp(*e, "LD_PRELOAD=", 11) == 0) {
       preload += std::string(" ") + (*e + 11);
+    } else if (!helper.empty() && strncmp(*e, "PYTHONPATH=", 11) == 0) {
+      if ((*e)[11] != '\0') python_path += std::string(":") + (*e + 11);
     } else if (strncmp(*e, "CLOSEAUDIT_SOCKET=", 18) != 0 &&
                strncmp(*e, "CLOSEAUDIT_RUN_PID=", 19) != 0) {
       env.push_back(*e);
     }
   }
   env.push_back(preload);
+  if (!python_path.empty()) env.push_back(python_path);
   env.push_back("CLOSEAUDIT_SOCKET=" + socket_path);
   // The command registers even if it never makes a socket (the shim's
   // images otherwise wait for their first): its parent is this process.

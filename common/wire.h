@@ -145,10 +145,16 @@ enum class HandlerKind : uint32_t {
   kEvent = 3,            // event_new() / event_assign(): arg = the callback
   kBuffereventFree = 4,  // bufferevent_free(): arg 0
   kUvRead = 5,           // uv_read_start(): arg = the read callback
+  kPython = 6,           // a Python event loop's handler for the connection
+                         // (closeaudit_python_handler()): the stack is its
+                         // definition, one Python frame; arg 0
 };
 inline constexpr uint32_t kHandlerKindMask = 0xff;
 // The bufferevent closes its fd when freed (BEV_OPT_CLOSE_ON_FREE).
 inline constexpr uint32_t kHandlerCloseOnFree = 1u << 8;
+// kPython: the handler is an asyncio streams callback (start_server's
+// client_connected_cb), not a Protocol's method.
+inline constexpr uint32_t kHandlerPyStreams = 1u << 9;
 
 // kInherited's aux: where the socket came from in the low byte, and above
 // it this flag: a socket found at start (0) that a service manager handed
@@ -277,7 +283,8 @@ inline constexpr uint32_t kPyFrameOffsetMask = kPyFrameCallEnd - 1;
 // them; collector/python_lines.h decodes them.
 struct PyCodeBlob {
   BlobHeader header;
-  uint16_t minor;       // 3.minor
+  uint16_t minor;       // 3.minor; 0: a definition (a handler's), whose
+                        // line is firstlineno and which has no table
   uint16_t reserved;
   int32_t firstlineno;
   uint32_t name_len;    // bytes, <= kMaxPyNameBytes

@@ -249,3 +249,16 @@ CA_EXPORT int uv_read_start(uv_stream_s* stream, uv_alloc_cb alloc_cb,
   }
   return r;
 }
+
+// The entry point of the Python-side helper (shim/python/sitecustomize.py),
+// called through ctypes when an asyncio loop makes a transport for a
+// connection: the handler the connection's events go to, by its
+// definition. `flags` is wire::kHandlerPyStreams for a start_server
+// callback, 0 for a Protocol's method. Not one of libc's names: nothing
+// else calls it.
+CA_EXPORT void closeaudit_python_handler(int fd, const char* name,
+                                         const char* file, int line,
+                                         unsigned flags) {
+  if (fd < 0) return;
+  core::OnPythonHandler(fd, flags, name, file, line);
+}

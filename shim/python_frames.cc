@@ -454,6 +454,34 @@ bool Status(uint32_t* status, uint64_t* version) {
   return true;
 }
 
+uint32_t DefinitionBlob(RingWriter& ring, const char* name, const char* file,
+                        int line) {
+  auto length = [](const char* p, uint32_t max) {
+    uint32_t n = 0;
+    while (p != nullptr && n < max && p[n] != '\0') ++n;
+    return n;
+  };
+  uint32_t name_len = length(name, wire::kMaxPyNameBytes);
+  uint32_t file_len = length(file, wire::kMaxPathBytes);
+  uint32_t bytes =
+      wire::AlignBlob(sizeof(wire::PyCodeBlob) + name_len + file_len);
+  void* mem = nullptr;
+  uint32_t offset = ring.AllocBlob(bytes, &mem);
+  if (offset == 0) return 0;
+  auto* blob = static_cast<wire::PyCodeBlob*>(mem);
+  std::memset(blob, 0, sizeof(*blob));
+  blob->header.kind = wire::BlobKind::kPyCode;
+  blob->header.bytes = bytes;
+  blob->minor = 0;
+  blob->firstlineno = line;
+  blob->name_len = name_len;
+  blob->file_len = file_len;
+  char* at = reinterpret_cast<char*>(blob + 1);
+  if (name_len) std::memcpy(at, name, name_len);
+  if (file_len) std::memcpy(at + name_len, file, file_len);
+  return offset;
+}
+
 void ResetCodes() { g_code_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 int Walk(RingWriter& ring, wire::PyFrame* out, int max) {

@@ -891,6 +891,27 @@ void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
   Push(ev, true);
 }
 
+void OnPythonHandler(int fd, uint32_t flags, const char* name,
+                     const char* file, int line) {
+  if (!Recording()) return;
+  uint64_t cookie;
+  FdEntry* e = Tracked(fd, &cookie);
+  if (!e) return;
+  Scope scope;
+  Event ev = MakeEvent(EventType::kHandler, fd, cookie,
+                       e->inode.load(std::memory_order_relaxed),
+                       e->state.load(std::memory_order_relaxed));
+  ev.aux = static_cast<uint32_t>(wire::HandlerKind::kPython) |
+           (flags & wire::kHandlerPyStreams);
+  if (g_start.load(std::memory_order_acquire) == kStarted) {
+    uint32_t code = python::DefinitionBlob(Ring(), name, file, line);
+    wire::PyFrame frame{code, wire::kPyFrameCallEnd};
+    uint64_t none[1] = {0};
+    if (code != 0) ev.blob = StackBlobOf(Ring(), none, 0, &frame, 1);
+  }
+  Push(ev, false);
+}
+
 CloseClaim ClaimClose(int fd) {
   CloseClaim claim{};
   if (!Recording()) return claim;

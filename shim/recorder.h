@@ -94,6 +94,11 @@ void OnSetsockopt(int fd, int level, int name, const void* value,
 // callback it will deliver the socket's events to.
 void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
                const void* callback);
+// A Python event loop's handler for fd (closeaudit_python_handler(), called
+// by the Python-side helper): its definition, as the stack of a kHandler
+// event of kind kPython.
+void OnPythonHandler(int fd, uint32_t flags, const char* name,
+                     const char* file, int line);
 // dup(), fcntl(F_DUPFD*): newfd now refers to oldfd's socket.
 void OnDup(int oldfd, int newfd, bool cloexec);
 // dup2()/dup3(): as OnDup, and whatever newfd held before is closed.

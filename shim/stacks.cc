@@ -544,6 +544,11 @@ uint32_t DedupStack(RingWriter& ring, const uint64_t* frames, int count,
 
 }  // namespace
 
+uint32_t StackBlobOf(RingWriter& ring, const uint64_t* frames, int count,
+                     const wire::PyFrame* py, int py_count) {
+  return DedupStack(ring, frames, count, py, py_count);
+}
+
 uint32_t CaptureStack(RingWriter& ring) {
   uint64_t frames[wire::kMaxFrames];
   SiteRef site;

@@ -30,6 +30,11 @@ void MapStackTables();
 // recorded (arena full, unwinding failed).
 uint32_t CaptureStack(RingWriter& ring);
 
+// The blob offset of a stack of these frames (written once per process, as
+// CaptureStack's are); 0 if the arena is full.
+uint32_t StackBlobOf(RingWriter& ring, const uint64_t* frames, int count,
+                     const wire::PyFrame* py, int py_count);
+
 // Whether ip lies in the unwinder's own code (libunwind; glibc's unwinder
 // under TSan). Only calls made from there are the unwinder's own: a signal
 // handler that interrupts an unwind is still the program.

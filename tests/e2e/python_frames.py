@@ -45,6 +45,12 @@ def interpreters():
     return found
 
 
+def minor_of(python):
+    out = subprocess.run([python, "-c", "import sys; print(sys.version_info[1])"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return int(out.strip() or 0)
+
+
 def script(opts, name):
     return os.path.join(os.path.abspath(opts.srcdir), "python", name)
 
@@ -160,6 +166,71 @@ def case_py_http_pool(opts, tmp):
     each_python(opts, tmp, body)
 
 
+def case_py_asyncio(opts, tmp):
+    """asyncio servers whose code forgets to close: the EOF is read by the
+    loop, and the findings name the handler that owned each connection,
+    start_server's callback and the Protocol's method, with asyncio's fix;
+    the sockets the loop's transports closed when freed are said to have
+    been closed by the garbage collector."""
+    src = "asyncio_server.py"
+    handler = find_marker(opts.srcdir, "python/" + src, "py_handler")
+    protocol = find_marker(opts.srcdir, "python/" + src, "py_protocol")
+
+    def body(python, where):
+        rep, text = run_script(opts, where, python, src)
+        leaks = of_kind(rep, "close_wait_leak")
+        by = {}
+        for f in leaks:
+            st = frames(f, "handler")
+            check(len(st) == 1, "stacks.handler is not one frame:\n" +
+                  fmt_stack(st))
+            by[st[0].get("function")] = f
+        # From 3.13 a StreamWriter freed with its handler closes its
+        # transport: the streams handler's connections close in time.
+        writer_closes = minor_of(python) >= 13
+        want = {"Echo.eof_received"} | (set() if writer_closes else {"handle"})
+        check(set(by) == want,
+              f"the handlers are {sorted(by)}, expected {sorted(want)}"
+              f"\n{text[:3000]}")
+        proto = by["Echo.eof_received"]
+        check(proto.get("count") == 2,
+              f"the protocol's count is {proto.get('count')}, expected 2")
+        python_frame(proto, "handler", src, protocol, "Echo.eof_received")
+        check("transport.close()" in proto.get("advice", ""),
+              f"the protocol's advice: {proto.get('advice')}")
+        for f in leaks:
+            check("garbage collector" in f["message"],
+                  f"the close by the transports' __del__ is not called the "
+                  f"garbage collector's: {f['message']}")
+        no_interpreter_culprit(rep)
+        e2e.check_regenerated(opts, where, rep)
+        if writer_closes:
+            return
+        streams = by["handle"]
+        check(streams.get("count") == 3,
+              f"the handler's count is {streams.get('count')}, expected 3")
+        python_frame(streams, "handler", src, handler, "handle")
+        python_frame(proto, "handler", src, protocol, "Echo.eof_received")
+        check(f"handler handle ({src}:{handler})" in streams["message"],
+              f"the message does not name the handler: {streams['message']}")
+        check("writer.close()" in streams.get("advice", "") and
+              "wait_closed" in streams.get("advice", ""),
+              f"the advice is not asyncio's: {streams.get('advice')}")
+        check(f"handle ({src}:{handler})" in text,
+              f"report.txt does not name the handler:\n{text[:3000]}")
+
+    each_python(opts, tmp, body)
+
+
+def case_py_asyncio_clean(opts, tmp):
+    """The same servers closing properly: nothing above info."""
+    def body(python, where):
+        rep, text = run_script(opts, where, python, "asyncio_server.py",
+                               ["good"])
+        e2e.nothing_above_info(rep, text)
+    each_python(opts, tmp, body)
+
+
 def case_py_debug_build(opts, tmp):
     """Debian's debug build (python3.11-dbg), whose objects have another
     layout: not walked, said once, and the leak still reported."""
@@ -185,6 +256,8 @@ CASES = {
     "py_socketserver_clean": case_py_socketserver_clean,
     "py_http_pool": case_py_http_pool,
     "py_debug_build": case_py_debug_build,
+    "py_asyncio": case_py_asyncio,
+    "py_asyncio_clean": case_py_asyncio_clean,
 }
 
 
