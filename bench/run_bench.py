@@ -388,6 +388,66 @@ def start_parts(opts, tmp, results):
         log(f"start: {part}: {us:.0f} us")
 
 
+PYTHON = "/usr/bin/python3"
+PY_WORKLOADS = os.path.join(ROOT, "bench", "py_workloads.py")
+
+
+def python(opts, tmp, results):
+    """A Python program's lifecycle events (socket + close, 10 frames deep),
+    and a threaded Python echo server under connection-per-request load,
+    plain and preloaded, alternating."""
+    if not os.access(PYTHON, os.X_OK):
+        log(f"python: {PYTHON} missing, skipped")
+        return
+    rounds = {"plain": [], "shim": []}
+    for pair in range(opts.pairs):
+        for mode in ("plain", "shim"):
+            env, daemon = run_env(opts, tmp, mode, f"py-life-{pair}")
+            out = subprocess.run([PYTHON, PY_WORKLOADS, "lifecycle", "20000",
+                                  "10"], env=env, capture_output=True,
+                                 text=True, check=True)
+            if daemon:
+                daemon.stop()
+            rounds[mode].append(float(out.stdout))
+    # Two events per round.
+    added = [(s - p) / 2 for p, s in zip(rounds["plain"], rounds["shim"])]
+    results["python"]["lifecycle"] = {
+        "plain_ns": statistics.median(rounds["plain"]) / 2,
+        "shim_ns": statistics.median(rounds["shim"]) / 2,
+        "added": median_spread(added)}
+    log(f"python lifecycle event: added {statistics.median(added):.0f} ns")
+    samples = {"plain": [], "shim": []}
+    for pair in range(opts.pairs):
+        for mode in ("plain", "shim"):
+            env, daemon = run_env(opts, tmp, mode, f"py-echo-{pair}")
+            port_file = os.path.join(tmp, f"py-echo-{pair}-{mode}.port")
+            server = subprocess.Popen(
+                pin(1) + [PYTHON, PY_WORKLOADS, "echo-server", port_file],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(port_file):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Python echo server did not start")
+                time.sleep(0.02)
+            with open(port_file) as f:
+                port = f.read().strip()
+            out = subprocess.run(
+                pin(0) + [PYTHON, PY_WORKLOADS, "echo-client", port,
+                          str(opts.seconds), "8"],
+                capture_output=True, text=True, check=True)
+            server.terminate()
+            server.wait(timeout=20)
+            if daemon:
+                daemon.stop()
+            samples[mode].append(float(out.stdout))
+            log(f"python echo pair {pair} {mode}: {samples[mode][-1]:.0f} req/s")
+    ratios = [s / p for p, s in zip(samples["plain"], samples["shim"])]
+    results["python"]["echo"] = {
+        "plain_rps": statistics.median(samples["plain"]),
+        "shim_rps": statistics.median(samples["shim"]),
+        "ratio": median_spread(ratios)}
+
+
 def fmt_row(what, target, measured, ok):
     """ok: True, False, or None for a row that is only a reference."""
     verdict = "" if ok is None else "met" if ok else "MISSED"
@@ -452,6 +512,27 @@ def table(results, opts):
                         f"{fm['sockets']} sockets; the event ring it shares with "
                         f"the collector grew {fm['ring_bytes'] / 2**20:.1f} MiB)",
                         fm["bytes_per_fd"] <= 64))
+    py = results.get("python", {})
+    if "lifecycle" in py:
+        # What one C lifecycle event adds, from the server's three.
+        c_event = lc["added_ns"] / 3
+        a = py["lifecycle"]["added"]
+        over_c = a[0] - c_event
+        rows.append(fmt_row("added cost of a lifecycle event in Python "
+                            "(socket/close 10 frames deep), beyond C's",
+                            "<= 3 us",
+                            f"{over_c / 1000:.2f} us (Python adds "
+                            f"{a[0] / 1000:.2f} us, {a[1] / 1000:.2f}.."
+                            f"{a[2] / 1000:.2f}; C {c_event / 1000:.2f} us)",
+                            over_c <= 3000))
+    if "echo" in py:
+        r = py["echo"]["ratio"]
+        rows.append(fmt_row("Python echo server, connection per request, "
+                            "shim/bare", ">= 0.95",
+                            f"{r[0]:.3f} ({r[1]:.3f}..{r[2]:.3f}); "
+                            f"{py['echo']['plain_rps']:.0f} -> "
+                            f"{py['echo']['shim_rps']:.0f} req/s",
+                            r[0] >= 0.95))
     bps = i["bytes_per_live_socket"]
     rows.append(fmt_row("collector memory per live socket (without stacks)",
                         "<= 1 KiB", f"{bps:.0f} B (peak RSS {i['peak_rss_kib'] / 1024:.0f} "
@@ -489,17 +570,19 @@ def main():
                     help="interleaved runs of the exec loop, each way")
     ap.add_argument("--starts", type=int, default=400,
                     help="process starts per variant, part by part")
-    ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process"],
+    ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process",
+                                       "python"],
                     help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
     opts.lib = os.path.join(opts.build, "shim", "libcloseaudit.so")
-    results = {"micro": {}, "nginx": {}, "ingest": {}, "process": {}}
+    results = {"micro": {}, "nginx": {}, "ingest": {}, "process": {},
+               "python": {}}
     tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
     try:
         if opts.only:
-            {"micro": micro, "nginx": nginx, "ingest": ingest,
+            {"micro": micro, "nginx": nginx, "ingest": ingest, "python": python,
              "process": lambda *a: (exec_loop(*a), start_parts(*a))}[
                  opts.only](opts, tmp, results)
             print(json.dumps(results, indent=1))
@@ -508,6 +591,7 @@ def main():
         exec_loop(opts, tmp, results)
         start_parts(opts, tmp, results)
         nginx(opts, tmp, results)
+        python(opts, tmp, results)
         ingest(opts, tmp, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -207,13 +207,44 @@ SiteEntry* Bucket(SiteEntry* sites, uintptr_t ret) {
   return sites + (h >> 56) % kSiteBuckets * kSiteWays;
 }
 
+// Widens this thread's known stack range by a walk's range, or starts again
+// from it when the two do not touch (another stack: a coroutine's, say).
+void NoteStackRange(uintptr_t lo, uintptr_t hi) {
+  if (t_stack_hi == 0 || hi < t_stack_lo || lo > t_stack_hi) {
+    t_stack_lo = lo;
+    t_stack_hi = hi;
+    return;
+  }
+  if (lo < t_stack_lo) t_stack_lo = lo;
+  if (hi > t_stack_hi) t_stack_hi = hi;
+}
+
+// Whether every page of [lo, hi) can be read, lo's being the caller's own
+// stack: asked of the kernel (UnwinderPipeWrite), never by reading.
+bool StackReadable(uintptr_t lo, uintptr_t hi) {
+  constexpr uintptr_t kPage = 4096;
+  constexpr uintptr_t kMaxStackRead = 1 << 20;
+  if (hi < lo || hi - lo > kMaxStackRead) return false;
+  for (uintptr_t page = (lo & ~(kPage - 1)) + kPage; page < hi; page += kPage) {
+    if (UnwinderPipeWrite(reinterpret_cast<const void*>(page), 8) != 8) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Fills frames (adjusted to point into the call) from the cache if an entry
 // for this call site matches the stack; returns their count, or 0.
 __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
                                                        uint64_t* frames,
                                                        SiteRef* ref) {
   SiteEntry* sites = g_sites.load(std::memory_order_acquire);
-  if (sites == nullptr || slot < t_stack_lo || slot >= t_stack_hi) return 0;
+  if (sites == nullptr) return 0;
+  // A thread no walk has seen yet (a thread per connection, say) proves
+  // the stack an entry would read readable instead, page by page: a few
+  // system calls that cannot fault, against a walk of the whole stack.
+  bool known = slot >= t_stack_lo && slot < t_stack_hi;
+  uintptr_t limit = t_stack_hi;
   uintptr_t ret0 = *reinterpret_cast<const uintptr_t*>(slot);
   SiteEntry* bucket = Bucket(sites, ret0);
   for (uint32_t way = 0; way < kSiteWays; ++way) {
@@ -225,10 +256,15 @@ __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
         e.ret[0].load(std::memory_order_relaxed) != ret0) {
       continue;
     }
+    if (!known) {
+      uintptr_t far = slot + e.offset[count - 1].load(std::memory_order_relaxed);
+      if (far < slot || !StackReadable(slot, far + sizeof(uintptr_t))) continue;
+      limit = far + sizeof(uintptr_t);
+    }
     uint32_t i = 1;
     for (; i < count; ++i) {
       uintptr_t at = slot + e.offset[i].load(std::memory_order_relaxed);
-      if (at < slot || at > t_stack_hi - sizeof(uintptr_t) || (at & 7) != 0) {
+      if (at < slot || at > limit - sizeof(uintptr_t) || (at & 7) != 0) {
         break;
       }
       uint64_t ret = e.ret[i].load(std::memory_order_relaxed);
@@ -243,6 +279,10 @@ __attribute__((no_sanitize("address"))) int LookUpSite(uintptr_t slot,
     if (i != count || e.seq.load(std::memory_order_relaxed) != seq) continue;
     frames[0] = ret0 - 1;
     *ref = {&e, seq, blob};
+    if (!known) {
+      NoteStackRange(reinterpret_cast<uintptr_t>(__builtin_frame_address(0)),
+                     limit);
+    }
     return static_cast<int>(count);
   }
   return 0;
@@ -294,17 +334,6 @@ void NoteSiteBlob(const SiteRef& ref, uint64_t blob) {
   ref.entry->seq.store(seq + 2, std::memory_order_release);
 }
 
-// Widens this thread's known stack range by a walk's range, or starts again
-// from it when the two do not touch (another stack: a coroutine's, say).
-void NoteStackRange(uintptr_t lo, uintptr_t hi) {
-  if (t_stack_hi == 0 || hi < t_stack_lo || lo > t_stack_hi) {
-    t_stack_lo = lo;
-    t_stack_hi = hi;
-    return;
-  }
-  if (lo < t_stack_lo) t_stack_lo = lo;
-  if (hi > t_stack_hi) t_stack_hi = hi;
-}
 
 // Walks the stack with libunwind's cursor API, which, unlike unw_backtrace,
 // reports where each frame's return address was found. Returns the number of

@@ -1,0 +1,91 @@
+"""Python workloads for bench/run_bench.py (stdlib only).
+
+  py_workloads.py lifecycle N DEPTH
+      N rounds of socket() + close() made DEPTH Python frames deep; prints
+      the nanoseconds per round (two lifecycle events, each with a stack).
+  py_workloads.py echo-server PORT_FILE
+      a threaded echo server (socketserver) on 127.0.0.1; writes its port.
+  py_workloads.py echo-client PORT SECONDS CONNECTIONS
+      CONNECTIONS threads that each connect, send 16 bytes, read them back
+      and close, for SECONDS; prints requests per second.
+"""
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+
+
+def lifecycle(n, depth):
+    def nested(d):
+        if d > 0:
+            return nested(d - 1)
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            s = socket.socket()
+            s.close()
+        return time.perf_counter_ns() - t0
+
+    nested(depth)  # warm up: code objects copied, call sites known
+    print(nested(depth) / n)
+
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(4096)
+            if not data:
+                return
+            self.request.sendall(data)
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+def echo_server(port_file):
+    with Server(("127.0.0.1", 0), Echo) as server:
+        tmp = port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(server.server_address[1]))
+        os.rename(tmp, port_file)
+        server.serve_forever()
+
+
+def echo_client(port, seconds, connections):
+    deadline = time.monotonic() + seconds
+    counts = [0] * connections
+
+    def worker(i):
+        payload = b"0123456789abcdef"
+        while time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(payload)
+                got = b""
+                while len(got) < len(payload):
+                    data = c.recv(64)
+                    if not data:
+                        break
+                    got += data
+            counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,))
+               for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(sum(counts) / seconds)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    if what == "lifecycle":
+        lifecycle(int(sys.argv[2]), int(sys.argv[3]))
+    elif what == "echo-server":
+        echo_server(sys.argv[2])
+    else:
+        echo_client(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
