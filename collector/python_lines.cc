@@ -128,7 +128,8 @@ int PythonLine(int minor, int firstlineno, std::string_view table,
                uint32_t offset) {
   if (minor == 8 || minor == 9) return FromLnotab(firstlineno, table, offset);
   if (minor == 10) return FromLinetable310(firstlineno, table, offset);
-  if (minor >= 11 && minor <= 13) return FromLocations(firstlineno, table, offset);
+  // 3.14 keeps 3.11's location table (InternalDocs/code_objects.md).
+  if (minor >= 11 && minor <= 14) return FromLocations(firstlineno, table, offset);
   return 0;
 }
 

@@ -97,7 +97,7 @@ TEST(PythonLine, HostileTablesAreSafe) {
   EXPECT_GE(PythonLine(11, 1, junk, 10), 0);
   EXPECT_EQ(PythonLine(11, 1, std::string(8, '\x7f'), 0), 0);  // no entry start
   EXPECT_EQ(PythonLine(7, 1, "\x02\x01", 0), 0);   // a version it does not know
-  EXPECT_EQ(PythonLine(14, 1, "\x80\x00", 0), 0);
+  EXPECT_EQ(PythonLine(15, 1, "\x80\x00", 0), 0);
 }
 
 }  // namespace

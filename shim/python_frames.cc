@@ -37,6 +37,9 @@ struct PyLayout {
   uint16_t str_length, str_state, str_ascii_data, str_compact_data;
   uint16_t bytes_size, bytes_data;
   uint16_t object_size;  // sizeof(PyObject): ob_type is the word before
+  // Not in layouts.inc (0 there): the low bits of a frame's code pointer
+  // that are a tag (3.14's _PyStackRef), not address.
+  uint16_t code_tag_bits = 0;
 };
 
 constexpr PyLayout kLayouts[] = {
@@ -391,7 +394,77 @@ bool DebugOffsetsAgree(uintptr_t runtime, const PyLayout& L, bool* free_threaded
          d.ob_type == uint64_t(L.object_size) - 8;
 }
 
+// 3.14 is read through the offsets its _PyRuntime starts with, untested
+// here (no 3.14 on the machines that test this): their positions are 3.14's
+// struct _Py_DebugOffsets (Include/internal/pycore_debug_offsets.h), every
+// field 8 bytes. Later versions move them again and are not walked.
+bool LayoutFrom314(uintptr_t runtime, PyLayout* L, bool* free_threaded) {
+  constexpr size_t kSize = 760;  // sizeof(_Py_DebugOffsets) in 3.14.0
+  uint64_t d[kSize / 8];
+  Pages pages;
+  if (!Readable(runtime, sizeof(d), pages)) return false;
+  Copy(d, runtime, sizeof(d));
+  auto at = [&d](size_t byte) { return d[byte / 8]; };
+  if (std::memcmp(d, "xdebugpy", 8) != 0) return false;
+  if (((at(8) >> 24) & 0xff) != 3 || ((at(8) >> 16) & 0xff) != 14) return false;
+  *free_threaded = at(16) != 0;
+  if (*free_threaded) return false;
+  // Each struct's size, then the offsets in it: each must lie inside.
+  struct Field {
+    size_t size_at, value_at;
+    uint16_t* out;
+  };
+  uint16_t ob_type = 0, compact = 0;
+  const Field fields[] = {
+      {24, 32, &L->rt_finalizing},   {48, 64, &L->interp_next},
+      {176, 200, &L->ts_interp},     {176, 208, &L->ts_frame},
+      {176, 216, &L->ts_thread_id},  {248, 256, &L->fr_back},
+      {248, 264, &L->fr_code},       {248, 272, &L->fr_instr},
+      {248, 288, &L->fr_owner},      {312, 320, &L->co_filename},
+      {312, 328, &L->co_name},       {312, 336, &L->co_qualname},
+      {312, 344, &L->co_table},      {312, 352, &L->co_firstlineno},
+      {312, 384, &L->co_code},       {400, 408, &ob_type},
+      {592, 600, &L->bytes_size},    {592, 608, &L->bytes_data},
+      {616, 624, &L->str_state},     {616, 632, &L->str_length},
+      {616, 640, &L->str_ascii_data}};
+  for (const Field& f : fields) {
+    uint64_t size = at(f.size_at), value = at(f.value_at);
+    if (size == 0 || size > 0x10000 || value + 8 > size) {
+      // co_code_adaptive and ob_sval are where data starts: at most the size.
+      if (!(size != 0 && size <= 0x10000 && value <= size)) return false;
+    }
+    *f.out = static_cast<uint16_t>(value);
+  }
+  compact = static_cast<uint16_t>(L->str_ascii_data + 16);  // utf8_length, utf8
+  L->minor = 14;
+  L->cframe_current = kNone;
+  L->instr_kind = 2;
+  L->owner_kind = 2;
+  L->owner_cstack = 3;  // FRAME_OWNED_BY_INTERPRETER and above
+  L->str_compact_data = compact;
+  L->object_size = static_cast<uint16_t>(ob_type + 8);
+  L->code_tag_bits = 3;  // Py_TAG_BITS of the default build
+  return ob_type == 8;
+}
+
+PyLayout g_layout_314;
+
 }  // namespace
+
+namespace internal {
+
+bool Read314(const void* offsets, Offsets314* out, bool* free_threaded) {
+  PyLayout L{};
+  if (!LayoutFrom314(reinterpret_cast<uintptr_t>(offsets), &L, free_threaded)) {
+    return false;
+  }
+  *out = {L.ts_frame, L.ts_thread_id, L.fr_back, L.fr_code, L.fr_owner,
+          L.co_qualname, L.co_code, L.str_compact_data, L.object_size,
+          L.code_tag_bits};
+  return true;
+}
+
+}  // namespace internal
 
 void Detect() {
   if (g_detected.exchange(1, std::memory_order_acq_rel) != 0) return;
@@ -419,6 +492,14 @@ void Detect() {
   bool free_threaded = false;
   if (sym("_Py_NegativeRefcount") != nullptr) {
     status = PyStatus::kDebugBuild;
+  } else if (major == 3 && minor == 14) {
+    if (LayoutFrom314(reinterpret_cast<uintptr_t>(runtime), &g_layout_314,
+                      &free_threaded)) {
+      layout = &g_layout_314;
+    } else {
+      status = free_threaded ? PyStatus::kFreeThreaded
+                             : PyStatus::kLayoutMismatch;
+    }
   } else if (layout == nullptr) {
     status = PyStatus::kUnknownVersion;
   } else if (minor >= 13 &&
@@ -523,13 +604,17 @@ int Walk(RingWriter& ring, wire::PyFrame* out, int max) {
       break;
     }
     uintptr_t back = Load<uintptr_t>(frame + L.fr_back);
-    if (L.owner_kind == 2 && Load<uint8_t>(frame + L.fr_owner) == L.owner_cstack) {
+    // 3.12 and 3.13 mark a call of the loop from C with a frame owned by
+    // the C stack (3); 3.14 with one owned by the interpreter (3) or the C
+    // stack (4): a separator, not a Python function.
+    if (L.owner_kind == 2 && Load<uint8_t>(frame + L.fr_owner) >= L.owner_cstack) {
       // The interpreter's marker for a call of its evaluation loop from C.
       if (n > 0) out[n - 1].where |= wire::kPyFrameCallEnd;
       frame = back;
       continue;
     }
-    uintptr_t code = Load<uintptr_t>(frame + L.fr_code);
+    uintptr_t code = Load<uintptr_t>(frame + L.fr_code) &
+                     ~static_cast<uintptr_t>(L.code_tag_bits);
     uint32_t blob = CodeBlob(ring, code, pages, &bad);
     if (bad) break;
     int64_t offset = 0;

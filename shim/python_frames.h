@@ -65,6 +65,17 @@ uint32_t DefinitionBlob(RingWriter& ring, const char* name, const char* file,
 // replaced, as in a fork child). Allocation-free.
 void ResetCodes();
 
+namespace internal {
+// For tests: what a 3.14 _Py_DebugOffsets at `offsets` gives; false if the
+// walk would not use it (another version, a free-threaded build, an offset
+// outside its struct).
+struct Offsets314 {
+  uint16_t ts_frame, ts_thread_id, fr_back, fr_code, fr_owner, co_qualname,
+      co_code, str_compact_data, object_size, code_tag_bits;
+};
+bool Read314(const void* offsets, Offsets314* out, bool* free_threaded);
+}  // namespace internal
+
 }  // namespace closeaudit::shim::python
 
 #endif  // CLOSEAUDIT_SHIM_PYTHON_FRAMES_H_
