@@ -11,9 +11,11 @@ fails; it is skipped only if none is installed.
 """
 
 import glob
+import json
 import os
 import subprocess
 import sys
+import time
 
 import e2e
 from e2e import check, check_frame, find_marker, fmt_stack, frames, of_kind
@@ -231,6 +233,72 @@ def case_py_asyncio_clean(opts, tmp):
     each_python(opts, tmp, body)
 
 
+def case_py_fork_child(opts, tmp):
+    """A forked child that handles the connection and leaks it: the child's
+    stacks carry its Python frames too."""
+    src = "fork_server.py"
+    line = find_marker(opts.srcdir, "python/" + src, "py_fork_recv")
+
+    def body(python, where):
+        rep, text = run_script(opts, where, python, src)
+        f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+        python_frame(f, "eof_seen", src, line, "handle")
+        check(f"handle ({src}:{line})" in f.get("message", ""),
+              f"the message does not name the child's line: "
+              f"{f.get('message')}")
+        no_interpreter_culprit(rep)
+
+    each_python(opts, tmp, body)
+
+
+def case_py_literal(opts, tmp):
+    """The literal form, LD_PRELOAD=libcloseaudit.so python3 ..., with the
+    daemon the library starts by itself: the same Python frames."""
+    lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
+                       "..", "shim", "libcloseaudit.so")
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK):
+        print("SKIP py_literal: no /usr/bin/python3", flush=True)
+        sys.exit(SKIP)
+    runtime = os.path.join(tmp, "run")
+    os.mkdir(runtime, 0o700)
+    state = os.path.join(tmp, "state")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
+    env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
+               LD_PRELOAD=os.path.abspath(lib))
+    env.pop("PYTHONPATH", None)
+    done = os.path.join(tmp, "done")
+    src = "thread_server.py"
+    # The daemon judges with its default grace, 5 s: hold the sockets 6.
+    r = subprocess.run([python, script(opts, src), done, "0", "6"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and os.path.exists(done),
+          f"{src} failed under LD_PRELOAD: {r.returncode}\n{r.stderr}")
+    report_path = os.path.join(state, "closeaudit", "latest", "report.json")
+    sock_path = os.path.join(runtime, "closeaudit", "collector.sock")
+    rep = None
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with open(report_path) as fh:
+                    rep = json.load(fh)
+                if any(f.get("kind") == "close_wait_leak"
+                       for f in rep["findings"]):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["pkill", "-f", sock_path], check=False)
+    check(rep is not None, f"the daemon wrote no report at {report_path}")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    python_frame(f, "eof_seen", src,
+                 find_marker(opts.srcdir, "python/" + src, "py_recv"),
+                 "read_line")
+
+
 def case_py_debug_build(opts, tmp):
     """Debian's debug build (python3.11-dbg), whose objects have another
     layout: not walked, said once, and the leak still reported."""
@@ -258,6 +326,8 @@ CASES = {
     "py_debug_build": case_py_debug_build,
     "py_asyncio": case_py_asyncio,
     "py_asyncio_clean": case_py_asyncio_clean,
+    "py_fork_child": case_py_fork_child,
+    "py_literal": case_py_literal,
 }
 
 

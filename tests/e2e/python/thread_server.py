@@ -2,12 +2,13 @@
 b'' without closing the socket, which it keeps in a dict: each connection
 its clients close stays in CLOSE_WAIT.
 
-Usage: python3 thread_server.py DONE_FILE [DEPTH]
+Usage: python3 thread_server.py DONE_FILE [DEPTH [HOLD]]
 
 Its own client: connects three times, sends a line, reads the echo and
-closes; waits until the server saw the three EOFs, holds the sockets two
-seconds more (past the audit's grace), writes DONE_FILE and exits 0. With
-DEPTH, the handler's recv() is made DEPTH frames deeper (nested calls).
+closes; waits until the server saw the three EOFs, holds the sockets HOLD
+seconds more (2 by default: past the audit's grace), writes DONE_FILE and
+exits 0. With DEPTH, the handler's recv() is made DEPTH frames deeper
+(nested calls).
 """
 import socket
 import sys
@@ -44,6 +45,7 @@ def serve(listener, depth):
 def main():
     done = sys.argv[1]
     depth = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    hold = float(sys.argv[3]) if len(sys.argv) > 3 else 2
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -57,7 +59,7 @@ def main():
         if not eofs.acquire(timeout=10):
             print("the server did not see three EOFs", file=sys.stderr)
             return 1
-    time.sleep(2)
+    time.sleep(hold)
     with open(done, "w") as f:
         f.write("done\n")
     return 0
