@@ -150,6 +150,31 @@ bool IsCode(Dwfl_Module* mod, Dwarf_Addr address) {
 
 // All frames for `address` (in libdwfl's address space for `mod`), with
 // `module` and `address` left for the caller to fill in. Never empty.
+// The deepest DIE under `parent` whose ranges hold pc (a subprogram, an
+// inlined copy, a lexical block), looking inside the DIEs that hold
+// definitions without having ranges themselves (namespaces, classes).
+bool InnermostScope(Dwarf_Die* parent, Dwarf_Addr pc, Dwarf_Die* out,
+                    int depth) {
+  constexpr int kMaxDepth = 64;  // hostile DWARF cannot recurse for ever
+  Dwarf_Die child;
+  if (depth > kMaxDepth || dwarf_child(parent, &child) != 0) return false;
+  do {
+    if (dwarf_haspc(&child, pc) == 1) {
+      *out = child;
+      InnermostScope(&child, pc, out, depth + 1);
+      return true;
+    }
+    int tag = dwarf_tag(&child);
+    if ((tag == DW_TAG_namespace || tag == DW_TAG_module ||
+         tag == DW_TAG_class_type || tag == DW_TAG_structure_type ||
+         tag == DW_TAG_union_type) &&
+        InnermostScope(&child, pc, out, depth + 1)) {
+      return true;
+    }
+  } while (dwarf_siblingof(&child, &child) == 0);
+  return false;
+}
+
 std::vector<Frame> Symbolize(Dwfl_Module* mod, Dwarf_Addr address) {
   Frame innermost;
   if (Dwfl_Line* line = dwfl_module_getsrc(mod, address)) {
@@ -164,13 +189,14 @@ std::vector<Frame> Symbolize(Dwfl_Module* mod, Dwarf_Addr address) {
   Dwarf_Die* cu = dwfl_module_addrdie(mod, address, &dwarf_bias);
   Dwarf_Die* scopes = nullptr;
   int count = 0;
-  if (cu != nullptr && dwarf_getscopes(cu, address - dwarf_bias, &scopes) > 0) {
-    // Past an inlined copy, dwarf_getscopes continues with the scopes around
-    // the inlined function's abstract definition, not around the call. The
-    // physical parents of the innermost scope are the call chain we want.
-    Dwarf_Die innermost_scope = scopes[0];
-    std::free(scopes);
-    scopes = nullptr;
+  // The physical parents of the innermost scope holding the address are the
+  // call chain we want (inlined copies, then the function). Not
+  // dwarf_getscopes(), which goes on past an inlined copy to the scopes
+  // around its abstract definition, and leaks when that search fails
+  // (inlined code whose origin is in another unit, as in LTO builds).
+  Dwarf_Die innermost_scope;
+  if (cu != nullptr &&
+      InnermostScope(cu, address - dwarf_bias, &innermost_scope, 0)) {
     count = dwarf_getscopes_die(&innermost_scope, &scopes);
   }
   Frame next = innermost;
