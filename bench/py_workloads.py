@@ -5,9 +5,10 @@
       the nanoseconds per round (two lifecycle events, each with a stack).
   py_workloads.py echo-server PORT_FILE
       a threaded echo server (socketserver) on 127.0.0.1; writes its port.
-  py_workloads.py echo-client PORT SECONDS CONNECTIONS
+  py_workloads.py echo-client PORT SECONDS CONNECTIONS [keep-alive]
       CONNECTIONS threads that each connect, send 16 bytes, read them back
-      and close, for SECONDS; prints requests per second.
+      and close, for SECONDS; prints requests per second. With keep-alive,
+      each thread keeps one connection and echoes over it.
 """
 import os
 import socket
@@ -55,12 +56,27 @@ def echo_server(port_file):
         server.serve_forever()
 
 
-def echo_client(port, seconds, connections):
+def echo_client(port, seconds, connections, keep_alive):
     deadline = time.monotonic() + seconds
     counts = [0] * connections
 
+    def echo(c, payload):
+        c.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            data = c.recv(64)
+            if not data:
+                break
+            got += data
+
     def worker(i):
         payload = b"0123456789abcdef"
+        if keep_alive:
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                while time.monotonic() < deadline:
+                    echo(c, payload)
+                    counts[i] += 1
+            return
         while time.monotonic() < deadline:
             with socket.create_connection(("127.0.0.1", port)) as c:
                 c.sendall(payload)
@@ -88,4 +104,5 @@ if __name__ == "__main__":
     elif what == "echo-server":
         echo_server(sys.argv[2])
     else:
-        echo_client(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
+        echo_client(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
+                    len(sys.argv) > 5 and sys.argv[5] == "keep-alive")
