@@ -48,6 +48,48 @@ TEST(InApp, SystemLibrariesHeadersAndRuntimesAreNot) {
                      none));
 }
 
+Frame Py(std::string function, std::string file) {
+  Frame f = F(std::move(function), std::move(file), "");
+  f.language = "python";
+  return f;
+}
+
+TEST(InApp, PythonFilesOfTheProgramAreItsOwnTheLibrariesAreNot) {
+  AppRules none;
+  EXPECT_TRUE(InApp(Py("handle", "/srv/app/server.py"), none));
+  EXPECT_TRUE(InApp(Py("<module>", "server.py"), none));  // a relative path
+  EXPECT_FALSE(InApp(Py("socket.accept", "/usr/lib/python3.11/socket.py"), none));
+  EXPECT_FALSE(InApp(Py("serve_forever",
+                        "/root/.pyenv/versions/3.12.1/lib/python3.12/"
+                        "socketserver.py"), none));
+  EXPECT_FALSE(InApp(Py("Session.send", "/srv/venv/lib/python3.11/"
+                        "site-packages/requests/sessions.py"), none));
+  EXPECT_FALSE(InApp(Py("urlopen", "/usr/lib/python3/dist-packages/urllib3/"
+                        "connectionpool.py"), none));
+  EXPECT_FALSE(InApp(Py("_find_and_load", "<frozen importlib._bootstrap>"), none));
+  // The interpreter's extension modules, wherever it is installed.
+  EXPECT_FALSE(InApp(F("sock_recv", "/tmp/build/Modules/socketmodule.c",
+                       "/root/.pyenv/versions/3.12.1/lib/python3.12/lib-dynload/"
+                       "_socket.cpython-312-x86_64-linux-gnu.so"), none));
+  // --app-path claims a package of the program's own in site-packages.
+  auto rules = ParseAppRules({"/srv/venv/lib/python3.11/site-packages/mine"}, {});
+  ASSERT_TRUE(rules.ok());
+  EXPECT_TRUE(InApp(Py("Handler.handle", "/srv/venv/lib/python3.11/"
+                       "site-packages/mine/handler.py"), *rules));
+  auto not_app = ParseAppRules({}, {"/srv/app/vendor/"});
+  ASSERT_TRUE(not_app.ok());
+  EXPECT_FALSE(InApp(Py("f", "/srv/app/vendor/lib.py"), *not_app));
+}
+
+TEST(LibraryName, PythonPackagesAndTheStandardLibrary) {
+  EXPECT_EQ(LibraryName(Py("Session.send", "/srv/venv/lib/python3.11/"
+                           "site-packages/requests/sessions.py")), "requests");
+  EXPECT_EQ(LibraryName(Py("f", "/srv/venv/lib/python3.11/site-packages/six.py")),
+            "six");
+  EXPECT_EQ(LibraryName(Py("socket.accept", "/usr/lib/python3.11/socket.py")),
+            "the Python standard library");
+}
+
 TEST(InApp, AppPathsWinAndNotAppExcludes) {
   AppRules rules;
   rules.app_paths = {"/usr/lib/myapp"};

@@ -382,6 +382,10 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
         if (py > wire::kMaxPyFrames) {
           return absl::DataLossError("Python stack too deep");
         }
+        // A stack without Python frames ends before the count.
+        if (r.ok() && py == 0) {
+          return absl::DataLossError("a Python frame count of 0");
+        }
         for (uint32_t i = 0; i < py && r.ok(); ++i) {
           v.py_frames.push_back(r.Get<wire::PyFrame>());
         }

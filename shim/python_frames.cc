@@ -480,6 +480,7 @@ void Detect() {
   if (g_detected.exchange(1, std::memory_order_acq_rel) != 0) return;
   auto sym = [](const char* name) { return dlsym(RTLD_DEFAULT, name); };
   auto version = reinterpret_cast<const char* (*)()>(sym("Py_GetVersion"));
+  if (version == nullptr) return;  // no CPython here: one lookup, no more
   void* tss = sym("PyGILState_GetThisThreadState");
   void* head = sym("PyInterpreterState_Head");
   void* code_type = sym("PyCode_Type");

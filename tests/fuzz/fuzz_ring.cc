@@ -100,9 +100,19 @@ void CheckRecord(const Record& record) {
         using T = std::decay_t<decltype(r)>;
         if constexpr (std::is_same_v<T, StackRecord>) {
           if (r.frames.size() > wire::kMaxFrames) Fail("stack too deep");
+          if (r.py_frames.size() > wire::kMaxPyFrames) {
+            Fail("Python stack too deep");
+          }
           if (r.ref == 0 || r.ref >= kArena) {
             Fail("stack ref outside the arena");
           }
+        } else if constexpr (std::is_same_v<T, PyCodeRecord>) {
+          if (r.name.size() > wire::kMaxPyNameBytes ||
+              r.file.size() > wire::kMaxPathBytes ||
+              r.table.size() > wire::kMaxPyTableBytes) {
+            Fail("code record too long");
+          }
+          if (r.ref == 0 || r.ref >= kArena) Fail("code ref outside the arena");
         } else if constexpr (std::is_same_v<T, ModuleRecord>) {
           if (r.path.size() > wire::kMaxPathBytes) Fail("module path too long");
           if (r.build_id.size() > wire::kMaxBuildIdBytes) {

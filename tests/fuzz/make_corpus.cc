@@ -135,6 +135,18 @@ std::vector<Record> SampleRecords() {
   records.push_back(m);
   records.push_back(
       StackRecord{1, 8, {0x555555555123, 0x555555555456, 0x7ffff7c29d8f}, {}});
+  // A CPython process's: a code object, and a stack with its Python frames.
+  PyCodeRecord code;
+  code.stream = 1;
+  code.ref = 0x40;
+  code.minor = 11;
+  code.firstlineno = 20;
+  code.name = "Handler.handle";
+  code.file = "/srv/app/server.py";
+  code.table = std::string("\x80\x00\xd8\x08\x0c\x88\x34", 7);
+  records.push_back(code);
+  records.push_back(StackRecord{1, 0x80, {0x555555555123, 0x7ffff7c29d8f},
+                                {{0x40, 12 | wire::kPyFrameCallEnd}}});
   wire::Event e{};
   e.type = wire::EventType::kAccept;
   e.flags = wire::kFlagStream | wire::kFlagInet;
@@ -177,8 +189,13 @@ std::string Frame(std::string_view payload) {
 void TraceCorpus(const std::vector<std::string>& traces) {
   std::vector<Record> records = SampleRecords();
   std::string trace(kTraceMagic, sizeof(kTraceMagic));
-  const char* names[] = {"run",       "process", "module", "stack", "event",
-                         "event_eof", "kernel",  "exit",   "end"};
+  const char* names[] = {"run",       "process", "module",   "stack",
+                         "py_code",   "py_stack", "event",   "event_eof",
+                         "kernel",    "exit",    "end"};
+  static_assert(sizeof(names) / sizeof(names[0]) == 11);
+  if (records.size() != sizeof(names) / sizeof(names[0])) {
+    Die("a sample record without a name");
+  }
   for (size_t i = 0; i < records.size(); ++i) {
     std::string payload = EncodeRecord(records[i]);
     Write("fuzz_trace", std::string("record_") + names[i], payload);
@@ -268,6 +285,46 @@ class Ring {
     s.frame_count = static_cast<uint32_t>(frames.size());
     std::memcpy(arena() + off, &s, sizeof(s));
     std::memcpy(arena() + off + sizeof(s), frames.begin(), 8 * frames.size());
+    return off;
+  }
+  // A stack with Python frames, each naming a code blob.
+  uint32_t PyStack(std::initializer_list<uint64_t> frames,
+                   std::initializer_list<wire::PyFrame> py) {
+    uint32_t bytes = static_cast<uint32_t>(
+        sizeof(wire::StackBlob) + 8 * frames.size() + 8 * py.size());
+    uint32_t off = Alloc(bytes);
+    wire::StackBlob s{};
+    s.header.kind = wire::BlobKind::kStack;
+    s.header.bytes = bytes;
+    s.frame_count = static_cast<uint32_t>(frames.size());
+    s.py_frame_count = static_cast<uint32_t>(py.size());
+    std::memcpy(arena() + off, &s, sizeof(s));
+    if (frames.size() > 0) {
+      std::memcpy(arena() + off + sizeof(s), frames.begin(), 8 * frames.size());
+    }
+    if (py.size() > 0) {
+      std::memcpy(arena() + off + sizeof(s) + 8 * frames.size(), py.begin(),
+                  8 * py.size());
+    }
+    return off;
+  }
+  uint32_t PyCode(uint16_t minor, std::string_view name, std::string_view file,
+                  std::string_view table) {
+    uint32_t bytes = static_cast<uint32_t>(sizeof(wire::PyCodeBlob) +
+                                           name.size() + file.size() +
+                                           table.size());
+    uint32_t off = Alloc(bytes);
+    wire::PyCodeBlob c{};
+    c.header.kind = wire::BlobKind::kPyCode;
+    c.header.bytes = wire::AlignBlob(bytes);
+    c.minor = minor;
+    c.firstlineno = 20;
+    c.name_len = static_cast<uint32_t>(name.size());
+    c.file_len = static_cast<uint32_t>(file.size());
+    c.table_len = static_cast<uint32_t>(table.size());
+    std::memcpy(arena() + off, &c, sizeof(c));
+    std::string rest = std::string(name) + std::string(file) + std::string(table);
+    std::memcpy(arena() + off + sizeof(c), rest.data(), rest.size());
     return off;
   }
   uint32_t Module(std::string_view path, std::string_view build_id) {
@@ -368,6 +425,31 @@ void RingCorpus() {
     r.Push(Ev(EventType::kCloseUntracked, 9, closed));
     Write("fuzz_ring", "server_events", r.Compact());
     Write("fuzz_ring", "server_events_raw_layout", r.Compact(1));
+  }
+  {
+    // A Python server's: stacks with Python frames, their code objects
+    // (one a handler's definition), a kRuntime event and a Python handler.
+    Ring r;
+    uint32_t handle = r.PyCode(11, "Handler.handle", "/srv/app/server.py",
+                               std::string("\x80\x00\xd8\x08\x0c\x88", 6));
+    uint32_t serve = r.PyCode(11, "serve", "/srv/app/server.py", "\x80\x00");
+    uint32_t def = r.PyCode(0, "handle", "/srv/app/server.py", "");
+    uint32_t created = r.PyStack({0x555555555123, 0x555555555456},
+                                 {{serve, 8 | wire::kPyFrameCallEnd}});
+    uint32_t eof = r.PyStack({0x555555555789},
+                             {{handle, 12}, {serve, 8 | wire::kPyFrameCallEnd}});
+    uint32_t handler = r.PyStack({}, {{def, wire::kPyFrameCallEnd}});
+    wire::Event rt = Ev(EventType::kRuntime, -1);
+    rt.aux = static_cast<uint32_t>(wire::PyStatus::kWalked);
+    rt.arg = wire::PyVersion(3, 11, 2);
+    r.Push(rt);
+    r.Push(Ev(EventType::kAccept, 4, created, 3));
+    wire::Event h = Ev(EventType::kHandler, 4, handler);
+    h.aux = static_cast<uint32_t>(wire::HandlerKind::kPython) |
+            wire::kHandlerPyStreams;
+    r.Push(h);
+    r.Push(Ev(EventType::kEofSeen, 4, eof, 0x555555555700));
+    Write("fuzz_ring", "python", r.Compact());
   }
   {
     // Several laps in: positions well past the slot count.
