@@ -162,6 +162,8 @@ def case_py_http_pool(opts, tmp):
               f"{f.get('message')}")
         check("conn.close()" in f.get("advice", ""),
               f"the advice is not http.client's: {f.get('advice')}")
+        check(f"fetch ({src}:{line})" in text,
+              f"report.txt does not name fetch ({src}:{line}):\n{text[:3000]}")
         no_interpreter_culprit(rep)
         e2e.check_regenerated(opts, where, rep)
 
@@ -246,6 +248,8 @@ def case_py_fork_child(opts, tmp):
         check(f"handle ({src}:{line})" in f.get("message", ""),
               f"the message does not name the child's line: "
               f"{f.get('message')}")
+        check(f"handle ({src}:{line})" in text,
+              f"report.txt does not name the child's line:\n{text[:3000]}")
         no_interpreter_culprit(rep)
 
     each_python(opts, tmp, body)

@@ -5,7 +5,7 @@ without closeaudit while their stacks' Python frames are walked.
 Usage: py_torture.py --closeaudit PATH --lib PATH/libcloseaudit.so CASE
 
 CASE is one of py_workload.py's modes (threads, fork, signals,
-exit_in_recv). It runs under every CPython 3.8-3.13 installed (Debian's
+exit_in_recv, subinterp). It runs under every CPython 3.8-3.13 installed (Debian's
 /usr/bin/python3, pyenv's ~/.pyenv/versions/3.X.*), and, for each, once
 plainly and once under `closeaudit run`, then once with the library
 preloaded literally (LD_PRELOAD, no closeaudit run). It fails unless every
@@ -114,7 +114,7 @@ def main():
     ap.add_argument("--closeaudit", required=True)
     ap.add_argument("--lib", required=True)
     ap.add_argument("case", choices=["threads", "fork", "signals",
-                                     "exit_in_recv"])
+                                     "exit_in_recv", "subinterp"])
     opts = ap.parse_args()
     opts.closeaudit = os.path.abspath(opts.closeaudit)
     opts.lib = os.path.abspath(opts.lib)

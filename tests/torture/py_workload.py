@@ -16,6 +16,9 @@ of its own (also compared). Modes:
                 while another thread is in accept()
   exit_in_recv  8 daemon threads inside recv() while the main thread exits
                 with status 3, data arriving for them as it does
+  subinterp     sockets made, used and closed in a subinterpreter (where
+                the version has them) while the main interpreter's threads
+                do the same
 """
 import multiprocessing
 import os
@@ -194,6 +197,53 @@ def mode_exit_in_recv(out):
     out.write("exit_in_recv: exiting with 8 threads in recv\n")
     out.flush()
     return 3
+
+
+SUBINTERP_CODE = """
+import socket
+a, b = socket.socketpair()
+a.sendall(b"from the subinterpreter")
+assert b.recv(100) == b"from the subinterpreter"
+a.close()
+b.close()
+"""
+
+
+def mode_subinterp(out):
+    try:
+        import _interpreters as interpreters  # 3.13
+    except ImportError:
+        try:
+            import _xxsubinterpreters as interpreters  # 3.8 - 3.12
+        except ImportError:
+            interpreters = None
+    _, port = echo_server(2)
+    if interpreters is None:
+        out.write("subinterp: no subinterpreters in this build\n")
+        return 0
+    stop = threading.Event()
+    done = [0]
+
+    def main_side():
+        while not stop.is_set():
+            if exchange(port, b"main") == b"main":
+                done[0] += 1
+
+    t = threading.Thread(target=main_side)
+    t.start()
+    ok = 0
+    for _ in range(5):
+        interp = interpreters.create()
+        try:
+            interpreters.run_string(interp, SUBINTERP_CODE)
+            ok += 1
+        finally:
+            interpreters.destroy(interp)
+    stop.set()
+    t.join()
+    out.write(f"subinterp: {ok} subinterpreters ran their sockets, "
+              f"main side exchanged: {done[0] > 0}\n")
+    return 0
 
 
 def main():
