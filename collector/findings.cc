@@ -368,6 +368,14 @@ class FindingBuilder {
       }
       return place;
     }
+    // Python frames, none of them the program's: the innermost names the
+    // library code the program called into.
+    for (const Frame& f : frames) {
+      if (f.language != "python") continue;
+      return absl::StrCat(Place(f), " in ", LibraryName(f),
+                          " (none of the program's own frames is on the "
+                          "stack)");
+    }
     // An interpreter ran the program's code, whose frames (Python's,
     // JavaScript's, Java's) are its own and not recorded here.
     for (const Frame& f : frames) {
