@@ -79,13 +79,7 @@ def echo_client(port, seconds, connections, keep_alive):
             return
         while time.monotonic() < deadline:
             with socket.create_connection(("127.0.0.1", port)) as c:
-                c.sendall(payload)
-                got = b""
-                while len(got) < len(payload):
-                    data = c.recv(64)
-                    if not data:
-                        break
-                    got += data
+                echo(c, payload)
             counts[i] += 1
 
     threads = [threading.Thread(target=worker, args=(i,))

@@ -201,37 +201,32 @@ void Analyzer::OnRuntime(const wire::Event& e) {
   if (status == PyStatus::kWalked) return;
   std::string version = absl::StrFormat("%d.%d", (e.arg >> 16) & 0xff,
                                         (e.arg >> 8) & 0xff);
-  std::string why;
+  const char* why;
   switch (status) {
     case PyStatus::kUnknownVersion:
-      why = absl::StrCat("Python frames unavailable for ", version,
-                         ": no layout for this version; native frames only");
+      why = ": no layout for this version; native frames only";
       break;
     case PyStatus::kDebugBuild:
-      why = absl::StrCat("Python frames unavailable for ", version,
-                         " debug build: native frames only");
+      why = " debug build: native frames only";
       break;
     case PyStatus::kFreeThreaded:
-      why = absl::StrCat("Python frames unavailable for ", version,
-                         " free-threaded build: native frames only");
+      why = " free-threaded build: native frames only";
       break;
     case PyStatus::kLayoutMismatch:
-      why = absl::StrCat("Python frames unavailable for ", version,
-                         ": the interpreter's own offsets (_Py_DebugOffsets) "
-                         "disagree with its headers'; native frames only");
+      why = ": the interpreter's own offsets (_Py_DebugOffsets) disagree "
+            "with its headers'; native frames only";
       break;
     case PyStatus::kInvalid:
-      why = absl::StrCat("Python frames unavailable for ", version,
-                         ": the interpreter's memory did not look as its "
-                         "layout says, and the library stopped reading it; "
-                         "native frames only");
+      why = ": the interpreter's memory did not look as its layout says, "
+            "and the library stopped reading it; native frames only";
       break;
     default:
       return;  // a newer library's word for something: nothing to say
   }
-  if (std::find(runtime_notes_.begin(), runtime_notes_.end(), why) ==
+  std::string note = absl::StrCat("Python frames unavailable for ", version, why);
+  if (std::find(runtime_notes_.begin(), runtime_notes_.end(), note) ==
       runtime_notes_.end()) {
-    runtime_notes_.push_back(std::move(why));
+    runtime_notes_.push_back(std::move(note));
   }
 }
 

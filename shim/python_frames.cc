@@ -226,6 +226,33 @@ uint64_t Mix(uint64_t h, uint64_t v) {
   return h ^ (h >> 32);
 }
 
+// Writes a PyCodeBlob: name and file from the shim's own memory, the table
+// (table_len bytes at table, the interpreter's) copied safely. Its offset,
+// or 0 if the arena is full.
+uint32_t WriteCodeBlob(RingWriter& ring, uint16_t minor, int32_t firstlineno,
+                       const char* name, uint32_t name_len, const char* file,
+                       uint32_t file_len, uintptr_t table, uint32_t table_len) {
+  uint32_t bytes = wire::AlignBlob(sizeof(wire::PyCodeBlob) + name_len +
+                                   file_len + table_len);
+  void* mem = nullptr;
+  uint32_t offset = ring.AllocBlob(bytes, &mem);
+  if (offset == 0) return 0;
+  auto* blob = static_cast<wire::PyCodeBlob*>(mem);
+  std::memset(blob, 0, sizeof(*blob));
+  blob->header.kind = wire::BlobKind::kPyCode;
+  blob->header.bytes = bytes;
+  blob->minor = minor;
+  blob->firstlineno = firstlineno;
+  blob->name_len = name_len;
+  blob->file_len = file_len;
+  blob->table_len = table_len;
+  char* at = reinterpret_cast<char*>(blob + 1);
+  if (name_len) std::memcpy(at, name, name_len);
+  if (file_len) std::memcpy(at + name_len, file, file_len);
+  if (table_len) Copy(at + name_len + file_len, table, table_len);
+  return offset;
+}
+
 // The arena offset of code's PyCodeBlob in ring, written now if it is not
 // there yet; 0 if code is not a code object (or the arena is full).
 uint32_t CodeBlob(RingWriter& ring, uintptr_t code, Pages& pages, bool* bad) {
@@ -292,25 +319,10 @@ uint32_t CodeBlob(RingWriter& ring, uintptr_t code, Pages& pages, bool* bad) {
   if (name_len < 0 || file_len < 0 || !have_table) {
     *bad = true;
   } else {
-    uint32_t bytes = wire::AlignBlob(sizeof(wire::PyCodeBlob) + name_len +
-                                     file_len + table_len);
-    void* mem = nullptr;
-    written = ring.AllocBlob(bytes, &mem);
-    if (written != 0) {
-      auto* blob = static_cast<wire::PyCodeBlob*>(mem);
-      std::memset(blob, 0, sizeof(*blob));
-      blob->header.kind = wire::BlobKind::kPyCode;
-      blob->header.bytes = bytes;
-      blob->minor = L.minor;
-      blob->firstlineno = firstlineno;
-      blob->name_len = static_cast<uint32_t>(name_len);
-      blob->file_len = static_cast<uint32_t>(file_len);
-      blob->table_len = table_len;
-      char* at = reinterpret_cast<char*>(blob + 1);
-      std::memcpy(at, name_buf, name_len);
-      std::memcpy(at + name_len, file_buf, file_len);
-      Copy(at + name_len + file_len, table_data, table_len);
-    }
+    written = WriteCodeBlob(ring, L.minor, firstlineno, name_buf,
+                            static_cast<uint32_t>(name_len), file_buf,
+                            static_cast<uint32_t>(file_len), table_data,
+                            table_len);
   }
   if (claimed != nullptr) {
     claimed->print.store(print, std::memory_order_relaxed);
@@ -553,25 +565,9 @@ uint32_t DefinitionBlob(RingWriter& ring, const char* name, const char* file,
     while (p != nullptr && n < max && p[n] != '\0') ++n;
     return n;
   };
-  uint32_t name_len = length(name, wire::kMaxPyNameBytes);
-  uint32_t file_len = length(file, wire::kMaxPathBytes);
-  uint32_t bytes =
-      wire::AlignBlob(sizeof(wire::PyCodeBlob) + name_len + file_len);
-  void* mem = nullptr;
-  uint32_t offset = ring.AllocBlob(bytes, &mem);
-  if (offset == 0) return 0;
-  auto* blob = static_cast<wire::PyCodeBlob*>(mem);
-  std::memset(blob, 0, sizeof(*blob));
-  blob->header.kind = wire::BlobKind::kPyCode;
-  blob->header.bytes = bytes;
-  blob->minor = 0;
-  blob->firstlineno = line;
-  blob->name_len = name_len;
-  blob->file_len = file_len;
-  char* at = reinterpret_cast<char*>(blob + 1);
-  if (name_len) std::memcpy(at, name, name_len);
-  if (file_len) std::memcpy(at + name_len, file, file_len);
-  return offset;
+  // minor 0: a definition, whose line is firstlineno; no table.
+  return WriteCodeBlob(ring, 0, line, name, length(name, wire::kMaxPyNameBytes),
+                       file, length(file, wire::kMaxPathBytes), 0, 0);
 }
 
 void ResetCodes() { g_code_epoch.fetch_add(1, std::memory_order_relaxed); }

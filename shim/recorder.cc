@@ -876,33 +876,40 @@ void OnSetsockopt(int fd, int level, int name, const void* value,
   Push(ev, true);
 }
 
-void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
-               const void* callback) {
-  if (!Recording()) return;
+namespace {
+
+// The kHandler event for fd, if it is a tracked socket.
+bool HandlerEvent(int fd, wire::HandlerKind kind, uint32_t flags, Event* ev) {
+  if (!Recording()) return false;
   uint64_t cookie;
   FdEntry* e = Tracked(fd, &cookie);
-  if (!e) return;
+  if (!e) return false;
+  *ev = MakeEvent(EventType::kHandler, fd, cookie,
+                  e->inode.load(std::memory_order_relaxed),
+                  e->state.load(std::memory_order_relaxed));
+  ev->aux = static_cast<uint32_t>(kind) | flags;
+  return true;
+}
+
+}  // namespace
+
+void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
+               const void* callback) {
   Scope scope;
-  Event ev = MakeEvent(EventType::kHandler, fd, cookie,
-                       e->inode.load(std::memory_order_relaxed),
-                       e->state.load(std::memory_order_relaxed));
-  ev.aux = static_cast<uint32_t>(kind) | flags;
+  Event ev;
+  if (!HandlerEvent(fd, kind, flags, &ev)) return;
   ev.arg = reinterpret_cast<uintptr_t>(callback);
   Push(ev, true);
 }
 
 void OnPythonHandler(int fd, uint32_t flags, const char* name,
                      const char* file, int line) {
-  if (!Recording()) return;
-  uint64_t cookie;
-  FdEntry* e = Tracked(fd, &cookie);
-  if (!e) return;
   Scope scope;
-  Event ev = MakeEvent(EventType::kHandler, fd, cookie,
-                       e->inode.load(std::memory_order_relaxed),
-                       e->state.load(std::memory_order_relaxed));
-  ev.aux = static_cast<uint32_t>(wire::HandlerKind::kPython) |
-           (flags & wire::kHandlerPyStreams);
+  Event ev;
+  if (!HandlerEvent(fd, wire::HandlerKind::kPython,
+                    flags & wire::kHandlerPyStreams, &ev)) {
+    return;
+  }
   if (g_start.load(std::memory_order_acquire) == kStarted) {
     uint32_t code = python::DefinitionBlob(Ring(), name, file, line);
     wire::PyFrame frame{code, wire::kPyFrameCallEnd};

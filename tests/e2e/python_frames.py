@@ -89,6 +89,16 @@ def python_frame(finding, which, file, line, function):
     return fr
 
 
+def named(finding, text, place, what):
+    """The finding's message and report.txt both name place
+    ("fetch (http_pool.py:34)")."""
+    check(place in finding.get("message", ""),
+          f"the message does not name {what} {place}: "
+          f"{finding.get('message')}")
+    check(place in text,
+          f"report.txt does not name {what} {place}:\n{text[:3000]}")
+
+
 def no_interpreter_culprit(rep):
     for f in rep["findings"]:
         msg = f.get("message", "")
@@ -110,14 +120,11 @@ def leak_case(opts, tmp, depth):
         check_frame(f, "eof_seen", src, find_marker(
             opts.srcdir, "python/" + src, "py_handle"), "handle")
         python_frame(f, "created", src, accept, "serve")
-        check(f"read_line ({src}:{recv})" in f.get("message", ""),
-              f"the message does not name read_line ({src}:{recv}): "
-              f"{f.get('message')}")
+        named(f, text, f"read_line ({src}:{recv})", "the recv's line")
         check("sock.close()" in f.get("advice", ""),
               f"the advice is not Python's: {f.get('advice')}")
         no_interpreter_culprit(rep)
-        check(f"read_line ({src}:{recv})" in text and
-              f"handle ({src}:" in text,
+        check(f"handle ({src}:" in text,
               f"report.txt does not show the Python frames:\n{text[:3000]}")
         e2e.check_regenerated(opts, where, rep)
 
@@ -157,13 +164,9 @@ def case_py_http_pool(opts, tmp):
         rep, text = run_script(opts, where, python, src)
         f = e2e.one_of_kind(rep, "close_wait_leak", 2)
         python_frame(f, "created", src, line, "fetch")
-        check(f"fetch ({src}:{line})" in f.get("message", ""),
-              f"the message does not name fetch ({src}:{line}): "
-              f"{f.get('message')}")
+        named(f, text, f"fetch ({src}:{line})", "the request's line")
         check("conn.close()" in f.get("advice", ""),
               f"the advice is not http.client's: {f.get('advice')}")
-        check(f"fetch ({src}:{line})" in text,
-              f"report.txt does not name fetch ({src}:{line}):\n{text[:3000]}")
         no_interpreter_culprit(rep)
         e2e.check_regenerated(opts, where, rep)
 
@@ -245,11 +248,7 @@ def case_py_fork_child(opts, tmp):
         rep, text = run_script(opts, where, python, src)
         f = e2e.one_of_kind(rep, "close_wait_leak", 3)
         python_frame(f, "eof_seen", src, line, "handle")
-        check(f"handle ({src}:{line})" in f.get("message", ""),
-              f"the message does not name the child's line: "
-              f"{f.get('message')}")
-        check(f"handle ({src}:{line})" in text,
-              f"report.txt does not name the child's line:\n{text[:3000]}")
+        named(f, text, f"handle ({src}:{line})", "the child's line")
         no_interpreter_culprit(rep)
 
     each_python(opts, tmp, body)

@@ -68,23 +68,36 @@ def run(argv, env, what):
     return p
 
 
+def transcript_run(argv, env, what, transcript):
+    """Runs argv (which writes `transcript`); (process, transcript bytes)."""
+    p = run(argv, env, what)
+    with open(transcript, "rb") as f:
+        return p, f.read()
+
+
+def same_as_plain(label, what, got, plain):
+    """got and plain are (process, transcript) pairs: the same exit and
+    transcript, or a Failure that shows both."""
+    (proc, text), (plain_proc, plain_text) = got, plain
+    if proc.returncode != plain_proc.returncode or text != plain_text:
+        raise Failure(
+            f"[{label}] {what} run differs: exit {proc.returncode} vs "
+            f"{plain_proc.returncode}\n--- plain\n"
+            f"{plain_text.decode(errors='replace')}"
+            f"--- {what}\n{text.decode(errors='replace')}"
+            f"--- stderr\n{proc.stderr.decode(errors='replace')[-3000:]}")
+
+
 def one(opts, python, case, tmp, label):
     plain_t = os.path.join(tmp, f"{label}.plain")
-    p = run([python, WORKLOAD, case, plain_t], clean_env(), "the plain run")
-    with open(plain_t, "rb") as f:
-        plain = f.read()
+    plain = transcript_run([python, WORKLOAD, case, plain_t], clean_env(),
+                           "the plain run", plain_t)
     out = os.path.join(tmp, f"{label}.audit")
     audit_t = os.path.join(tmp, f"{label}.audited")
-    a = run([opts.closeaudit, "run", "--grace", "1s", "--out", out, "--",
-             python, WORKLOAD, case, audit_t], clean_env(), "the audited run")
-    with open(audit_t, "rb") as f:
-        audited = f.read()
-    if a.returncode != p.returncode or audited != plain:
-        raise Failure(
-            f"[{label}] audited run differs: exit {a.returncode} vs "
-            f"{p.returncode}\n--- plain\n{plain.decode(errors='replace')}"
-            f"--- audited\n{audited.decode(errors='replace')}"
-            f"--- closeaudit stderr\n{a.stderr.decode(errors='replace')[-3000:]}")
+    same_as_plain(label, "audited", transcript_run(
+        [opts.closeaudit, "run", "--grace", "1s", "--out", out, "--",
+         python, WORKLOAD, case, audit_t], clean_env(), "the audited run",
+        audit_t), plain)
     with open(os.path.join(out, "report.json")) as f:
         rep = json.load(f)
     if rep["summary"]["sockets_tracked"] < 2:
@@ -97,15 +110,9 @@ def one(opts, python, case, tmp, label):
     env = clean_env()
     env["LD_PRELOAD"] = opts.lib
     env["CLOSEAUDIT_SOCKET"] = os.path.join(tmp, "no-collector.sock")
-    lit = run([python, WORKLOAD, case, literal_t], env, "the preloaded run")
-    with open(literal_t, "rb") as f:
-        literal = f.read()
-    if lit.returncode != p.returncode or literal != plain:
-        raise Failure(
-            f"[{label}] preloaded run differs: exit {lit.returncode} vs "
-            f"{p.returncode}\n--- plain\n{plain.decode(errors='replace')}"
-            f"--- preloaded\n{literal.decode(errors='replace')}"
-            f"--- stderr\n{lit.stderr.decode(errors='replace')[-3000:]}")
+    same_as_plain(label, "preloaded", transcript_run(
+        [python, WORKLOAD, case, literal_t], env, "the preloaded run",
+        literal_t), plain)
     return rep
 
 
