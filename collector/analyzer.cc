@@ -467,6 +467,21 @@ void Analyzer::OnEvent(const EventRecord& record) {
           d.handlers.push_back(h);
           break;
         }
+        case wire::HandlerKind::kNode: {
+          uint32_t role = wire::NodeRoleOf(e.aux);
+          if (role == 0 || role >= d.node_stacks.size() || stack == 0) return;
+          d.node_stacks[role] = stack;
+          // The JavaScript that opened the socket, or the listeners of the
+          // server that accepted it, are where it came from: uv__accept and
+          // uv__socket under the event loop say nothing of the program.
+          if (role == static_cast<uint32_t>(wire::NodeRole::kServer) ||
+              role == static_cast<uint32_t>(wire::NodeRole::kUpgrade) ||
+              role == static_cast<uint32_t>(wire::NodeRole::kClient)) {
+            sock->created_stack = stack;
+          }
+          d.node_flags |= e.aux & wire::kHandlerNodeFlags & ~wire::kHandlerNodeRoleMask;
+          break;
+        }
         default:
           return;  // a kind this collector does not know
       }

@@ -11,6 +11,7 @@
 #ifndef CLOSEAUDIT_COLLECTOR_ANALYZER_H_
 #define CLOSEAUDIT_COLLECTOR_ANALYZER_H_
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -120,6 +121,10 @@ class Analyzer {
     std::string local, peer;
     // The latest few callbacks registered for the socket, oldest first.
     std::vector<Handler> handlers;
+    // What the Node.js agent said of the socket (wire::kNode): a stack of
+    // JavaScript frames per wire::NodeRole, and the flags it sent.
+    std::array<uint32_t, 6> node_stacks{};
+    uint32_t node_flags = 0;
     uint32_t bufferevent_stack = 0;  // bufferevent_socket_new()
     uint32_t freed_stack = 0;        // bufferevent_free()
     uint64_t freed_ns = 0;

@@ -86,6 +86,13 @@ bool IsPythonLibraryFile(std::string_view file) {
          Contains(file, "/lib64/python");
 }
 
+// Node.js's own modules ("node:net", "internal/..." before Node 16) and
+// packages installed from npm.
+bool IsJsLibraryFile(std::string_view file) {
+  return file.empty() || Starts(file, "node:") || Starts(file, "internal/") ||
+         Contains(file, "/node_modules/");
+}
+
 bool IsSystemModule(std::string_view module) {
   std::string_view name = Basename(module);
   if (UnderAny(module, kSystemLibDirs)) return true;
@@ -172,6 +179,7 @@ bool InApp(const Frame& f, const AppRules& rules) {
     }
   }
   if (f.language == "python") return !IsPythonLibraryFile(f.file);
+  if (f.language == "js") return !IsJsLibraryFile(f.file);
   if (!f.file.empty() && UnderAny(f.file, kIncludeDirs)) return false;
   // Code in no module with a name came from a JIT's perf map: the program's
   // own, unless the name says it is the runtime's: a path in the system's
@@ -193,6 +201,19 @@ bool InApp(const Frame& f, const AppRules& rules) {
 }
 
 std::string LibraryName(const Frame& f) {
+  if (f.language == "js") {
+    // The npm package (its scope too) a frame of node_modules is in.
+    size_t at = f.file.rfind("/node_modules/");
+    if (at != std::string::npos) {
+      std::string_view rest = std::string_view(f.file).substr(at + 14);
+      size_t slash = rest.find('/');
+      if (Starts(rest, "@") && slash != std::string_view::npos) {
+        slash = rest.find('/', slash + 1);
+      }
+      return std::string(rest.substr(0, slash));
+    }
+    return IsJsLibraryFile(f.file) ? "Node.js" : std::string(Basename(f.file));
+  }
   if (f.language == "python") {
     // The package a frame of site-packages is in; else the standard library.
     for (std::string_view dir : {"/site-packages/", "/dist-packages/"}) {
@@ -227,6 +248,59 @@ std::string LibraryName(const Frame& f) {
   }
   if (f.module.empty()) return f.function.empty() ? "" : "JIT code";
   return std::string(Basename(f.module));
+}
+
+std::string SourceName(const Frame& f) {
+  if (f.language == "js" && Starts(f.file, "node:")) return f.file;
+  return std::string(Basename(f.file));
+}
+
+bool ParseJsPerfName(std::string_view name, Frame* frame) {
+  std::string_view rest;
+  for (std::string_view tag : {"JS:", "LazyCompile:", "Function:", "Script:"}) {
+    if (Starts(name, tag)) {
+      rest = name.substr(tag.size());
+      break;
+    }
+  }
+  if (rest.empty()) return false;
+  // V8's tier: ~ interpreted, ^ baseline, + Maglev, * optimized.
+  if (rest.front() == '~' || rest.front() == '^' || rest.front() == '+' ||
+      rest.front() == '*') {
+    rest.remove_prefix(1);
+  }
+  // "NAME SCRIPT:LINE:COLUMN": the name may hold spaces ("get x"), the
+  // script (a path) rarely does.
+  size_t space = rest.rfind(' ');
+  std::string_view function = space == std::string_view::npos ? "" : rest.substr(0, space);
+  std::string_view where = space == std::string_view::npos ? rest : rest.substr(space + 1);
+  auto number = [](std::string_view digits, int* out) {
+    if (digits.empty() || digits.size() > 9) return false;
+    int n = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return false;
+      n = n * 10 + (c - '0');
+    }
+    *out = n;
+    return true;
+  };
+  int line = 0, column = 0;
+  size_t c2 = where.rfind(':');
+  if (c2 == std::string_view::npos || !number(where.substr(c2 + 1), &column)) {
+    return false;
+  }
+  size_t c1 = where.rfind(':', c2 - 1);
+  if (c2 == 0 || c1 == std::string_view::npos ||
+      !number(where.substr(c1 + 1, c2 - c1 - 1), &line)) {
+    return false;
+  }
+  std::string_view file = where.substr(0, c1);
+  if (Starts(file, "file://")) file.remove_prefix(7);
+  frame->language = "js";
+  frame->function = function.empty() ? "(anonymous)" : std::string(function);
+  frame->file = std::string(file);
+  frame->line = line;
+  return true;
 }
 
 absl::StatusOr<AppRules> ParseAppRules(const std::vector<std::string>& app_paths,

@@ -42,6 +42,17 @@ std::string LibraryName(const Frame& frame);
 // sentence names it: "boost::asio::basic_socket::async_read_some".
 std::string ShortFunction(std::string_view function);
 
+// How a report names a frame's source file: its basename, but Node.js's own
+// modules whole ("node:internal/process/task_queues").
+std::string SourceName(const Frame& frame);
+
+// A JavaScript function as V8 names it in a perf map ("JS:~onData
+// /srv/app.js:10:17"; "LazyCompile:*f file:1:2" before V8 9): fills
+// frame's function ("(anonymous)" for none), file (without "file://") and
+// line (the function's first line), and language "js". False for any other
+// name: the frame is left alone.
+bool ParseJsPerfName(std::string_view name, Frame* frame);
+
 // Checks --app-path values (each must be an absolute directory name; a
 // relative one is made absolute against the working directory) and
 // --not-app values (not empty). The error names the bad value.

@@ -84,9 +84,12 @@ class FindingBuilder {
       }
       const ModuleRecord& m = a_.modules_[f.module];
       if (m.path.starts_with(kJitModulePrefix)) {
-        // JIT code: its perf map named the function; there is no file.
+        // JIT code: its perf map named the function; there is no file,
+        // but a JavaScript function's name says where it is defined.
         Frame jit;
-        jit.function = m.path.substr(sizeof(kJitModulePrefix) - 1);
+        std::string_view name =
+            std::string_view(m.path).substr(sizeof(kJitModulePrefix) - 1);
+        if (!ParseJsPerfName(name, &jit)) jit.function = std::string(name);
         jit.address = f.address;
         jit.in_app = InApp(jit, rules_);
         out.push_back(std::move(jit));
@@ -133,7 +136,10 @@ class FindingBuilder {
   Frame PythonFrame(const Analyzer::NormFrame& f) const {
     const PyCodeRecord& code = a_.py_codes_[f.address];
     Frame frame;
-    frame.language = "python";
+    frame.language =
+        code.language == static_cast<uint16_t>(wire::CodeLanguage::kJavaScript)
+            ? "js"
+            : "python";
     frame.function = code.name;
     frame.file = code.file;
     // minor 0: a handler's definition, named by the Python-side helper.
@@ -368,13 +374,21 @@ class FindingBuilder {
       }
       return place;
     }
-    // Python frames, none of them the program's: the innermost names the
-    // library code the program called into.
+    // Python or JavaScript frames, none of them the program's: the innermost
+    // names the library code the program called into.
     for (const Frame& f : frames) {
-      if (f.language != "python") continue;
+      if (f.language.empty()) continue;
       return absl::StrCat(Place(f), " in ", LibraryName(f),
                           " (none of the program's own frames is on the "
                           "stack)");
+    }
+    // Node.js's event loop, running no JavaScript: a read or an accept of
+    // libuv's, or a write it finished.
+    for (const Frame& f : frames) {
+      if (f.language.empty() && LibraryName(f).find("node") != std::string::npos &&
+          f.function.starts_with("uv_run")) {
+        return "Node.js's event loop (no JavaScript was running)";
+      }
     }
     // An interpreter ran the program's code, whose frames (Python's,
     // JavaScript's, Java's) are its own and not recorded here.
@@ -444,9 +458,8 @@ class FindingBuilder {
   // "handle (server.c:42)", or without a line, the function or the module
   // and offset.
   static std::string Place(const Frame& f) {
-    if (f.language == "python") {
-      return absl::StrFormat("%s (%s:%d)", f.function,
-                             f.file.substr(f.file.rfind('/') + 1), f.line);
+    if (f.language == "python" || f.language == "js") {
+      return absl::StrFormat("%s (%s:%d)", f.function, SourceName(f), f.line);
     }
     if (f.function.empty() || f.module.empty()) return FrameName(f);
     if (f.file.empty()) return ShortFunction(f.function);
@@ -588,8 +601,10 @@ class FindingBuilder {
       uint64_t until = Until(s);
       if (until < s.eof_ns || until - s.eof_ns <= grace_) continue;
       const Analyzer::Handler* h = HandlerOf(s);
+      uint32_t end_listener = Detail(s).node_stacks[Role(wire::NodeRole::kEnd)];
       groups[{Canon(s.created_stack, 'n'), Canon(s.eof_stack, 'e'),
-              h ? Canon(h->callback, 'h') : 0, FreedWithoutClose(s)}]
+              h ? Canon(h->callback, 'h') : Canon(end_listener, 'j'),
+              FreedWithoutClose(s)}]
           .push_back(&s);
     }
     MergeLoopOnly(groups);
@@ -676,6 +691,10 @@ class FindingBuilder {
       } else {
         told = absl::StrFormat("%s saw the EOF", where);
       }
+      NodeSide node = handler ? NodeSide{} : NodeOf(first);
+      if (node.known) {
+        told = NodeTold(f, node);
+      }
       if (key.freed_without_close) {
         f.message = absl::StrFormat(
             "%s left in CLOSE_WAIT: the peer closed, %s, which freed the "
@@ -694,6 +713,10 @@ class FindingBuilder {
             collected ? ": closed by the garbage collector, when Python "
                         "freed the socket object; close it explicitly"
                       : "");
+      } else if (node.known) {
+        f.message = absl::StrFormat(
+            "%s left in CLOSE_WAIT: the peer closed, %s; %s never closed",
+            conns, told, closed_late ? "most were" : "the socket was");
       } else if (handler) {
         const char* missed =
             streams ? "which returned without writer.close()"
@@ -713,9 +736,114 @@ class FindingBuilder {
             "and %s never closed",
             conns, told, closed_late ? "most were" : "the socket was");
       }
-      f.advice = LeakAdvice(first, handler, key.freed_without_close, eof);
+      f.advice = node.known ? NodeLeakAdvice(node)
+                            : LeakAdvice(first, handler, key.freed_without_close, eof);
       report.findings.push_back(std::move(f));
     }
+  }
+
+  static constexpr size_t Role(wire::NodeRole role) {
+    return static_cast<size_t>(role);
+  }
+
+  // What the Node.js agent said of a socket (wire::HandlerKind::kNode).
+  struct NodeSide {
+    bool known = false;
+    bool client = false;    // opened by the program (net.connect, http.request)
+    bool upgrade = false;   // handed to an http server's 'upgrade' listener
+    bool http = false;      // accepted by an http(s) server
+    bool half_open = false; // allowHalfOpen was set on it
+    std::vector<Frame> owner;  // the listeners, or the call that opened it
+    std::vector<Frame> end, close;  // where its 'end'/'close' listeners were added
+  };
+  NodeSide NodeOf(const Socket& s) const {
+    const SocketDetail& d = Detail(s);
+    NodeSide n;
+    const auto& st = d.node_stacks;
+    uint32_t owner = st[Role(wire::NodeRole::kUpgrade)];
+    n.upgrade = owner != 0;
+    if (owner == 0) owner = st[Role(wire::NodeRole::kServer)];
+    if (owner == 0) {
+      owner = st[Role(wire::NodeRole::kClient)];
+      n.client = owner != 0;
+    }
+    if (owner == 0) return n;
+    n.known = true;
+    n.http = (d.node_flags & wire::kHandlerNodeHttp) != 0;
+    n.half_open = (d.node_flags & wire::kHandlerNodeHalfOpen) != 0;
+    n.owner = Sym(owner);
+    n.end = Sym(st[Role(wire::NodeRole::kEnd)]);
+    n.close = Sym(st[Role(wire::NodeRole::kClose)]);
+    return n;
+  }
+
+  // How Node.js passed the peer's EOF on, and to whom; adds the listeners'
+  // stacks to the finding.
+  std::string NodeTold(Finding& f, const NodeSide& n) const {
+    if (!n.end.empty()) f.stacks.emplace_back("end_listener", n.end);
+    if (!n.close.empty()) f.stacks.emplace_back("close_listener", n.close);
+    std::string end =
+        n.end.empty() ? "no 'end' listener ends it"
+                      : absl::StrFormat("the 'end' listener never calls "
+                                        "socket.end() (added at %s)",
+                                        Where(n.end));
+    if (n.client) {
+      return absl::StrFormat(
+          "Node.js read the EOF, and nothing ended or destroyed the socket "
+          "(opened at %s)",
+          Where(n.owner));
+    }
+    if (n.upgrade) {
+      return absl::StrFormat(
+          "Node.js read the EOF of a socket its http server handed to an "
+          "'upgrade' listener (added at %s); such a socket is half-open "
+          "(allowHalfOpen) and the program's to end, and %s",
+          Where(n.owner), end);
+    }
+    if (n.half_open && !n.http) {
+      return absl::StrFormat(
+          "Node.js read the EOF and emitted 'end'; the server has "
+          "allowHalfOpen: true (its 'connection' listener is added at %s), "
+          "so Node.js leaves ending the socket to the program, and %s",
+          Where(n.owner), end);
+    }
+    return absl::StrFormat(
+        "Node.js read the EOF, and nothing ended or destroyed the socket (a "
+        "connection of the server whose listener is added at %s)",
+        Where(n.owner));
+  }
+
+  static std::string NodeLeakAdvice(const NodeSide& n) {
+    std::string map =
+        " If a Map or Set keeps the socket, delete it there on 'close'.";
+    if (n.client) {
+      for (const Frame& f : n.owner) {
+        if (f.file.starts_with("node:_http_")) {
+          return "consume every response, even one whose body you do not "
+                 "need (res.resume()), or destroy it (res.destroy()): the "
+                 "Agent keeps a socket until its response has been read to "
+                 "the end; and agent.destroy() an Agent that is no longer "
+                 "used.";
+        }
+      }
+      return "when the server ends the connection ('end'), call "
+             "socket.end() or socket.destroy(), and open a new one when it "
+             "is needed again." + map;
+    }
+    if (n.upgrade) {
+      return "a socket handed to an 'upgrade' listener is the program's: in "
+             "its 'end' listener call socket.end() (socket.destroy() when "
+             "nothing is left to send), and destroy it on errors." + map;
+    }
+    if (n.half_open && !n.http) {
+      return "with allowHalfOpen: true, Node.js does not end a socket when "
+             "its peer does: call socket.end() in the 'end' listener "
+             "(socket.destroy() when nothing is left to send), or create the "
+             "server without allowHalfOpen." + map;
+    }
+    return "end the socket when its peer does: socket.end() or "
+           "socket.destroy() in its 'end' listener; a paused socket never "
+           "reads the EOF, so resume() or destroy() it." + map;
   }
 
   // Moves each group whose stacks show only the loop the program runs into
@@ -927,15 +1055,34 @@ class FindingBuilder {
         ex.eof_to_end_ms = Ms(Until(s) - std::min(Until(s), s.shutdown_ns));
         f.examples.push_back(ex);
       }
-      f.message = absl::StrFormat(
-          "%s half-closed with shutdown() at %s and then kept open for more "
-          "than %d ms: this side waits in FIN_WAIT2, which tcp_fin_timeout "
-          "does not end while the fd is open",
-          Plural(f.count, "connection was", "connections were"), Where(shut),
-          Ms(grace_));
-      f.advice =
-          "after shutdown(SHUT_WR), read until EOF (with a timeout) and then "
-          "close(); shutdown() never replaces close().";
+      NodeSide node = NodeOf(*sockets.front());
+      if (node.known) {
+        // Node.js shuts the socket down for socket.end() once its writes
+        // are out, from its loop: the JavaScript is where it came from.
+        f.message = absl::StrFormat(
+            "%s ended with socket.end() (Node.js's shutdown()) and then kept "
+            "open for more than %d ms: the peer never ended its side, and "
+            "this side waits in FIN_WAIT2, which tcp_fin_timeout does not end "
+            "while the fd is open (%s at %s)",
+            Plural(f.count, "connection was", "connections were"), Ms(grace_),
+            node.client ? "opened" : "accepted by the server whose listener is added",
+            Where(node.owner));
+        f.advice =
+            "after socket.end(), a peer that never ends its side keeps the "
+            "socket open: destroy it after a timeout (socket.setTimeout(ms, "
+            "() => socket.destroy())), and find out why the peer does not "
+            "end.";
+      } else {
+        f.message = absl::StrFormat(
+            "%s half-closed with shutdown() at %s and then kept open for more "
+            "than %d ms: this side waits in FIN_WAIT2, which tcp_fin_timeout "
+            "does not end while the fd is open",
+            Plural(f.count, "connection was", "connections were"), Where(shut),
+            Ms(grace_));
+        f.advice =
+            "after shutdown(SHUT_WR), read until EOF (with a timeout) and then "
+            "close(); shutdown() never replaces close().";
+      }
       report.findings.push_back(std::move(f));
     }
   }

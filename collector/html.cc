@@ -116,7 +116,7 @@ void AppendStack(std::string* out, const std::string& name,
     std::string fn = fr.function.empty() ? FrameName(fr) : ShortFunction(fr.function);
     std::string loc;
     if (!fr.file.empty()) {
-      loc = absl::StrCat(fr.file.substr(fr.file.rfind('/') + 1), ":", fr.line);
+      loc = absl::StrCat(SourceName(fr), ":", fr.line);
     } else if (!fr.module.empty()) {
       loc = fr.module.substr(fr.module.rfind('/') + 1);
     }

@@ -195,6 +195,7 @@ bool RingReader::SendPyCode(uint32_t stream, uint32_t ref, IngestSink& sink) {
   rec.stream = stream;
   rec.ref = ref;
   rec.minor = c.minor;
+  rec.language = c.minor == 0 ? c.language : 0;
   rec.firstlineno = c.firstlineno;
   rec.name = blob.substr(sizeof(c), c.name_len);
   rec.file = blob.substr(sizeof(c) + c.name_len, c.file_len);

@@ -74,7 +74,10 @@ struct StackRecord {
 struct PyCodeRecord {
   uint32_t stream = 0;
   uint32_t ref = 0;  // the arena offset Python frames use to name it
-  uint16_t minor = 0;  // of CPython 3.minor
+  uint16_t minor = 0;  // of CPython 3.minor; 0: a definition
+  // A definition's language: wire::CodeLanguage (a JavaScript frame the
+  // Node.js agent named).
+  uint16_t language = 0;
   int32_t firstlineno = 0;
   std::string name;   // qualified from 3.11
   std::string file;

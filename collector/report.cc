@@ -204,7 +204,7 @@ std::string FrameText(const Frame& f) {
                          : ShortFunction(f.function);
   if (f.inlined) name += " [inlined]";
   if (!f.file.empty()) {
-    return absl::StrFormat("%s (%s:%d)", name, Basename(f.file), f.line);
+    return absl::StrFormat("%s (%s:%d)", name, SourceName(f), f.line);
   }
   if (!f.module.empty() && !f.function.empty()) {
     return absl::StrFormat("%s (%s)", name, Basename(f.module));
@@ -374,10 +374,11 @@ void RenderStack(const std::string& label, const std::vector<Frame>& all,
     while (end < frames.size() && !frames[end]->in_app) ++end;
     bool entered = end < frames.size();  // the program called into it
     size_t run = end - i;
-    // The interpreter's C code between two Python lines is one line.
-    bool under_python = entered && frames[end]->language == "python" &&
+    // The interpreter's C code between two Python (or JavaScript) lines is
+    // one line.
+    bool under_script = entered && !frames[end]->language.empty() &&
                         frames[end - 1]->language.empty();
-    if (run <= 2 && !under_python) {
+    if (run <= 2 && !under_script) {
       for (; i < end; ++i) line(FrameText(*frames[i]));
       continue;
     }

@@ -39,7 +39,9 @@ struct Frame {
   // Set by the analyzer.
   bool in_app = false;
   // "" for machine code; "python" for a Python frame (function is its
-  // qualified name, file its co_filename, module empty).
+  // qualified name, file its co_filename, module empty); "js" for a
+  // JavaScript one (from a perf map, where line is the function's first,
+  // or named by the Node.js agent; module empty).
   std::string language = "";
 };
 

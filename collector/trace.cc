@@ -266,6 +266,8 @@ struct Encoder {
     w.PutString(r.name);
     w.PutString(r.file);
     w.PutString(r.table);
+    // Older readers stop before it: a definition's language, when not Python.
+    if (r.language != 0) w.Put(r.language);
   }
   void operator()(const EventRecord& r) const {
     Writer w(Kind::kEvent, out);
@@ -402,6 +404,7 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       v.name = r.GetString(wire::kMaxPyNameBytes);
       v.file = r.GetString(wire::kMaxPathBytes);
       v.table = r.GetString(wire::kMaxPyTableBytes);
+      if (r.ok() && !r.done()) v.language = r.Get<uint16_t>();
       out = std::move(v);
       break;
     }

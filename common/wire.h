@@ -148,6 +148,9 @@ enum class HandlerKind : uint32_t {
   kPython = 6,           // a Python event loop's handler for the connection
                          // (closeaudit_python_handler()): the stack is its
                          // definition, one Python frame; arg 0
+  kNode = 7,             // what Node.js's side of the library saw of the
+                         // connection (closeaudit_js_handler()): aux's role
+                         // below; the stack is JavaScript frames; arg 0
 };
 inline constexpr uint32_t kHandlerKindMask = 0xff;
 // The bufferevent closes its fd when freed (BEV_OPT_CLOSE_ON_FREE).
@@ -155,6 +158,28 @@ inline constexpr uint32_t kHandlerCloseOnFree = 1u << 8;
 // kPython: the handler is an asyncio streams callback (start_server's
 // client_connected_cb), not a Protocol's method.
 inline constexpr uint32_t kHandlerPyStreams = 1u << 9;
+// kNode: which JavaScript code the stack names, in bits 8-11 (NodeRole),
+// and what Node.js was told about the socket above them.
+enum class NodeRole : uint32_t {
+  kServer = 1,   // the listeners of the server that accepted it ('connection',
+                 // 'request', 'upgrade'): where each was added
+  kEnd = 2,      // where an 'end' listener was added to the socket
+  kClose = 3,    // where a 'close' listener was added to the socket
+  kClient = 4,   // where the program opened it (net.connect, http.request)
+  kUpgrade = 5,  // the 'upgrade' listener that was handed the socket
+};
+inline constexpr uint32_t kHandlerNodeRoleShift = 8;
+inline constexpr uint32_t kHandlerNodeRoleMask = 0xfu << kHandlerNodeRoleShift;
+// The socket had allowHalfOpen set: Node.js leaves ending it to the program.
+inline constexpr uint32_t kHandlerNodeHalfOpen = 1u << 12;
+// The server is an http(s) server, which ends its sockets itself (but not
+// those it hands to an 'upgrade' listener).
+inline constexpr uint32_t kHandlerNodeHttp = 1u << 13;
+inline constexpr uint32_t kHandlerNodeFlags =
+    kHandlerNodeRoleMask | kHandlerNodeHalfOpen | kHandlerNodeHttp;
+inline constexpr uint32_t NodeRoleOf(uint32_t aux) {
+  return (aux & kHandlerNodeRoleMask) >> kHandlerNodeRoleShift;
+}
 
 // kInherited's aux: where the socket came from in the low byte, and above
 // it this flag: a socket found at start (0) that a service manager handed
@@ -285,7 +310,7 @@ struct PyCodeBlob {
   BlobHeader header;
   uint16_t minor;       // 3.minor; 0: a definition (a handler's), whose
                         // line is firstlineno and which has no table
-  uint16_t reserved;
+  uint16_t language;    // of a definition (CodeLanguage); 0 otherwise
   int32_t firstlineno;
   uint32_t name_len;    // bytes, <= kMaxPyNameBytes
   uint32_t file_len;    // bytes, <= kMaxPathBytes
@@ -295,6 +320,11 @@ struct PyCodeBlob {
 };
 static_assert(sizeof(PyCodeBlob) == 32);
 inline constexpr uint32_t kMaxPyNameBytes = 1024;
+// PyCodeBlob::language. A collector that does not know JavaScript reads its
+// frames as Python definitions.
+enum class CodeLanguage : uint16_t { kPython = 0, kJavaScript = 1 };
+// The most JavaScript frames one closeaudit_js_handler() call names.
+inline constexpr uint32_t kMaxJsFrames = 16;
 inline constexpr uint32_t kMaxPyTableBytes = 1u << 15;  // longer: cut
 
 struct ModuleBlob {

@@ -262,3 +262,11 @@ CA_EXPORT void closeaudit_python_handler(int fd, const char* name,
   if (fd < 0) return;
   core::OnPythonHandler(fd, flags, name, file, line);
 }
+
+// The entry point of the Node.js agent's addon (shim/node/): what the agent
+// learned of the connection on fd, as JavaScript frames (shim/closeaudit_js.h).
+CA_EXPORT void closeaudit_js_handler(int fd, unsigned flags,
+                                     closeaudit_js_stack* stack) {
+  if (fd < 0) return;
+  core::OnJsHandler(fd, flags, stack);
+}

@@ -231,7 +231,8 @@ uint64_t Mix(uint64_t h, uint64_t v) {
 // or 0 if the arena is full.
 uint32_t WriteCodeBlob(RingWriter& ring, uint16_t minor, int32_t firstlineno,
                        const char* name, uint32_t name_len, const char* file,
-                       uint32_t file_len, uintptr_t table, uint32_t table_len) {
+                       uint32_t file_len, uintptr_t table, uint32_t table_len,
+                       wire::CodeLanguage language = wire::CodeLanguage::kPython) {
   uint32_t bytes = wire::AlignBlob(sizeof(wire::PyCodeBlob) + name_len +
                                    file_len + table_len);
   void* mem = nullptr;
@@ -242,6 +243,7 @@ uint32_t WriteCodeBlob(RingWriter& ring, uint16_t minor, int32_t firstlineno,
   blob->header.kind = wire::BlobKind::kPyCode;
   blob->header.bytes = bytes;
   blob->minor = minor;
+  blob->language = static_cast<uint16_t>(language);
   blob->firstlineno = firstlineno;
   blob->name_len = name_len;
   blob->file_len = file_len;
@@ -559,7 +561,7 @@ bool Status(uint32_t* status, uint64_t* version) {
 }
 
 uint32_t DefinitionBlob(RingWriter& ring, const char* name, const char* file,
-                        int line) {
+                        int line, wire::CodeLanguage language) {
   auto length = [](const char* p, uint32_t max) {
     uint32_t n = 0;
     while (p != nullptr && n < max && p[n] != '\0') ++n;
@@ -567,7 +569,8 @@ uint32_t DefinitionBlob(RingWriter& ring, const char* name, const char* file,
   };
   // minor 0: a definition, whose line is firstlineno; no table.
   return WriteCodeBlob(ring, 0, line, name, length(name, wire::kMaxPyNameBytes),
-                       file, length(file, wire::kMaxPathBytes), 0, 0);
+                       file, length(file, wire::kMaxPathBytes), 0, 0,
+                       language);
 }
 
 void ResetCodes() { g_code_epoch.fetch_add(1, std::memory_order_relaxed); }

@@ -56,10 +56,12 @@ bool Status(uint32_t* status, uint64_t* version);
 int Walk(RingWriter& ring, wire::PyFrame* out, int max);
 
 // A PyCodeBlob (minor 0) for a function's definition, named by the
-// program's Python-side helper: its qualified name, file and first line.
-// Strings are cut to what a PyCodeBlob holds. 0 if the arena is full.
+// program's Python-side helper (or, in `language`, its JavaScript agent):
+// its qualified name, file and first line. Strings are cut to what a
+// PyCodeBlob holds. 0 if the arena is full.
 uint32_t DefinitionBlob(RingWriter& ring, const char* name, const char* file,
-                        int line);
+                        int line,
+                        wire::CodeLanguage language = wire::CodeLanguage::kPython);
 
 // Forgets the code objects copied so far (the ring they went to is being
 // replaced, as in a fork child). Allocation-free.

@@ -919,6 +919,47 @@ void OnPythonHandler(int fd, uint32_t flags, const char* name,
   Push(ev, false);
 }
 
+void OnJsHandler(int fd, uint32_t flags, closeaudit_js_stack* stack) {
+  Scope scope;
+  Event ev;
+  if (!HandlerEvent(fd, wire::HandlerKind::kNode,
+                    flags & wire::kHandlerNodeFlags, &ev)) {
+    return;
+  }
+  if (stack != nullptr && stack->frames != nullptr && stack->count > 0 &&
+      g_start.load(std::memory_order_acquire) == kStarted) {
+    RingWriter& ring = Ring();
+    // The agent names the same few places again and again (one per server,
+    // per call site): each is copied once per ring.
+    std::atomic_ref<uint64_t> cache(stack->cache);
+    uint64_t cached = cache.load(std::memory_order_acquire);
+    if (cached != 0 && (cached >> 32) == ring.generation()) {
+      ev.blob = static_cast<uint32_t>(cached);
+    } else {
+      wire::PyFrame frames[wire::kMaxJsFrames];
+      uint32_t n = std::min(stack->count, wire::kMaxJsFrames);
+      uint32_t kept = 0;
+      for (uint32_t i = 0; i < n; ++i) {
+        const closeaudit_js_frame& f = stack->frames[i];
+        uint32_t code = python::DefinitionBlob(
+            ring, f.function, f.file, f.line, wire::CodeLanguage::kJavaScript);
+        if (code == 0) break;
+        frames[kept++] = wire::PyFrame{code, 0};
+      }
+      if (kept > 0) {
+        frames[kept - 1].where = wire::kPyFrameCallEnd;
+        uint64_t none[1] = {0};
+        ev.blob = StackBlobOf(ring, none, 0, frames, static_cast<int>(kept));
+        if (ev.blob != 0 && kept == n) {
+          cache.store((uint64_t{ring.generation()} << 32) | ev.blob,
+                      std::memory_order_release);
+        }
+      }
+    }
+  }
+  Push(ev, false);
+}
+
 CloseClaim ClaimClose(int fd) {
   CloseClaim claim{};
   if (!Recording()) return claim;

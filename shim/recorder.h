@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "shim/closeaudit_js.h"
 #include "shim/fd_table.h"
 
 // Set by the vfork trampoline while a vfork child runs on this thread's
@@ -99,6 +100,10 @@ void OnHandler(int fd, wire::HandlerKind kind, uint32_t flags,
 // event of kind kPython.
 void OnPythonHandler(int fd, uint32_t flags, const char* name,
                      const char* file, int line);
+// What the program's JavaScript agent named of the socket on fd
+// (closeaudit_js_handler(), shim/closeaudit_js.h): a kHandler event of kind
+// kNode whose stack is the JavaScript frames, copied once per ring.
+void OnJsHandler(int fd, uint32_t flags, closeaudit_js_stack* stack);
 // dup(), fcntl(F_DUPFD*): newfd now refers to oldfd's socket.
 void OnDup(int oldfd, int newfd, bool cloexec);
 // dup2()/dup3(): as OnDup, and whatever newfd held before is closed.

@@ -1,0 +1,305 @@
+'use strict';
+// closeaudit's Node.js agent, loaded before the program with
+// `--require` (NODE_OPTIONS; `closeaudit run` and the library set it up).
+//
+// Node.js reads a peer's EOF and accepts connections in libuv, with no
+// JavaScript on the stack: the library sees uv__read, never the program's
+// listeners. This agent tells it, per connection, which JavaScript owns the
+// socket: the listeners of the server that accepted it, the 'end' and
+// 'close' listeners the program added to it, the 'upgrade' listener it was
+// handed to, or the call that opened it (net.connect, http.request). It
+// does so through its addon (addon.c) into libcloseaudit.so.
+//
+// It changes nothing the program can rely on: it adds no listener to any
+// socket or server (a 'data' listener would switch a stream to flowing
+// mode, an 'end' one would change what allowHalfOpen does), only wraps
+// on/addListener/once/prepend* and emit of net.Server and net.Socket to
+// watch the calls go by, and subscribes to two diagnostics channels. A
+// stack is captured only where a listener is added to a server, the first
+// few times one is added to a server's sockets, and once per connection a
+// client opens. Whatever fails in here is swallowed: the program never sees
+// an error of ours.
+(() => {
+  let addon;
+  try {
+    addon = require(require('path').join(__dirname, 'closeaudit_node.node'));
+  } catch {
+    return;  // no addon for this platform: nothing to tell
+  }
+  if (!addon || !addon.active) return;  // the library is not in the process
+
+  const net = require('net');
+  const dc = require('diagnostics_channel');
+
+  // common/wire.h: NodeRole << 8, and the flags above it.
+  const SERVER = 1 << 8;
+  const END = 2 << 8;
+  const CLOSE = 3 << 8;
+  const CLIENT = 4 << 8;
+  const UPGRADE = 5 << 8;
+  const HALF_OPEN = 1 << 12;
+  const HTTP = 1 << 13;
+
+  const MAX_FRAMES = 16;
+  const MAX_TRIES = 16;  // stacks taken per server and socket event
+
+  // --- Stacks ---------------------------------------------------------------
+
+  const ids = new Map();  // frames, joined -> the addon's id
+  const MAX_IDS = 4096;
+
+  function isLibrary(file) {
+    return file.startsWith('node:') || file.startsWith('internal/');
+  }
+
+  // The JavaScript frames above `below` (a function of ours), innermost
+  // first, as [function, file, line, column, ...]; those of
+  // diagnostics_channel and frames without a script are left out.
+  function capture(below) {
+    const limit = Error.stackTraceLimit;
+    const prepare = Error.prepareStackTrace;
+    let sites;
+    try {
+      Error.stackTraceLimit = MAX_FRAMES + 4;
+      Error.prepareStackTrace = (e, callsites) => callsites;
+      const holder = {};
+      Error.captureStackTrace(holder, below);
+      sites = holder.stack;
+    } finally {
+      Error.stackTraceLimit = limit;
+      Error.prepareStackTrace = prepare;
+    }
+    const out = [];
+    if (!Array.isArray(sites)) return out;
+    for (const site of sites) {
+      let file = site.getFileName() || '';
+      if (file === '' || file === __filename ||
+          file === 'node:diagnostics_channel') {
+        continue;
+      }
+      if (file.startsWith('file://')) {
+        try { file = decodeURIComponent(file.slice(7)); } catch { file = file.slice(7); }
+      }
+      // As V8 prints it in a stack trace: "Server.<anonymous>", "main".
+      const type = site.isToplevel() ? null : site.getTypeName();
+      let name = site.getFunctionName() || site.getMethodName() || '';
+      if (name === '') {
+        name = type ? `${type}.<anonymous>` : '<anonymous>';
+      } else if (type && !name.includes('.') && type !== 'Object') {
+        name = `${type}.${name}`;
+      }
+      out.push(name, file, site.getLineNumber() || 0, site.getColumnNumber() || 0);
+      if (out.length >= MAX_FRAMES * 4) break;
+    }
+    return out;
+  }
+
+  // Whether the frames show the program's code (anything but Node.js's own
+  // modules); `innermost`: the frame that made the call is the program's.
+  function programs(frames, innermost) {
+    if (innermost) return frames.length > 0 && !isLibrary(frames[1]);
+    for (let i = 1; i < frames.length; i += 4) {
+      if (!isLibrary(frames[i])) return true;
+    }
+    return false;
+  }
+
+  function idOf(frames) {
+    if (frames.length === 0) return 0;
+    const key = frames.join('\n');
+    let id = ids.get(key);
+    if (id === undefined) {
+      if (ids.size >= MAX_IDS) return 0;
+      id = addon.define(frames);
+      ids.set(key, id);
+    }
+    return id;
+  }
+
+  // --- Servers and the sockets they accept ----------------------------------
+
+  const SERVER_EVENTS = new Set(['connection', 'secureConnection', 'request',
+                                 'upgrade']);
+  const servers = new WeakMap();  // server -> what it was told
+
+  function infoOf(server) {
+    let info = servers.get(server);
+    if (info === undefined) {
+      info = {
+        sites: { connection: [], secureConnection: [], request: [], upgrade: [] },
+        listeners: -1,  // the id of the frames naming its listeners; -1: stale
+        upgrade: 0,
+        end: { id: 0, tries: 0 },
+        close: { id: 0, tries: 0 },
+      };
+      servers.set(server, info);
+    }
+    return info;
+  }
+
+  // The stack that stands for a server's listeners: of an http(s) server,
+  // where its 'request' listeners were added ('connection' is Node.js's
+  // own); else its 'secureConnection' or 'connection' listeners.
+  function listenersId(server, info) {
+    if (info.listeners < 0) {
+      const s = info.sites;
+      const chosen = s.request.length ? s.request
+        : s.secureConnection.length ? s.secureConnection : s.connection;
+      info.listeners = chosen.length ? idOf(chosen[0]) : 0;
+    }
+    return info.listeners;
+  }
+
+  let adding = false;  // once() adds through on(): one stack per call
+  function wrapAdd(proto, names, onAdd) {
+    for (const name of names) {
+      const original = proto[name];
+      if (typeof original !== 'function') continue;
+      const wrapper = {
+        [name](event, listener) {
+          if (!adding && typeof event === 'string') {
+            adding = true;
+            try {
+              onAdd(this, event, wrapper);
+            } catch {
+              // never the program's problem
+            } finally {
+              adding = false;
+            }
+          }
+          return original.apply(this, arguments);
+        },
+      }[name];
+      Object.defineProperty(proto, name, {
+        value: wrapper, writable: true, configurable: true, enumerable: false,
+      });
+    }
+  }
+
+  const ADDERS = ['on', 'addListener', 'once', 'prependListener',
+                  'prependOnceListener'];
+
+  wrapAdd(net.Server.prototype, ADDERS, (server, event, below) => {
+    if (!SERVER_EVENTS.has(event)) return;
+    const frames = capture(below);
+    if (!programs(frames, false)) return;
+    const info = infoOf(server);
+    if (info.sites[event].length < 4) info.sites[event].push(frames);
+    if (event === 'upgrade') info.upgrade = 0;
+    info.listeners = -1;
+  });
+
+  // 'end' and 'close' listeners the program adds to a server's sockets
+  // (those Node.js's http adds are not the program's): where the first one
+  // was added, for every later socket of the server too.
+  wrapAdd(net.Socket.prototype, ADDERS, (socket, event, below) => {
+    if (event !== 'end' && event !== 'close') return;
+    const server = socket.server;
+    if (server == null || typeof server !== 'object') return;
+    const slot = infoOf(server)[event];
+    if (slot.id !== 0 || slot.tries >= MAX_TRIES) return;
+    slot.tries++;
+    const frames = capture(below);
+    if (programs(frames, true)) slot.id = idOf(frames);
+  });
+
+  function fdOf(socket) {
+    const handle = socket._handle;
+    const fd = handle != null ? handle.fd : -1;
+    return typeof fd === 'number' ? fd : -1;
+  }
+
+  function flagsOf(server, socket) {
+    let flags = socket.allowHalfOpen ? HALF_OPEN : 0;
+    // http.Server and https.Server set it; net.Server does not.
+    if ('httpAllowHalfOpen' in server) flags |= HTTP;
+    return flags;
+  }
+
+  function tell(server, socket, role, id) {
+    const fd = fdOf(socket);
+    if (fd < 0) return;
+    const info = servers.get(server);
+    const flags = flagsOf(server, socket);
+    if (id) addon.note(fd, role | flags, id);
+    if (info === undefined) return;
+    if (info.end.id) addon.note(fd, END | flags, info.end.id);
+    if (info.close.id) addon.note(fd, CLOSE | flags, info.close.id);
+  }
+
+  // Published after the server emitted 'connection': its listeners have
+  // run, and added theirs to the socket.
+  dc.subscribe('net.server.socket', (message) => {
+    try {
+      const socket = message && message.socket;
+      const server = socket && socket.server;
+      if (server == null) return;
+      const info = servers.get(server);
+      tell(server, socket, SERVER, info ? listenersId(server, info) : 0);
+    } catch {
+      // ignored
+    }
+  });
+
+  // A socket an http server hands to its 'upgrade' listeners is theirs:
+  // told after they ran.
+  const serverEmit = net.Server.prototype.emit;
+  Object.defineProperty(net.Server.prototype, 'emit', {
+    value: function emit(event, request, socket) {
+      const result = serverEmit.apply(this, arguments);
+      if (event === 'upgrade') {
+        try {
+          const info = servers.get(this);
+          if (info !== undefined && info.sites.upgrade.length &&
+              socket instanceof net.Socket) {
+            if (!info.upgrade) info.upgrade = idOf(info.sites.upgrade[0]);
+            tell(this, socket, UPGRADE, info.upgrade);
+          }
+        } catch {
+          // ignored
+        }
+      }
+      return result;
+    },
+    writable: true, configurable: true, enumerable: false,
+  });
+
+  // --- Connections the program opens -----------------------------------------
+
+  // net.connect() publishes before the socket has an fd: its stack waits
+  // for the socket's 'connect'.
+  const opening = new WeakMap();  // socket -> id
+  function onClient(message) {
+    try {
+      const socket = message && message.socket;
+      if (!(socket instanceof net.Socket)) return;
+      const frames = capture(onClient);
+      if (!programs(frames, false)) return;
+      const id = idOf(frames);
+      if (id) opening.set(socket, id);
+    } catch {
+      // ignored
+    }
+  }
+  dc.subscribe('net.client.socket', onClient);
+
+  const socketEmit = net.Socket.prototype.emit;
+  Object.defineProperty(net.Socket.prototype, 'emit', {
+    value: function emit(event) {
+      if (event === 'connect') {
+        try {
+          const id = opening.get(this);
+          if (id !== undefined) {
+            opening.delete(this);
+            const fd = fdOf(this);
+            if (fd >= 0) addon.note(fd, CLIENT, id);
+          }
+        } catch {
+          // ignored
+        }
+      }
+      return socketEmit.apply(this, arguments);
+    },
+    writable: true, configurable: true, enumerable: false,
+  });
+})();
