@@ -274,6 +274,7 @@ bool ParseJsPerfName(std::string_view name, Frame* frame) {
   size_t space = rest.rfind(' ');
   std::string_view function = space == std::string_view::npos ? "" : rest.substr(0, space);
   std::string_view where = space == std::string_view::npos ? rest : rest.substr(space + 1);
+  while (!function.empty() && function.back() == ' ') function.remove_suffix(1);
   auto number = [](std::string_view digits, int* out) {
     if (digits.empty() || digits.size() > 9) return false;
     int n = 0;

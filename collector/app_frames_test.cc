@@ -140,5 +140,63 @@ TEST(ParseAppRules, MakesPathsAbsoluteAndRejectsEmpty) {
   EXPECT_FALSE(ParseAppRules({}, {""}).ok());
 }
 
+
+Frame Js(std::string_view perf_name) {
+  Frame f;
+  EXPECT_TRUE(ParseJsPerfName(perf_name, &f)) << perf_name;
+  return f;
+}
+
+TEST(ParseJsPerfName, ReadsWhatV8Writes) {
+  Frame f = Js("JS:~internalConnect node:net:1038:25");
+  EXPECT_EQ(f.language, "js");
+  EXPECT_EQ(f.function, "internalConnect");
+  EXPECT_EQ(f.file, "node:net");
+  EXPECT_EQ(f.line, 1038);
+  // Anonymous, optimized, a getter's name with a space, an ES module.
+  f = Js("JS:*  /srv/app/server.js:12:40");
+  EXPECT_EQ(f.function, "(anonymous)");
+  EXPECT_EQ(f.file, "/srv/app/server.js");
+  EXPECT_EQ(f.line, 12);
+  f = Js("JS:^get port /srv/app/cfg.js:3:7");
+  EXPECT_EQ(f.function, "get port");
+  f = Js("JS:+handle file:///srv/app/main.mjs:20:1");
+  EXPECT_EQ(f.file, "/srv/app/main.mjs");
+  // Before V8 9.
+  f = Js("LazyCompile:~onData /srv/app.js:10:17");
+  EXPECT_EQ(f.function, "onData");
+  EXPECT_EQ(f.line, 10);
+  // Anything else is not JavaScript: left alone.
+  for (std::string_view other :
+       {"py::handle:/srv/app.py", "JS:~f /srv/app.js", "JS:~f /srv/app.js:x:1",
+        "Builtin:ArgumentsAdaptorTrampoline", "JS:", "JS:~f :1:99999999999",
+        "Stub:CEntry"}) {
+    Frame g;
+    g.function = "kept";
+    EXPECT_FALSE(ParseJsPerfName(other, &g)) << other;
+    EXPECT_EQ(g.function, "kept");
+    EXPECT_EQ(g.language, "");
+  }
+}
+
+TEST(InApp, JavaScriptOfTheProgramIsItsOwnNodeAndNpmPackagesAreNot) {
+  AppRules none;
+  EXPECT_TRUE(InApp(Js("JS:~onEnd /srv/app/server.js:9:3"), none));
+  EXPECT_FALSE(InApp(Js("JS:~connect node:net:234:17"), none));
+  EXPECT_FALSE(InApp(Js("JS:~emit node:internal/process/task_queues:81:1"), none));
+  Frame express = Js("JS:~handle /srv/app/node_modules/express/lib/router/layer.js:86:3");
+  EXPECT_FALSE(InApp(express, none));
+  EXPECT_EQ(LibraryName(express), "express");
+  EXPECT_EQ(LibraryName(Js("JS:~f /srv/node_modules/@scope/pkg/index.js:1:1")),
+            "@scope/pkg");
+  EXPECT_EQ(LibraryName(Js("JS:~connect node:net:234:17")), "Node.js");
+  EXPECT_EQ(SourceName(Js("JS:~emit node:internal/process/task_queues:81:1")),
+            "node:internal/process/task_queues");
+  EXPECT_EQ(SourceName(Js("JS:~onEnd /srv/app/server.js:9:3")), "server.js");
+  auto rules = ParseAppRules({"/srv/app/node_modules/mine"}, {});
+  ASSERT_TRUE(rules.ok());
+  EXPECT_TRUE(InApp(Js("JS:~f /srv/app/node_modules/mine/index.js:1:1"), *rules));
+}
+
 }  // namespace
 }  // namespace closeaudit

@@ -67,6 +67,15 @@ std::vector<Record> Samples() {
   code.file = "/srv/app/server.py";
   code.table = std::string("\x80\x00\xd8\x08", 4);
   out.push_back(code);
+  PyCodeRecord js;  // a JavaScript definition the Node.js agent named
+  js.stream = 3;
+  js.ref = 0x180;
+  js.minor = 0;
+  js.language = static_cast<uint16_t>(wire::CodeLanguage::kJavaScript);
+  js.firstlineno = 12;
+  js.name = "Server.<anonymous>";
+  js.file = "/srv/app/server.js";
+  out.push_back(js);
   EventRecord e;
   e.stream = 3;
   e.seq = 0x123456789a;
@@ -159,6 +168,7 @@ void ExpectSame(const Record& got, const Record& want) {
       EXPECT_EQ(g.name, w.name);
       EXPECT_EQ(g.file, w.file);
       EXPECT_EQ(g.table, w.table);
+      EXPECT_EQ(g.language, w.language);
     }
     void operator()(const EventRecord& g) const {
       const auto& w = std::get<EventRecord>(want);
@@ -323,6 +333,9 @@ TEST(TraceRecord, RejectsEveryTruncation) {
     } else if (const auto* st = std::get_if<StackRecord>(&r);
                st != nullptr && !st->py_frames.empty()) {
       older = 1 + 3 * 4 + 8 * st->frames.size();  // before Python frames
+    } else if (const auto* code = std::get_if<PyCodeRecord>(&r);
+               code != nullptr && code->language != 0) {
+      older = bytes.size() - 2;  // a Python definition, before 0.4.0
     }
     for (size_t n = 0; n < bytes.size(); ++n) {
       absl::StatusOr<Record> cut =
@@ -340,6 +353,8 @@ TEST(TraceRecord, RejectsEveryTruncation) {
           EXPECT_EQ(run->host, "");
         } else if (const auto* st = std::get_if<StackRecord>(&*cut)) {
           EXPECT_TRUE(st->py_frames.empty());
+        } else if (const auto* code = std::get_if<PyCodeRecord>(&*cut)) {
+          EXPECT_EQ(code->language, 0);
         } else {
           EXPECT_EQ(std::get<ProcessRecord>(*cut).lib_version, 0u);
         }
@@ -356,11 +371,14 @@ TEST(TraceRecord, RejectsTrailingBytes) {
     std::string bytes = EncodeRecord(r) + '\0';
     absl::StatusOr<Record> d = DecodeRecord(bytes);
     EXPECT_FALSE(d.ok()) << r.index();
-    // A stack's byte more is the start of a Python frame count, cut short.
+    // A stack's byte more is the start of a Python frame count, cut short;
+    // a Python code record's, the start of a language.
     const auto* st = std::get_if<StackRecord>(&r);
-    EXPECT_THAT(d.status().message(), st != nullptr && st->py_frames.empty()
-                                          ? HasSubstr("truncated")
-                                          : HasSubstr("trailing"))
+    const auto* code = std::get_if<PyCodeRecord>(&r);
+    bool optional_next = (st != nullptr && st->py_frames.empty()) ||
+                         (code != nullptr && code->language == 0);
+    EXPECT_THAT(d.status().message(), optional_next ? HasSubstr("truncated")
+                                                    : HasSubstr("trailing"))
         << r.index();
   }
 }
