@@ -34,6 +34,7 @@
 #include "collector/merge.h"
 #include "collector/session.h"
 #include "collector/target_check.h"
+#include "common/node_options.h"
 #include "common/paths.h"
 #include "common/version.h"
 
@@ -158,6 +159,14 @@ std::string PythonHelperDir() {
   return slash == std::string::npos ? "" : path.substr(0, slash);
 }
 
+// The Node.js agent `closeaudit run` loads into Node.js programs through
+// NODE_OPTIONS (common/node_options.h); "" if it is not installed.
+std::string NodeAgent() {
+  return Locate("CLOSEAUDIT_NODE_AGENT",
+                {"../shim/node/agent.js",
+                 std::string("../") + CLOSEAUDIT_LIBDIR + "/closeaudit/node/agent.js"});
+}
+
 int Fail(const absl::Status& status) {
   fprintf(stderr, "closeaudit: %s\n", std::string(status.message()).c_str());
   return 2;
@@ -244,9 +253,23 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
   // their path; their own PYTHONPATH follows.
   std::string helper = PythonHelperDir();
   std::string python_path = helper.empty() ? "" : "PYTHONPATH=" + helper;
+  std::string agent = NodeAgent();
+  const char* node_off = getenv("CLOSEAUDIT_NODE");
+  if (node_off != nullptr && strcmp(node_off, "off") == 0) agent.clear();
+  const char* node_existing = getenv("NODE_OPTIONS");
+  std::string node_options;
+  if (!agent.empty() && !node::LoadsAgent(node_existing)) {
+    std::string buf(16384 + (node_existing ? strlen(node_existing) : 0), '\0');
+    if (node::NodeOptionsWithAgent(node_existing, agent.c_str(), buf.data(),
+                                   buf.size())) {
+      node_options = "NODE_OPTIONS=" + std::string(buf.c_str());
+    }
+  }
   for (char** e = environ; *e; ++e) {
     if (strncmp(*e, "LD_PRELOAD=", 11) == 0) {
       preload += std::string(" ") + (*e + 11);
+    } else if (!node_options.empty() && strncmp(*e, "NODE_OPTIONS=", 13) == 0) {
+      continue;  // merged into node_options
     } else if (!helper.empty() && strncmp(*e, "PYTHONPATH=", 11) == 0) {
       if ((*e)[11] != '\0') python_path += std::string(":") + (*e + 11);
     } else if (strncmp(*e, "CLOSEAUDIT_SOCKET=", 18) != 0 &&
@@ -256,6 +279,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv,
   }
   env.push_back(preload);
   if (!python_path.empty()) env.push_back(python_path);
+  if (!node_options.empty()) env.push_back(node_options);
   env.push_back("CLOSEAUDIT_SOCKET=" + socket_path);
   // The command registers even if it never makes a socket (the shim's
   // images otherwise wait for their first): its parent is this process.

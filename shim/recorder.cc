@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "common/wire.h"
+#include "shim/node_env.h"
 #include "shim/env.h"
 #include "shim/hooks.h"
 #include "shim/layout.h"
@@ -657,6 +658,7 @@ bool StartRecording() {
   Scope scope;
   if (!ResolveHooks()) return false;
   InitModules(ExePath());
+  PrepareNode();
   InitStacks();
   g_slots = EnvNumber("CLOSEAUDIT_RING_SLOTS", kDefaultSlots, 64,
                       wire::kMaxRingSlots);
