@@ -90,6 +90,7 @@ class FindingBuilder {
         std::string_view name =
             std::string_view(m.path).substr(sizeof(kJitModulePrefix) - 1);
         if (!ParseJsPerfName(name, &jit)) jit.function = std::string(name);
+        if (IsAgentFrame(jit)) continue;
         jit.address = f.address;
         jit.in_app = InApp(jit, rules_);
         out.push_back(std::move(jit));
@@ -131,6 +132,12 @@ class FindingBuilder {
                  std::make_move_iterator(rest.end()));
     }
     return out;
+  }
+
+  // closeaudit's own Node.js agent, which wraps emit() and the listener
+  // adders of sockets and servers: never part of the program's story.
+  static bool IsAgentFrame(const Frame& f) {
+    return f.language == "js" && f.file.ends_with("/closeaudit_agent.js");
   }
 
   Frame PythonFrame(const Analyzer::NormFrame& f) const {
@@ -1160,6 +1167,10 @@ class FindingBuilder {
         if (!ConnectedStream(s) || s.eof_stream == id || s.shutdown_stream == id) {
           continue;
         }
+        // A Unix socket the parent made rather than accepted (a socketpair)
+        // is a channel to the child, passed on purpose: Node.js's IPC
+        // (NODE_CHANNEL_FD), a supervisor's pipe to its workers.
+        if (!(s.flags & wire::kFlagInet) && !s.accepted) continue;
         for (const Hold& h : s.holds) {
           if (h.stream != id || h.origin != Origin::kStart) continue;
           // Closing it unused is the new image cleaning up after its parent.

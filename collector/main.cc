@@ -163,8 +163,9 @@ std::string PythonHelperDir() {
 // NODE_OPTIONS (common/node_options.h); "" if it is not installed.
 std::string NodeAgent() {
   return Locate("CLOSEAUDIT_NODE_AGENT",
-                {"../shim/node/agent.js",
-                 std::string("../") + CLOSEAUDIT_LIBDIR + "/closeaudit/node/agent.js"});
+                {"../shim/node/closeaudit_agent.js",
+                 std::string("../") + CLOSEAUDIT_LIBDIR +
+                     "/closeaudit/node/closeaudit_agent.js"});
 }
 
 int Fail(const absl::Status& status) {

@@ -1,6 +1,6 @@
 // The NODE_OPTIONS a Node.js program runs with under the audit: V8's flags
 // that make its JavaScript frames nameable, and the agent's --require
-// (shim/node/agent.js), ahead of the program's own options. Shared by
+// (shim/node/closeaudit_agent.js), ahead of the program's own options. Shared by
 // `closeaudit run`, which sets it for the command, and the library, which
 // sets it in a Node.js process nobody set it for (the literal LD_PRELOAD
 // form). Heap-free: the library calls it before main.
@@ -19,13 +19,12 @@ namespace closeaudit::node {
 inline constexpr char kV8Flags[] =
     "--perf-basic-prof-only-functions --interpreted-frames-native-stack";
 // How the agent's path ends wherever it is installed.
-inline constexpr char kAgentSuffix[] = "/node/agent.js";
+inline constexpr char kAgentSuffix[] = "/node/closeaudit_agent.js";
 
 // Whether the options already load closeaudit's agent (run by `closeaudit
 // run`, or by a parent process the library set them for).
 inline bool LoadsAgent(const char* options) {
-  return options != nullptr && strstr(options, "closeaudit") != nullptr &&
-         strstr(options, kAgentSuffix) != nullptr;
+  return options != nullptr && strstr(options, kAgentSuffix) != nullptr;
 }
 
 // Writes the V8 flags, `--require "AGENT"` and then `existing` (may be null)

@@ -51,7 +51,8 @@ void PrepareNode() {
   const char* slash = strrchr(self.dli_fname, '/');
   size_t dir = slash ? static_cast<size_t>(slash - self.dli_fname) : 0;
   bool found = false;
-  for (const char* sub : {"/closeaudit/node/agent.js", "/node/agent.js"}) {
+  for (const char* sub : {"/closeaudit/node/closeaudit_agent.js",
+                          "/node/closeaudit_agent.js"}) {
     if (dir + strlen(sub) + 1 > sizeof(agent)) return;
     memcpy(agent, self.dli_fname, dir);
     strcpy(agent + dir, sub);
