@@ -820,18 +820,27 @@ class FindingBuilder {
         Where(n.owner));
   }
 
+  // An http.request() (or get()) opened it, through an http.Agent.
+  static bool NodeHttpClient(const NodeSide& n) {
+    for (const Frame& f : n.owner) {
+      if (f.file.starts_with("node:_http_") || f.file == "node:http" ||
+          f.file == "node:https") {
+        return true;
+      }
+    }
+    return false;
+  }
+
   static std::string NodeLeakAdvice(const NodeSide& n) {
     std::string map =
         " If a Map or Set keeps the socket, delete it there on 'close'.";
     if (n.client) {
-      for (const Frame& f : n.owner) {
-        if (f.file.starts_with("node:_http_")) {
-          return "consume every response, even one whose body you do not "
-                 "need (res.resume()), or destroy it (res.destroy()): the "
-                 "Agent keeps a socket until its response has been read to "
-                 "the end; and agent.destroy() an Agent that is no longer "
-                 "used.";
-        }
+      if (NodeHttpClient(n)) {
+        return "consume every response, even one whose body you do not "
+               "need (res.resume()), or destroy it (res.destroy()): the "
+               "Agent keeps a socket until its response has been read to "
+               "the end; and agent.destroy() an Agent that is no longer "
+               "used.";
       }
       return "when the server ends the connection ('end'), call "
              "socket.end() or socket.destroy(), and open a new one when it "
@@ -1008,6 +1017,18 @@ class FindingBuilder {
       // A connection this side opened (a client's pool) or one it accepted.
       const Socket& first = *sockets.front();
       bool client = created && first.created_here && !first.accepted;
+      NodeSide node = NodeOf(first);
+      if (node.known && node.client && NodeHttpClient(node)) {
+        f.message = absl::StrFormat(
+            "%s in CLOSE_WAIT that the program never read: the server closed "
+            "them, but a response on each was never read to its end, so "
+            "Node.js stopped reading the socket and never saw the EOF "
+            "(requested at %s)",
+            Plural(f.count, "connection", "connections"), Where(created_frames));
+        f.advice = NodeLeakAdvice(node);
+        report.findings.push_back(std::move(f));
+        continue;
+      }
       f.message = absl::StrFormat(
           "%s in CLOSE_WAIT that the program never read: the peer closed, but "
           "no read returned 0 and nothing closed the socket%s",
@@ -1019,7 +1040,8 @@ class FindingBuilder {
                    : absl::StrFormat(" (accepted at %s)", Where(created_frames)));
       std::string python_client = PythonClientAdvice(created_frames);
       f.advice =
-          !python_client.empty() && client ? python_client
+          node.known ? NodeLeakAdvice(node)
+          : !python_client.empty() && client ? python_client
           : client ? "a connection pool must notice the server's close: before "
                    "reusing an idle connection, and while it sits idle, poll "
                    "it for readability; a read that returns 0 means close() "

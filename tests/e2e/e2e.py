@@ -873,10 +873,11 @@ TIME_WAIT_CONNECTIONS = 5
 
 def find_marker(srcdir, filename, name):
     """Line number of the one line of srcdir/filename that carries the marker
-    comment `/* E2E:name */` (C) or `# E2E:name` (Python, at the end)."""
+    comment `/* E2E:name */` (C), `# E2E:name` (Python) or `// E2E:name`
+    (JavaScript), the last two at the end of the line."""
     path = os.path.join(srcdir, filename)
     m = re.escape("E2E:" + name)
-    pat = re.compile(r"/\* " + m + r" \*/|# " + m + r"\s*$")
+    pat = re.compile(r"/\* " + m + r" \*/|(#|//) " + m + r"\s*$")
     with open(path, encoding="utf-8") as f:
         lines = [i for i, text in enumerate(f, 1) if pat.search(text)]
     check(len(lines) == 1,
