@@ -420,24 +420,31 @@ def python(opts, tmp, results):
         py_echo(opts, tmp, results, workload)
 
 
+def start_server(argv, env, port_file, what):
+    """Starts a server on the second core that writes its port to
+    port_file; (process, port)."""
+    server = subprocess.Popen(pin(1) + argv, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(port_file):
+        if time.monotonic() > deadline:
+            raise RuntimeError(what + " did not start")
+        time.sleep(0.02)
+    with open(port_file) as f:
+        return server, int(f.read().strip())
+
+
 def py_echo(opts, tmp, results, workload):
     samples = {"plain": [], "shim": []}
     for pair in range(opts.pairs):
         for mode in ("plain", "shim"):
             env, daemon = run_env(opts, tmp, mode, f"py-echo-{workload}-{pair}")
             port_file = os.path.join(tmp, f"py-echo-{workload}-{pair}-{mode}.port")
-            server = subprocess.Popen(
-                pin(1) + [PYTHON, PY_WORKLOADS, "echo-server", port_file],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 10
-            while not os.path.exists(port_file):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Python echo server did not start")
-                time.sleep(0.02)
-            with open(port_file) as f:
-                port = f.read().strip()
+            server, port = start_server(
+                [PYTHON, PY_WORKLOADS, "echo-server", port_file], env,
+                port_file, "the Python echo server")
             out = subprocess.run(
-                pin(0) + [PYTHON, PY_WORKLOADS, "echo-client", port,
+                pin(0) + [PYTHON, PY_WORKLOADS, "echo-client", str(port),
                           str(opts.seconds), "8"] +
                 (["keep-alive"] if workload == "keep-alive" else []),
                 capture_output=True, text=True, check=True)
@@ -453,6 +460,53 @@ def py_echo(opts, tmp, results, workload):
         "plain_rps": statistics.median(samples["plain"]),
         "shim_rps": statistics.median(samples["shim"]),
         "ratio": median_spread(ratios)}
+
+
+NODE = shutil.which("node") or "/usr/bin/node"
+NODE_SERVER = os.path.join(ROOT, "bench", "node_server.js")
+NODE_V8_FLAGS = "--perf-basic-prof-only-functions --interpreted-frames-native-stack"
+
+
+def node(opts, tmp, results):
+    """Node.js's http server under wrk, keep-alive and Connection: close:
+    bare; with only V8's perf-map flags (what they cost alone); and preloaded
+    (the library sets those flags and the agent itself), alternating. Also
+    the perf map's size on disk at the end of each preloaded run."""
+    if not os.access(NODE, os.X_OK):
+        log(f"node: {NODE} missing, skipped")
+        return
+    for workload, close in (("keep-alive", False), ("connection-close", True)):
+        samples = {"plain": [], "flags": [], "shim": []}
+        maps = []
+        for pair in range(opts.pairs):
+            for mode in ("plain", "flags", "shim"):
+                env, daemon = run_env(opts, tmp, "shim" if mode == "shim" else "plain",
+                                      f"node-{workload}-{pair}")
+                env.pop("NODE_OPTIONS", None)
+                if mode == "flags":
+                    env["NODE_OPTIONS"] = NODE_V8_FLAGS
+                port_file = os.path.join(tmp, f"node-{workload}-{pair}-{mode}.port")
+                server, port = start_server([NODE, NODE_SERVER, port_file], env,
+                                            port_file, "the Node.js server")
+                rps, p99 = wrk(port, opts.seconds, close)
+                perf_map = f"/tmp/perf-{server.pid}.map"
+                if mode != "plain" and os.path.exists(perf_map):
+                    maps.append(os.path.getsize(perf_map))
+                server.terminate()
+                server.wait(timeout=20)
+                if os.path.exists(perf_map):
+                    os.unlink(perf_map)
+                if daemon:
+                    daemon.stop()
+                samples[mode].append((rps, p99))
+                log(f"node {workload} pair {pair} {mode}: {rps:.0f} req/s, "
+                    f"p99 {p99:.0f} us")
+        results["node"][workload] = {
+            mode: statistics.median(r for r, _ in samples[mode]) for mode in samples}
+        for mode in ("flags", "shim"):
+            results["node"][workload][mode + "_ratio"] = median_spread(
+                [s[0] / p[0] for p, s in zip(samples["plain"], samples[mode])])
+        results["node"][workload]["perf_map_bytes"] = max(maps) if maps else 0
 
 
 def fmt_row(what, target, measured, ok):
@@ -546,6 +600,20 @@ def table(results, opts):
                             f"{r[0]:.3f} ({r[1]:.3f}..{r[2]:.3f}); "
                             f"{v['plain_rps']:.0f} -> {v['shim_rps']:.0f} req/s",
                             r[0] >= 0.95 if workload == "keep-alive" else None))
+    nd = results.get("node", {})
+    for workload in ("keep-alive", "connection-close"):
+        v = nd.get(workload)
+        if v is None:
+            continue
+        r, fl = v["shim_ratio"], v["flags_ratio"]
+        rows.append(fmt_row(f"Node.js http server, {workload}, with the audit, "
+                            f"V8's perf-map flags and the agent, /bare",
+                            ">= 0.95",
+                            f"{r[0]:.3f} ({r[1]:.3f}..{r[2]:.3f}); "
+                            f"{v['plain']:.0f} -> {v['shim']:.0f} req/s; the "
+                            f"flags alone {fl[0]:.3f}; perf map "
+                            f"{v['perf_map_bytes'] / 1024:.0f} KiB after "
+                            f"{opts.seconds} s", r[0] >= 0.95))
     bps = i["bytes_per_live_socket"]
     rows.append(fmt_row("collector memory per live socket (without stacks)",
                         "<= 1 KiB", f"{bps:.0f} B (peak RSS {i['peak_rss_kib'] / 1024:.0f} "
@@ -584,18 +652,19 @@ def main():
     ap.add_argument("--starts", type=int, default=400,
                     help="process starts per variant, part by part")
     ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process",
-                                       "python"],
+                                       "python", "node"],
                     help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
     opts.lib = os.path.join(opts.build, "shim", "libcloseaudit.so")
     results = {"micro": {}, "nginx": {}, "ingest": {}, "process": {},
-               "python": {}}
+               "python": {}, "node": {}}
     tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
     try:
         if opts.only:
             {"micro": micro, "nginx": nginx, "ingest": ingest, "python": python,
+             "node": node,
              "process": lambda *a: (exec_loop(*a), start_parts(*a))}[
                  opts.only](opts, tmp, results)
             print(json.dumps(results, indent=1))
@@ -605,6 +674,7 @@ def main():
         start_parts(opts, tmp, results)
         nginx(opts, tmp, results)
         python(opts, tmp, results)
+        node(opts, tmp, results)
         ingest(opts, tmp, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -58,6 +58,7 @@ bool Load(Unwinder* u) {
       !Resolve(handle, CA_NAME(unw_get_reg), &u->get_reg) ||
       !Resolve(handle, CA_NAME(unw_is_signal_frame), &u->is_signal_frame) ||
       !Resolve(handle, CA_NAME(unw_step), &u->step) ||
+      !Resolve(handle, CA_NAME(unw_get_proc_info), &u->get_proc_info) ||
       !Resolve(handle, CA_NAME(unw_set_caching_policy), &set_caching_policy) ||
       !Resolve(handle, CA_NAME(unw_set_cache_size), &set_cache_size) ||
       !Resolve(handle, CA_NAME(unw_local_addr_space), &local)) {

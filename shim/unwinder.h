@@ -29,6 +29,7 @@ struct Unwinder {
   decltype(&unw_get_reg) get_reg;
   decltype(&unw_is_signal_frame) is_signal_frame;
   decltype(&unw_step) step;
+  decltype(&unw_get_proc_info) get_proc_info;
   // The loaded object, all of its segments: calls made from there (its
   // validation pipe, see stacks.h) are libunwind's own.
   uintptr_t start = 0;
