@@ -164,10 +164,13 @@ uint32_t Analyzer::InternFrames(const Stream& stream,
   std::string key;
   for (uint64_t ip : frames) {
     NormFrame f{kNoModule, ip, ip};
-    for (const ModuleRecord& m : stream.modules) {
-      if (ip >= m.start && ip < m.end) {
-        f.module = InternModule(m);
-        f.offset = ip - m.load_bias;
+    // The latest module over the address: a runtime's JIT function that
+    // replaced an earlier one there (module_finder.h), or an object loaded
+    // where one was unloaded.
+    for (auto m = stream.modules.rbegin(); m != stream.modules.rend(); ++m) {
+      if (ip >= m->start && ip < m->end) {
+        f.module = InternModule(*m);
+        f.offset = ip - m->load_bias;
         break;
       }
     }

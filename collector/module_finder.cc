@@ -158,56 +158,67 @@ bool ModuleFromFile(const Mapping& mapping, ModuleRecord* out) {
 ModuleFinder::ModuleFinder(std::string proc_root, std::string perf_map_dir)
     : proc_root_(std::move(proc_root)), perf_map_dir_(std::move(perf_map_dir)) {}
 
-bool ModuleFinder::FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out) {
+void ModuleFinder::ReadPerfMap(StreamState& s) {
   std::string path =
       perf_map_dir_ + "/perf-" + std::to_string(s.pid) + ".map";
   // O_NONBLOCK: a FIFO of that name must not hang the collector.
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd >= 0) {
-    // Only the process's own map: anybody may write a file of that name.
-    struct stat map_st, proc_st;
-    std::string proc = proc_root_ + "/" + std::to_string(s.pid);
-    // And not one an earlier process of the same pid left behind: runtimes
-    // write theirs from their start on (a second of slack for clocks).
-    bool ours = fstat(fd, &map_st) == 0 && S_ISREG(map_st.st_mode) &&
-                stat(proc.c_str(), &proc_st) == 0 &&
-                map_st.st_uid == proc_st.st_uid &&
-                static_cast<uint64_t>(map_st.st_mtim.tv_sec) + 1 >=
-                    s.start_real_ns / 1000000000;
-    // Another file than the one read so far, or the same one cut short:
-    // read it from the start.
-    if (ours && (map_st.st_ino != s.perf_map.inode ||
-                 static_cast<uint64_t>(map_st.st_size) < s.perf_map.read)) {
-      s.perf_map = PerfMap{};
-      s.perf_map.inode = map_st.st_ino;
-    }
-    if (ours && static_cast<uint64_t>(map_st.st_size) > s.perf_map.read &&
-        s.perf_map.read < kMaxPerfMapBytes) {
-      std::string text;
-      uint64_t want = std::min<uint64_t>(map_st.st_size, kMaxPerfMapBytes) -
-                      s.perf_map.read;
-      text.resize(want);
-      ssize_t n = pread(fd, text.data(), want, static_cast<off_t>(s.perf_map.read));
-      text.resize(n > 0 ? static_cast<size_t>(n) : 0);
-      // Whole lines only: the runtime may be writing the last one.
-      size_t end = text.rfind('\n');
-      text.resize(end == std::string::npos ? 0 : end + 1);
-      s.perf_map.read += text.size();
-      size_t at = 0;
-      while (at < text.size()) {
-        size_t nl = text.find('\n', at);
-        std::string_view line(text.data() + at, nl - at);
-        at = nl + 1;
-        uint64_t start, size;
-        std::string name;
-        if (internal::ParsePerfMapLine(line, &start, &size, &name) &&
-            s.perf_map.symbols.size() < kMaxPerfMapSymbols) {
-          s.perf_map.symbols[start] = {start + size, std::move(name)};
-        }
-      }
-    }
-    close(fd);
+  if (fd < 0) return;
+  // Only the process's own map: anybody may write a file of that name.
+  struct stat map_st, proc_st;
+  std::string proc = proc_root_ + "/" + std::to_string(s.pid);
+  // And not one an earlier process of the same pid left behind: runtimes
+  // write theirs from their start on (a second of slack for clocks).
+  bool ours = fstat(fd, &map_st) == 0 && S_ISREG(map_st.st_mode) &&
+              stat(proc.c_str(), &proc_st) == 0 &&
+              map_st.st_uid == proc_st.st_uid &&
+              static_cast<uint64_t>(map_st.st_mtim.tv_sec) + 1 >=
+                  s.start_real_ns / 1000000000;
+  // Another file than the one read so far, or the same one cut short:
+  // read it from the start.
+  if (ours && (map_st.st_ino != s.perf_map.inode ||
+               static_cast<uint64_t>(map_st.st_size) < s.perf_map.read)) {
+    s.perf_map = PerfMap{};
+    s.perf_map.inode = map_st.st_ino;
   }
+  if (ours && static_cast<uint64_t>(map_st.st_size) > s.perf_map.read &&
+      s.perf_map.read < kMaxPerfMapBytes) {
+    std::string text;
+    uint64_t want = std::min<uint64_t>(map_st.st_size, kMaxPerfMapBytes) -
+                    s.perf_map.read;
+    text.resize(want);
+    ssize_t n = pread(fd, text.data(), want, static_cast<off_t>(s.perf_map.read));
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    // Whole lines only: the runtime may be writing the last one.
+    size_t end = text.rfind('\n');
+    text.resize(end == std::string::npos ? 0 : end + 1);
+    s.perf_map.read += text.size();
+    auto& symbols = s.perf_map.symbols;
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t nl = text.find('\n', at);
+      std::string_view line(text.data() + at, nl - at);
+      at = nl + 1;
+      uint64_t start, size;
+      std::string name;
+      if (!internal::ParsePerfMapLine(line, &start, &size, &name) ||
+          symbols.size() >= kMaxPerfMapSymbols) {
+        continue;
+      }
+      // A later function over the memory of earlier ones replaces them.
+      auto it = symbols.lower_bound(start);
+      if (it != symbols.begin() && std::prev(it)->second.first > start) --it;
+      while (it != symbols.end() && it->first < start + size) {
+        it = symbols.erase(it);
+      }
+      symbols[start] = {start + size, std::move(name)};
+    }
+  }
+  close(fd);
+}
+
+bool ModuleFinder::PerfMapSymbol(const StreamState& s, uint64_t ip,
+                                 ModuleRecord* out) const {
   auto it = s.perf_map.symbols.upper_bound(ip);
   if (it == s.perf_map.symbols.begin()) return false;
   --it;
@@ -218,6 +229,14 @@ bool ModuleFinder::FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out) {
   out->path = std::string(kJitModulePrefix) + it->second.second;
   out->build_id.clear();
   return true;
+}
+
+void ModuleFinder::NoteJit(StreamState& s, const ModuleRecord& rec) {
+  auto it = s.jit.lower_bound(rec.start);
+  if (it != s.jit.begin() && std::prev(it)->second.first > rec.start) --it;
+  while (it != s.jit.end() && it->first < rec.end) it = s.jit.erase(it);
+  s.jit[rec.start] = {rec.end,
+                      rec.path.substr(sizeof(kJitModulePrefix) - 1)};
 }
 
 void ModuleFinder::Note(const Record& record) {
@@ -261,10 +280,36 @@ std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
   if (it == streams_.end()) return found;
   StreamState& s = it->second;
   if (s.retired || s.pid == 0 || s.reads >= kMaxReadsPerStream) return found;
-  std::vector<uint64_t> unknown;
+  auto in_jit = [&s](uint64_t ip) {
+    auto j = s.jit.upper_bound(ip);
+    return j != s.jit.begin() && ip < std::prev(j)->second.first;
+  };
+  std::vector<uint64_t> unknown, jit;
   for (uint64_t ip : stack.frames) {
-    if (ip == 0 || Known(s, ip) || s.unplaceable.contains(ip)) continue;
+    if (ip == 0) continue;
+    if (in_jit(ip)) {
+      jit.push_back(ip);
+      continue;
+    }
+    if (Known(s, ip) || s.unplaceable.contains(ip)) continue;
     unknown.push_back(ip);
+  }
+  if (!jit.empty()) {
+    // Code the runtime may have replaced since: what its map says now.
+    ReadPerfMap(s);
+    for (uint64_t ip : jit) {
+      ModuleRecord rec;
+      if (!PerfMapSymbol(s, ip, &rec)) continue;
+      auto j = std::prev(s.jit.upper_bound(ip));
+      if (j->first == rec.start && j->second.first == rec.end &&
+          rec.path.compare(sizeof(kJitModulePrefix) - 1, std::string::npos,
+                           j->second.second) == 0) {
+        continue;  // the same function
+      }
+      rec.stream = stack.stream;
+      NoteJit(s, rec);
+      found.push_back(std::move(rec));
+    }
   }
   if (unknown.empty()) return found;
   ++s.reads;
@@ -288,14 +333,24 @@ std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
   free(line);
   fclose(f);
   for (uint64_t ip : unknown) {
-    if (Known(s, ip)) continue;  // a module found for an earlier frame
+    // A module found for an earlier frame.
+    if (Known(s, ip) || in_jit(ip)) continue;
     const internal::Mapping* hit = nullptr;
     for (const internal::Mapping& m : mappings) {
       if (ip >= m.start && ip < m.end) hit = &m;
     }
     ModuleRecord rec;
-    bool placed = hit != nullptr ? internal::ModuleFromFile(*hit, &rec)
-                                 : FromPerfMap(s, ip, &rec);
+    bool placed = false;
+    if (hit != nullptr) {
+      placed = internal::ModuleFromFile(*hit, &rec);
+    } else {
+      ReadPerfMap(s);
+      placed = PerfMapSymbol(s, ip, &rec);
+      if (placed) {
+        rec.stream = stack.stream;
+        NoteJit(s, rec);
+      }
+    }
     // JIT code its runtime has not written to its perf map yet (runtimes
     // buffer the map) is asked about again by later stacks, within the
     // stream's reads.
@@ -305,7 +360,7 @@ std::vector<ModuleRecord> ModuleFinder::Find(const StackRecord& stack) {
       continue;
     }
     rec.stream = stack.stream;
-    s.known.push_back({rec.start, rec.end});
+    if (hit != nullptr) s.known.push_back({rec.start, rec.end});
     found.push_back(std::move(rec));
   }
   return found;

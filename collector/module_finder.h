@@ -17,7 +17,12 @@
 // convention of perf(1) that V8's --perf-basic-prof, the JVM's agents and
 // CPython's -X perf follow), and the function holding it is recorded as a
 // module of its own (kJitModulePrefix). The map is read only when it is the
-// process's own (same owner), incrementally as it grows.
+// process's own (same owner), incrementally as it grows. A runtime reuses
+// the memory of code it freed, and appends the new function to the map: a
+// stack whose frames fall in JIT functions already recorded makes the map be
+// read on, and a later function over one of them is recorded anew, so that
+// each stack is named by the code that was there when it came (the
+// analyzer takes the latest module over an address).
 //
 // A mapping is taken only when the file at its path is the one mapped (same
 // device and inode); a process that has exec'd, exited or been replaced by
@@ -81,11 +86,18 @@ class ModuleFinder {
     absl::flat_hash_set<uint64_t> unplaceable;
     int reads = 0;
     PerfMap perf_map;
+    // The JIT functions recorded as modules, latest first where they
+    // overlap: start -> (end, name).
+    std::map<uint64_t, std::pair<uint64_t, std::string>> jit;
   };
 
   bool Known(const StreamState& s, uint64_t address) const;
-  // The JIT function at `ip` from the process's perf map, as a module.
-  bool FromPerfMap(StreamState& s, uint64_t ip, ModuleRecord* out);
+  // Reads what the process's perf map gained since the last read.
+  void ReadPerfMap(StreamState& s);
+  // The JIT function at `ip` in what was read of the perf map, as a module.
+  bool PerfMapSymbol(const StreamState& s, uint64_t ip, ModuleRecord* out) const;
+  // Records a JIT function as the stream's code over its range.
+  void NoteJit(StreamState& s, const ModuleRecord& rec);
 
   std::string proc_root_;
   std::string perf_map_dir_;

@@ -192,6 +192,36 @@ TEST(ModuleFinder, NamesJitCodeFromThePerfMap) {
   EXPECT_EQ(found[0].path, std::string(kJitModulePrefix) + "fresh");
 }
 
+// Code the runtime freed and replaced: a later stack in that memory is
+// named by the function that is there now, found in what the map gained.
+TEST(ModuleFinder, CodeReplacedAtAnAddressIsRecordedAnew) {
+  FakeProc proc;
+  proc.AddMaps("7f0000000000-7f0000010000 r-xp 00000000 00:00 0 \n");
+  std::filesystem::path dir = proc.root() + "/tmp";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "perf-4242.map")
+      << "7f0000000000 80 JS:~first /srv/a.js:1:1\n";
+  ModuleFinder finder(proc.root(), dir.string());
+  finder.Note(Hello(1, 4242));
+  std::vector<ModuleRecord> found = finder.Find(Stack(1, {0x7f0000000010}));
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].path, std::string(kJitModulePrefix) + "JS:~first /srv/a.js:1:1");
+  // Unchanged: nothing new, however often asked.
+  EXPECT_TRUE(finder.Find(Stack(1, {0x7f0000000010, 0x7f0000000070})).empty());
+  // Two functions now where the first was.
+  std::ofstream(dir / "perf-4242.map", std::ios::app)
+      << "7f0000000000 40 JS:~second /srv/b.js:2:1\n"
+      << "7f0000000040 40 JS:*third /srv/b.js:9:1\n";
+  found = finder.Find(Stack(1, {0x7f0000000010, 0x7f0000000070}));
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0].path, std::string(kJitModulePrefix) + "JS:~second /srv/b.js:2:1");
+  EXPECT_EQ(found[0].start, 0x7f0000000000u);
+  EXPECT_EQ(found[0].end, 0x7f0000000040u);
+  EXPECT_EQ(found[1].path, std::string(kJitModulePrefix) + "JS:*third /srv/b.js:9:1");
+  EXPECT_TRUE(finder.Find(Stack(1, {0x7f0000000010, 0x7f0000000070})).empty());
+  EXPECT_EQ(finder.reads(), 1);  // the process's maps were read once
+}
+
 // A map older than the process is another process's, of the same pid.
 TEST(ModuleFinder, APerfMapOlderThanTheProcessIsNotItsOwn) {
   FakeProc proc;

@@ -2,7 +2,7 @@
 // A keep-alive http.Agent client that never reads its responses' bodies,
 // against a local server that closes connections idle for 300 ms.
 //
-// Usage: node keepalive_client.js DONE_FILE [BODY_BYTES [HOLD_MS]]
+// Usage: node keepalive_client.js DONE_FILE [BODY_BYTES [HOLD_MS]]  (HOLD_MS: 4000)
 //
 // Whether the client's sockets end in CLOSE_WAIT depends on the release:
 // Node.js 20 reads 16 KiB of a socket before it stops reading a response
@@ -16,7 +16,7 @@ const http = require('http');
 
 const done = process.argv[2];
 const size = Number(process.argv[3] || 100000);
-const hold = Number(process.argv[4] || 2500);
+const hold = Number(process.argv[4] || 4000);
 const body = Buffer.alloc(size, 'x');
 
 const server = http.createServer((req, res) => res.end(body));
