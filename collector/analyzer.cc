@@ -198,8 +198,13 @@ uint32_t Analyzer::StackFor(const Stream& stream, uint32_t ref) const {
   return it == stream.stacks.end() ? 0 : it->second;
 }
 
-void Analyzer::OnRuntime(const wire::Event& e) {
+void Analyzer::OnRuntime(Stream& stream, const wire::Event& e) {
   using wire::PyStatus;
+  if ((e.aux & wire::kRuntimeKindMask) == wire::kRuntimeNodeAgent) {
+    stream.node_agent = true;
+    stream.own_perf_map = (e.aux & wire::kRuntimeNodeOwnPerfMap) != 0;
+    return;
+  }
   auto status = static_cast<PyStatus>(e.aux);
   if (status == PyStatus::kWalked) return;
   std::string version = absl::StrFormat("%d.%d", (e.arg >> 16) & 0xff,
@@ -359,7 +364,7 @@ void Analyzer::OnEvent(const EventRecord& record) {
   uint64_t cookie = e.ident.cookie;
   switch (e.type) {
     case EventType::kRuntime:
-      OnRuntime(e);
+      OnRuntime(stream, e);
       return;
     case EventType::kSocket:
     case EventType::kAccept: {

@@ -62,6 +62,13 @@ class Analyzer {
   int64_t events() const { return events_; }
   // Whether the shim reported this socket (the kernel sampler asks).
   bool Tracks(uint64_t cookie) const { return sockets_.contains(cookie); }
+  // Whether the stream's perf map was written only because closeaudit
+  // asked (the Node.js agent said so): the collector may remove it when the
+  // process has ended.
+  bool OwnsPerfMap(uint32_t stream) const {
+    auto it = streams_.find(stream);
+    return it != streams_.end() && it->second.own_perf_map;
+  }
 
   // Implementation details follow.
  private:
@@ -243,6 +250,8 @@ class Analyzer {
     uint64_t exec_ns = 0;
     uint32_t exec_stack = 0;
     uint32_t exec_from = 0;  // the stream this image replaced, if any
+    bool node_agent = false;     // closeaudit's Node.js agent ran in it
+    bool own_perf_map = false;   // V8 wrote its perf map only for closeaudit
   };
 
   struct ForkInfo {
@@ -298,7 +307,7 @@ class Analyzer {
   uint32_t InternFrames(const Stream& stream,
                         const std::vector<uint64_t>& frames,
                         const std::vector<wire::PyFrame>& py_frames = {});
-  void OnRuntime(const wire::Event& e);
+  void OnRuntime(Stream& stream, const wire::Event& e);
   uint32_t InternModule(const ModuleRecord& module);
   uint64_t EndNs() const;
   // The socket's detail, made on first use.

@@ -1418,12 +1418,33 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   uint64_t end_ns = as_of.value_or(EndNs());
   uint64_t grace = options_.grace_ns.value_or(run_.grace_ns);
   report.processes = static_cast<int64_t>(streams_.size());
+  std::vector<std::string> node_notes;
   {
     absl::flat_hash_set<uint32_t> with_sockets;
     for (const Socket& s : sockets_) {
       for (const Hold& h : s.holds) with_sockets.insert(h.stream);
     }
     report.processes_with_sockets = static_cast<int64_t>(with_sockets.size());
+    // A Node.js process without the agent: its reports stop at the event
+    // loop, and the reader should know how to get the JavaScript.
+    for (uint32_t id : stream_order_) {
+      const Stream& s = streams_.at(id);
+      std::string_view exe = s.process.exe;
+      exe.remove_prefix(exe.rfind('/') == std::string_view::npos ? 0
+                                                                  : exe.rfind('/') + 1);
+      bool node = exe == "node" || exe == "nodejs" ||
+                  (exe.starts_with("node") &&
+                   exe.find_first_not_of("0123456789.", 4) == std::string_view::npos);
+      if (!node || s.node_agent || !with_sockets.contains(id)) continue;
+      std::string note =
+          "JavaScript frames and handlers unavailable for node: its "
+          "NODE_OPTIONS did not load closeaudit's agent (CLOSEAUDIT_NODE=off, "
+          "or the agent is not installed); docs/node.md says what to set";
+      if (std::find(node_notes.begin(), node_notes.end(), note) ==
+          node_notes.end()) {
+        node_notes.push_back(std::move(note));
+      }
+    }
   }
   report.sockets_tracked = static_cast<int64_t>(sockets_.size());
   report.events = events_;
@@ -1455,6 +1476,12 @@ Report Analyzer::Build(Symbolizer& symbolizer,
   }
   report.warnings = notes_;
   for (const std::string& n : runtime_notes_) report.warnings.push_back(n);
+  for (std::string& n : node_notes) {
+    if (std::find(report.warnings.begin(), report.warnings.end(), n) ==
+        report.warnings.end()) {
+      report.warnings.push_back(std::move(n));
+    }
+  }
   if (unaudited_) {
     // No finding can stand on the few calls, if any, seen of a program that
     // could not be audited; what the kernel showed of its sockets can.

@@ -258,6 +258,25 @@ void ModuleFinder::Note(const Record& record) {
   }
 }
 
+bool ModuleFinder::RemovePerfMap(uint32_t stream) {
+  auto it = streams_.find(stream);
+  if (it == streams_.end() || it->second.pid == 0) return false;
+  const StreamState& s = it->second;
+  // Gone, or a zombie: no exe. A process still running (this image exec'd
+  // another, which may be writing a map of its own) keeps its map.
+  char exe[64];
+  std::string link = proc_root_ + "/" + std::to_string(s.pid) + "/exe";
+  if (readlink(link.c_str(), exe, sizeof(exe)) >= 0) return false;
+  std::string path = perf_map_dir_ + "/perf-" + std::to_string(s.pid) + ".map";
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      st.st_uid != geteuid() ||
+      static_cast<uint64_t>(st.st_mtim.tv_sec) + 1 < s.start_real_ns / 1000000000) {
+    return false;
+  }
+  return unlink(path.c_str()) == 0;
+}
+
 void ModuleFinder::Retire(uint32_t stream) {
   auto it = streams_.find(stream);
   if (it == streams_.end()) return;

@@ -56,6 +56,12 @@ class ModuleFinder {
   // The image of `stream` ended (exec or exit): its pid is never read for
   // it again.
   void Retire(uint32_t stream);
+  // Removes the perf map of the stream's process, once that process has
+  // gone, when the map is this user's and no older than the process: for a
+  // map the runtime wrote only because closeaudit asked (V8's, with the
+  // agent's word for it), which would otherwise stay in /tmp for good. True
+  // if it was removed.
+  bool RemovePerfMap(uint32_t stream);
 
   // The modules to record before `stack`: those that its frames fall in and
   // no record covers yet. Empty when every frame is known, the process no

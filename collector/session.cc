@@ -148,7 +148,11 @@ void Session::Sink(Record record) {
       analyzer_.Add(found);
     }
   } else if (std::holds_alternative<ExitRecord>(record)) {
-    modules_.Retire(std::get<ExitRecord>(record).stream);
+    uint32_t stream = std::get<ExitRecord>(record).stream;
+    // V8's perf map of a Node.js process closeaudit set up: what it named
+    // is in the trace; the file would stay in /tmp for good.
+    if (analyzer_.OwnsPerfMap(stream)) modules_.RemovePerfMap(stream);
+    modules_.Retire(stream);
   }
   modules_.Note(record);
   trace_.Append(record);

@@ -177,6 +177,14 @@ inline constexpr uint32_t kHandlerNodeHalfOpen = 1u << 12;
 inline constexpr uint32_t kHandlerNodeHttp = 1u << 13;
 inline constexpr uint32_t kHandlerNodeFlags =
     kHandlerNodeRoleMask | kHandlerNodeHalfOpen | kHandlerNodeHttp;
+// kRuntime's aux for Node.js, beside PyStatus's values: the agent runs in
+// the image (arg = Node.js's version, major << 16 | minor << 8 | patch),
+// with kRuntimeNodeOwnPerfMap when V8 writes its perf map only because
+// closeaudit asked: the collector removes the map when the process ends.
+inline constexpr uint32_t kRuntimeNodeAgent = 16;
+inline constexpr uint32_t kRuntimeKindMask = 0xff;
+inline constexpr uint32_t kRuntimeNodeOwnPerfMap = 1u << 8;
+
 inline constexpr uint32_t NodeRoleOf(uint32_t aux) {
   return (aux & kHandlerNodeRoleMask) >> kHandlerNodeRoleShift;
 }

@@ -36,6 +36,11 @@ struct closeaudit_js_stack {
 void closeaudit_js_handler(int fd, unsigned flags,
                            struct closeaudit_js_stack* stack);
 
+/* Tells the library that the agent runs in this image, under Node.js
+ * `version` (major << 16 | minor << 8 | patch); `flags` 1 when V8 writes
+ * its perf map only because closeaudit asked for it. */
+void closeaudit_js_agent(unsigned version, unsigned flags);
+
 #ifdef __cplusplus
 }
 #endif

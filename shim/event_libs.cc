@@ -270,3 +270,7 @@ CA_EXPORT void closeaudit_js_handler(int fd, unsigned flags,
   if (fd < 0) return;
   core::OnJsHandler(fd, flags, stack);
 }
+
+CA_EXPORT void closeaudit_js_agent(unsigned version, unsigned flags) {
+  core::OnJsAgent(version, flags);
+}

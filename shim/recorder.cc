@@ -179,8 +179,23 @@ Event MakeEvent(EventType type, int fd, uint64_t cookie, uint64_t inode,
   return e;
 }
 
-// Says what the library made of the image's interpreter, if it has one.
+// The Node.js agent's hello (OnJsAgent), as its kRuntime event's
+// aux << 32 | arg; 0 until the agent says it.
+std::atomic<uint64_t> g_node_agent{0};
+
+void PushNodeAgent(RingWriter& ring, uint64_t agent) {
+  Event ev = MakeEvent(EventType::kRuntime, -1, 0, 0, 0);
+  ev.aux = static_cast<uint32_t>(agent >> 32);
+  ev.arg = agent & 0xffffffffu;
+  ring.Push(ev);
+}
+
+// Says what the library made of the image's interpreter, if it has one,
+// and that the Node.js agent runs, if it does.
 void SendRuntimeStatus(RingWriter& ring) {
+  if (uint64_t agent = g_node_agent.load(std::memory_order_acquire)) {
+    PushNodeAgent(ring, agent);
+  }
   uint32_t status = 0;
   uint64_t version = 0;
   if (!python::Status(&status, &version)) return;
@@ -919,6 +934,19 @@ void OnPythonHandler(int fd, uint32_t flags, const char* name,
     if (code != 0) ev.blob = StackBlobOf(Ring(), none, 0, &frame, 1);
   }
   Push(ev, false);
+}
+
+void OnJsAgent(uint32_t version, uint32_t flags) {
+  Scope scope;
+  uint32_t aux = wire::kRuntimeNodeAgent |
+                 ((flags & 1) ? wire::kRuntimeNodeOwnPerfMap : 0);
+  uint64_t agent = uint64_t{aux} << 32 | (version & 0xffffffu);
+  // Once per image (each worker thread's agent says it again); a ring that
+  // starts later sends it itself.
+  if (g_node_agent.exchange(agent, std::memory_order_acq_rel) == agent) return;
+  if (Recording() && g_start.load(std::memory_order_acquire) == kStarted) {
+    PushNodeAgent(Ring(), agent);
+  }
 }
 
 void OnJsHandler(int fd, uint32_t flags, closeaudit_js_stack* stack) {

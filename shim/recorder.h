@@ -104,6 +104,9 @@ void OnPythonHandler(int fd, uint32_t flags, const char* name,
 // (closeaudit_js_handler(), shim/closeaudit_js.h): a kHandler event of kind
 // kNode whose stack is the JavaScript frames, copied once per ring.
 void OnJsHandler(int fd, uint32_t flags, closeaudit_js_stack* stack);
+// The agent runs in this image (closeaudit_js_agent()): a kRuntime event,
+// now and in every ring this image starts.
+void OnJsAgent(uint32_t version, uint32_t flags);
 // dup(), fcntl(F_DUPFD*): newfd now refers to oldfd's socket.
 void OnDup(int oldfd, int newfd, bool cloexec);
 // dup2()/dup3(): as OnDup, and whatever newfd held before is closed.

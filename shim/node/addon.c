@@ -14,6 +14,7 @@
  *
  *   define([fn, file, line, column, ...]) -> id (0: the table is full)
  *   note(fd, flags, id)
+ *   hello(version, flags): the agent runs (closeaudit_js_agent())
  */
 #define NAPI_VERSION 8
 #include <dlfcn.h>
@@ -27,6 +28,7 @@
 #include "shim/closeaudit_js.h"
 
 typedef void (*handler_fn)(int, unsigned, struct closeaudit_js_stack*);
+typedef void (*agent_fn)(unsigned, unsigned);
 
 /* Each distinct place the agent names is one stack; a program has a few
  * (its servers, its call sites that connect). Past this many, new ones are
@@ -36,6 +38,7 @@ typedef void (*handler_fn)(int, unsigned, struct closeaudit_js_stack*);
 #define MAX_STRING 4096
 
 static handler_fn g_handler;
+static agent_fn g_agent;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct closeaudit_js_stack* _Atomic g_stacks[MAX_STACKS + 1];
 static uint32_t g_count;
@@ -141,6 +144,19 @@ static napi_value Note(napi_env env, napi_callback_info info) {
   return undefined;
 }
 
+static napi_value Hello(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
+      argc < 2 || g_agent == NULL) {
+    return undefined;
+  }
+  g_agent((unsigned)Int(env, argv[0]), (unsigned)Int(env, argv[1]));
+  return undefined;
+}
+
 static void Export(napi_env env, napi_value exports, const char* name,
                    napi_callback cb) {
   napi_value fn;
@@ -153,11 +169,13 @@ static void Export(napi_env env, napi_value exports, const char* name,
 NAPI_MODULE_INIT() {
   if (g_handler == NULL) {
     g_handler = (handler_fn)dlsym(RTLD_DEFAULT, "closeaudit_js_handler");
+    g_agent = (agent_fn)dlsym(RTLD_DEFAULT, "closeaudit_js_agent");
   }
   napi_value active;
   napi_get_boolean(env, g_handler != NULL, &active);
   napi_set_named_property(env, exports, "active", active);
   Export(env, exports, "define", Define);
   Export(env, exports, "note", Note);
+  Export(env, exports, "hello", Hello);
   return exports;
 }

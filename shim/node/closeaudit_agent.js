@@ -31,6 +31,27 @@
   const net = require('net');
   const dc = require('diagnostics_channel');
 
+  // Whether V8 writes its perf map only because closeaudit asked: its flag
+  // leads NODE_OPTIONS (common/node_options.h), and neither the rest of them
+  // nor the command line asks for a map. The collector then removes the
+  // map when the process ends.
+  function ownPerfMap() {
+    const ours = '--perf-basic-prof-only-functions --interpreted-frames-native-stack --require';
+    const options = process.env.NODE_OPTIONS || '';
+    if (!options.startsWith(ours)) return false;
+    const rest = options.slice(ours.length);
+    const perf = /--perf-(basic-)?prof/;
+    return !perf.test(rest) && !process.execArgv.some((a) => perf.test(a));
+  }
+  try {
+    const [major, minor, patch] = process.versions.node.split('.').map(Number);
+    if (typeof addon.hello === 'function') {
+      addon.hello((major << 16) | (minor << 8) | (patch & 0xff), ownPerfMap() ? 1 : 0);
+    }
+  } catch {
+    // ignored
+  }
+
   // common/wire.h: NodeRole << 8, and the flags above it.
   const SERVER = 1 << 8;
   const END = 2 << 8;

@@ -155,6 +155,31 @@ def case_node_half_open(opts, tmp):
         half_open_checks(opts, rep, text, src, "node_create_server",
                          "node_end_listener")
         e2e.check_regenerated(opts, where, rep)
+        # V8 wrote its perf map because closeaudit asked: removed at the end.
+        for p in rep["processes"]:
+            path = f"/tmp/perf-{p['pid']}.map"
+            check(not os.path.exists(path), f"{path} was left behind")
+        check(not rep.get("warnings"), f"warnings: {rep.get('warnings')}")
+
+    each_node(opts, tmp, body)
+
+
+def case_node_agent_off(opts, tmp):
+    """CLOSEAUDIT_NODE=off: no agent and no V8 flags. The leak is still
+    found, at the event loop, and the report says once why there is no
+    JavaScript and where to read how to get it."""
+    src = "half_open_server.js"
+    os.environ["CLOSEAUDIT_NODE"] = "off"
+
+    def body(node, where):
+        rep, text, _ = run_script(opts, where, node, src)
+        e2e.one_of_kind(rep, "close_wait_leak", 3)
+        want = [w for w in rep.get("warnings", [])
+                if w.startswith("JavaScript frames and handlers unavailable")]
+        check(len(want) == 1 and "docs/node.md" in want[0],
+              f"the warnings do not say why there is no JavaScript: "
+              f"{rep.get('warnings')}")
+        check(want[0] in text, "report.txt does not say it")
 
     each_node(opts, tmp, body)
 
@@ -318,6 +343,7 @@ CASES = {
     "node_cluster": case_node_cluster,
     "node_worker_threads": case_node_worker_threads,
     "node_literal": case_node_literal,
+    "node_agent_off": case_node_agent_off,
 }
 
 
