@@ -126,35 +126,43 @@ static napi_value Define(napi_env env, napi_callback_info info) {
   return Uint(env, id);
 }
 
-static napi_value Note(napi_env env, napi_callback_info info) {
+/* The call's integer arguments into `out`; false if it has fewer than n. */
+static int IntArgs(napi_env env, napi_callback_info info, size_t n,
+                   int32_t* out) {
   size_t argc = 3;
   napi_value argv[3];
+  if (n > 3 || napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
+      argc < n) {
+    return 0;
+  }
+  for (size_t i = 0; i < n; ++i) out[i] = Int(env, argv[i]);
+  return 1;
+}
+
+static napi_value Undefined(napi_env env) {
   napi_value undefined;
   napi_get_undefined(env, &undefined);
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
-      argc < 3) {
-    return undefined;
-  }
-  int32_t fd = Int(env, argv[0]);
-  uint32_t flags = (uint32_t)Int(env, argv[1]);
-  uint32_t id = (uint32_t)Int(env, argv[2]);
-  if (fd < 0 || id == 0 || id > MAX_STACKS) return undefined;
-  struct closeaudit_js_stack* st = atomic_load(&g_stacks[id]);
-  if (st != NULL && g_handler != NULL) g_handler(fd, flags, st);
   return undefined;
 }
 
+static napi_value Note(napi_env env, napi_callback_info info) {
+  int32_t a[3];
+  if (!IntArgs(env, info, 3, a)) return Undefined(env);
+  int32_t fd = a[0];
+  uint32_t flags = (uint32_t)a[1];
+  uint32_t id = (uint32_t)a[2];
+  if (fd < 0 || id == 0 || id > MAX_STACKS) return Undefined(env);
+  struct closeaudit_js_stack* st = atomic_load(&g_stacks[id]);
+  if (st != NULL && g_handler != NULL) g_handler(fd, flags, st);
+  return Undefined(env);
+}
+
 static napi_value Hello(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
-      argc < 2 || g_agent == NULL) {
-    return undefined;
+  int32_t a[2];
+  if (IntArgs(env, info, 2, a) && g_agent != NULL) {
+    g_agent((unsigned)a[0], (unsigned)a[1]);
   }
-  g_agent((unsigned)Int(env, argv[0]), (unsigned)Int(env, argv[1]));
-  return undefined;
+  return Undefined(env);
 }
 
 static void Export(napi_env env, napi_value exports, const char* name,
