@@ -831,6 +831,14 @@ class FindingBuilder {
     return false;
   }
 
+  // An http.Agent made the socket for its pool.
+  static bool NodeAgentPool(const NodeSide& n) {
+    for (const Frame& f : n.owner) {
+      if (f.file == "node:_http_agent") return true;
+    }
+    return false;
+  }
+
   static std::string NodeLeakAdvice(const NodeSide& n) {
     std::string map =
         " If a Map or Set keeps the socket, delete it there on 'close'.";
@@ -1023,8 +1031,9 @@ class FindingBuilder {
             "%s in CLOSE_WAIT that the program never read: the server closed "
             "them, but a response on each was never read to its end, so "
             "Node.js stopped reading the socket and never saw the EOF "
-            "(requested at %s)",
-            Plural(f.count, "connection", "connections"), Where(created_frames));
+            "(requested at %s%s)",
+            Plural(f.count, "connection", "connections"), Where(created_frames),
+            NodeAgentPool(node) ? "; an http.Agent's pool holds the socket" : "");
         f.advice = NodeLeakAdvice(node);
         report.findings.push_back(std::move(f));
         continue;

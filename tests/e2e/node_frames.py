@@ -155,6 +155,10 @@ def case_node_half_open(opts, tmp):
         half_open_checks(opts, rep, text, src, "node_create_server",
                          "node_end_listener")
         e2e.check_regenerated(opts, where, rep)
+        # The clients' destroy() is JavaScript on the stack of close(): a
+        # frame from V8's perf map, named by the line its function begins.
+        tw = e2e.one_of_kind(rep, "time_wait", 3)
+        js_frame(tw, "close", src, marker(opts, src, "node_destroy"))
         # V8 wrote its perf map because closeaudit asked: removed at the end.
         for p in rep["processes"]:
             path = f"/tmp/perf-{p['pid']}.map"

@@ -35,6 +35,6 @@ server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   for (let i = 0; i < 3; i++) {
     const client = net.connect(port, '127.0.0.1', () => client.write('hello\n'));
-    client.on('data', () => client.destroy());
+    client.on('data', () => client.destroy());  // E2E:node_destroy
   }
 });
