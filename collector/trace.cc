@@ -404,7 +404,13 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       v.name = r.GetString(wire::kMaxPyNameBytes);
       v.file = r.GetString(wire::kMaxPathBytes);
       v.table = r.GetString(wire::kMaxPyTableBytes);
-      if (r.ok() && !r.done()) v.language = r.Get<uint16_t>();
+      if (r.ok() && !r.done()) {
+        v.language = r.Get<uint16_t>();
+        // Python's 0 is never written: a record has one encoding.
+        if (r.ok() && v.language == 0) {
+          return absl::DataLossError("a code language of 0");
+        }
+      }
       out = std::move(v);
       break;
     }

@@ -8,7 +8,6 @@
 #define CLOSEAUDIT_COMMON_NODE_OPTIONS_H_
 
 #include <stddef.h>
-#include <string.h>
 
 namespace closeaudit::node {
 
@@ -22,9 +21,21 @@ inline constexpr char kV8Flags[] =
 inline constexpr char kAgentSuffix[] = "/node/closeaudit_agent.js";
 
 // Whether the options already load closeaudit's agent (run by `closeaudit
-// run`, or by a parent process the library set them for).
+// run`, or by a parent process the library set them for). By hand, as
+// everything here: the library calls it before a sanitizer runtime (in the
+// tests' builds) may have set up its own string functions.
 inline bool LoadsAgent(const char* options) {
-  return options != nullptr && strstr(options, kAgentSuffix) != nullptr;
+  if (options == nullptr) return false;
+  for (const char* p = options; *p != '\0'; ++p) {
+    const char* a = p;
+    const char* b = kAgentSuffix;
+    while (*b != '\0' && *a == *b) {
+      ++a;
+      ++b;
+    }
+    if (*b == '\0') return true;
+  }
+  return false;
 }
 
 // Writes the V8 flags, `--require "AGENT"` and then `existing` (may be null)

@@ -4,7 +4,6 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/auxv.h>
 #include <unistd.h>
 
@@ -16,10 +15,18 @@
 namespace closeaudit::shim {
 namespace {
 
+// The library's start calls no libc string function (shim/env.h).
+const char* AfterLastSlash(const char* path) {
+  const char* base = path;
+  for (const char* p = path; *p != '\0'; ++p) {
+    if (*p == '/') base = p + 1;
+  }
+  return base;
+}
+
 // "node", "nodejs", "node20": the names Node.js's binary goes by.
 bool IsNode(const char* exe) {
-  const char* base = strrchr(exe, '/');
-  base = base ? base + 1 : exe;
+  const char* base = AfterLastSlash(exe);
   const char* rest = SkipPrefix(base, "node");
   if (rest == nullptr) return false;
   if (SkipPrefix(rest, "js") != nullptr && rest[2] == '\0') return true;
@@ -37,7 +44,10 @@ void PrepareNode() {
   const char* exe = reinterpret_cast<const char*>(getauxval(AT_EXECFN));
   if (exe == nullptr || !IsNode(exe)) return;
   const char* opt_out = EnvValue("CLOSEAUDIT_NODE");
-  if (opt_out != nullptr && strcmp(opt_out, "off") == 0) return;
+  if (opt_out != nullptr) {
+    const char* rest = SkipPrefix(opt_out, "off");
+    if (rest != nullptr && *rest == '\0') return;
+  }
   const char* existing = EnvValue("NODE_OPTIONS");
   if (node::LoadsAgent(existing)) return;  // closeaudit run, or our parent
   // The agent is installed beside the library: LIBDIR/closeaudit/node/ (the
@@ -48,14 +58,18 @@ void PrepareNode() {
     return;
   }
   static char agent[4096];
-  const char* slash = strrchr(self.dli_fname, '/');
-  size_t dir = slash ? static_cast<size_t>(slash - self.dli_fname) : 0;
+  size_t dir = static_cast<size_t>(AfterLastSlash(self.dli_fname) - self.dli_fname);
+  if (dir > 0) --dir;  // the slash
   bool found = false;
   for (const char* sub : {"/closeaudit/node/closeaudit_agent.js",
                           "/node/closeaudit_agent.js"}) {
-    if (dir + strlen(sub) + 1 > sizeof(agent)) return;
-    memcpy(agent, self.dli_fname, dir);
-    strcpy(agent + dir, sub);
+    size_t n = 0;
+    for (; n < dir && n + 1 < sizeof(agent); ++n) agent[n] = self.dli_fname[n];
+    for (const char* p = sub; *p != '\0' && n + 1 < sizeof(agent); ++p) {
+      agent[n++] = *p;
+    }
+    agent[n] = '\0';
+    if (n + 1 >= sizeof(agent)) return;
     if (access(agent, R_OK) == 0) {
       found = true;
       break;

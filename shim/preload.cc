@@ -265,7 +265,9 @@ CA_EXPORT int pipe(int fds[2]) { return pipe2(fds, 0); }
 CA_EXPORT CA_CHILD_PATH pid_t fork() {
   core::EnsureScanned();
   core::ForkToken token = core::ForkPrepare();
+  core::PauseWalksForFork();
   pid_t pid = Real().fork();
+  core::ResumeWalksAfterFork(pid == 0);
   if (pid == 0) {
     core::ForkChild(core::ForkKind::kFork);
   } else {
@@ -283,7 +285,9 @@ CA_EXPORT pid_t _Fork() {
     return -1;
   }
   core::ForkToken token = core::ForkPrepare();
+  core::PauseWalksForFork();
   pid_t pid = Real().underscore_fork();
+  core::ResumeWalksAfterFork(pid == 0);
   if (pid == 0) {
     core::ForkChild(core::ForkKind::kUnderscoreFork);
   } else {

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <errno.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
@@ -347,7 +348,9 @@ void NoteSiteBlob(const SiteRef& ref, uint64_t blob) {
 // miss: a Node.js connection's stacks cross some forty such frames, about a
 // hundred system calls. The walk steps over them itself instead, by the
 // frame pointer V8 keeps, and restarts libunwind at the caller. Which
-// return addresses have no unwind info is learned once per address.
+// return addresses have no unwind info is learned once per address, from
+// libunwind's own lookup (which, like its step, takes the loader's lock:
+// see WalkGate).
 constexpr uint32_t kNoInfoSlots = 8192;
 std::atomic<uint64_t> g_no_info[kNoInfoSlots];  // ip << 1 | no info
 
@@ -356,12 +359,11 @@ bool WithoutUnwindInfo(const Unwinder* unw, unw_cursor_t* cursor, uintptr_t ip) 
       g_no_info[(ip * 0x9e3779b97f4a7c15ull) >> 51];
   uint64_t seen = slot.load(std::memory_order_relaxed);
   if (seen != 0 && (seen >> 1) == ip) return (seen & 1) != 0;
-  Dl_info info;
+  // libunwind's own lookup, the one its step would make. Without unwind
+  // info, its x86-64 get_proc_info succeeds with a made-up procedure of one
+  // byte at the address.
   unw_proc_info_t proc;
-  // Without unwind info, libunwind's x86-64 get_proc_info succeeds with
-  // a made-up procedure of one byte at the address.
-  bool none = dladdr(reinterpret_cast<void*>(ip), &info) == 0 ||
-              unw->get_proc_info(cursor, &proc) != 0 ||
+  bool none = unw->get_proc_info(cursor, &proc) != 0 ||
               (proc.start_ip == ip && proc.end_ip == ip + 1);
   slot.store(uint64_t{ip} << 1 | (none ? 1 : 0), std::memory_order_relaxed);
   return none;
@@ -391,6 +393,38 @@ __attribute__((no_sanitize("address"))) bool StepJitFrame(
   return true;
 }
 
+// A walk looks up unwind info through the loader (dl_iterate_phdr, under
+// its lock). A fork child inherits that lock held if another thread of its
+// parent was inside one then, and its next dlopen(), or walk, waits
+// forever. So a fork waits for the walks in flight to finish and holds new
+// ones back until it returned (PauseWalksForFork); the forking thread's own
+// walks (its atfork handlers' calls, a signal handler's) go on.
+std::atomic<int> g_walks_in_flight{0};
+std::atomic<int> g_forks_waiting{0};
+thread_local bool t_forking = false;
+
+class WalkGate {
+ public:
+  WalkGate() {
+    if (t_forking) return;
+    for (;;) {
+      while (g_forks_waiting.load(std::memory_order_acquire) != 0) sched_yield();
+      g_walks_in_flight.fetch_add(1, std::memory_order_acq_rel);
+      if (g_forks_waiting.load(std::memory_order_acquire) == 0) break;
+      g_walks_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    counted_ = true;
+  }
+  ~WalkGate() {
+    if (counted_) g_walks_in_flight.fetch_sub(1, std::memory_order_release);
+  }
+  WalkGate(const WalkGate&) = delete;
+  WalkGate& operator=(const WalkGate&) = delete;
+
+ private:
+  bool counted_ = false;
+};
+
 __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
                                                             uint64_t* frames,
                                                             SiteRef* ref) {
@@ -401,6 +435,7 @@ __attribute__((no_sanitize("address"))) int WalkAndRemember(uintptr_t slot,
   uintptr_t lowest = 0, highest = 0;
   const Unwinder* unw = LoadUnwinder();
   if (unw == nullptr) return 0;
+  WalkGate gate;
   ++t_unwinding;
   unw_context_t context;
   unw_context_t restart;  // a JIT frame's caller, to start libunwind from
@@ -470,6 +505,29 @@ uint64_t HashFrames(const uint64_t* frames, int n, const wire::PyFrame* py,
 }
 
 }  // namespace
+
+void PauseWalksForFork() {
+#if !defined(__SANITIZE_THREAD__)
+  t_forking = true;
+  g_forks_waiting.fetch_add(1, std::memory_order_acq_rel);
+  while (g_walks_in_flight.load(std::memory_order_acquire) != 0) sched_yield();
+#endif
+}
+
+void ResumeWalksAfterFork(bool child) {
+#if defined(__SANITIZE_THREAD__)
+  (void)child;
+#else
+  t_forking = false;
+  if (child) {
+    // The only thread: nothing is in flight, and no other fork waits.
+    g_walks_in_flight.store(0, std::memory_order_relaxed);
+    g_forks_waiting.store(0, std::memory_order_release);
+    return;
+  }
+  g_forks_waiting.fetch_sub(1, std::memory_order_acq_rel);
+#endif
+}
 
 void InitStacks() {
   FindSelf();

@@ -70,6 +70,13 @@ long UnwinderPipeWrite(const void* addr, size_t len);
 // being replaced, as in a fork child). Allocation-free.
 void ResetStacks();
 
+// Around a fork (fork(), _Fork()): waits for other threads' walks in flight
+// and holds new ones back, so that the child never inherits the loader's
+// lock from a walk (stacks.cc, WalkGate); then lets them go, in the parent
+// and in the child.
+void PauseWalksForFork();
+void ResumeWalksAfterFork(bool child);
+
 }  // namespace closeaudit::shim
 
 #endif  // CLOSEAUDIT_SHIM_STACKS_H_

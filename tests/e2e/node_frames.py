@@ -63,6 +63,28 @@ def script(opts, name):
     return os.path.join(os.path.abspath(opts.srcdir), "node", name)
 
 
+NODE_ASAN_OPTIONS = "ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0"
+
+
+def asan_first(preload):
+    """In an ASan build the sanitizer runtime must come first in Node.js's
+    LD_PRELOAD (it crashes in its own start otherwise): preload with it."""
+    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+    return f"{asan} {preload}" if asan else preload
+
+
+def node_command(opts, node, args):
+    """The command that runs node under `closeaudit run`."""
+    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+    if not asan:
+        return [node] + args
+    lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
+                       "..", "shim", "libcloseaudit.so")
+    # V8 leaves its heap to the exit: LeakSanitizer would call it leaks.
+    return ["/usr/bin/env", "LD_PRELOAD=" + asan_first(os.path.abspath(lib)),
+            NODE_ASAN_OPTIONS, node] + args
+
+
 def marker(opts, src, name):
     return find_marker(opts.srcdir, "node/" + src, name)
 
@@ -71,7 +93,8 @@ def run_script(opts, tmp, node, name, args=()):
     """Runs node/NAME DONE_FILE ARGS under closeaudit run to its end."""
     os.makedirs(tmp, exist_ok=True)
     done = os.path.join(tmp, "done")
-    run = e2e.CmdRun(opts, tmp, [node, script(opts, name), done] + list(args),
+    run = e2e.CmdRun(opts, tmp,
+                     node_command(opts, node, [script(opts, name), done] + list(args)),
                      grace="1s")
     e2e.check_client_exit(run)
     check(os.path.exists(done), f"{name} did not finish its run")
@@ -300,8 +323,10 @@ def case_node_literal(opts, tmp):
            if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
     # The program's own options stay: a heap limit it would notice losing.
     env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
-               LD_PRELOAD=os.path.abspath(lib),
+               LD_PRELOAD=asan_first(os.path.abspath(lib)),
                NODE_OPTIONS="--max-old-space-size=256")
+    if os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME"):
+        env["ASAN_OPTIONS"] = NODE_ASAN_OPTIONS.split("=", 1)[1]
     done = os.path.join(tmp, "done")
     src = "half_open_server.js"
     # The daemon judges with its default grace, 5 s: hold the sockets 6.

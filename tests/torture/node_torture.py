@@ -60,6 +60,28 @@ def clean_env():
     return env
 
 
+def asan_env(env, lib):
+    """An ASan build's runtime goes first in Node.js's LD_PRELOAD: after the
+    library it crashes in its own start."""
+    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+    env["LD_PRELOAD"] = f"{asan} {lib}" if asan else lib
+    if asan:
+        env["ASAN_OPTIONS"] = NODE_ASAN_OPTIONS
+    return env
+
+
+# V8 leaves its heap to the exit: LeakSanitizer would call it leaks.
+NODE_ASAN_OPTIONS = "verify_asan_link_order=0:detect_leaks=0"
+
+
+def audited(opts, node):
+    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+    if not asan:
+        return [node]
+    return ["/usr/bin/env", f"LD_PRELOAD={asan} {opts.lib}",
+            "ASAN_OPTIONS=" + NODE_ASAN_OPTIONS, node]
+
+
 def one(opts, node, case, tmp, label):
     plain_t = os.path.join(tmp, f"{label}.plain")
     plain = transcript_run([node, WORKLOAD, case, plain_t], clean_env(),
@@ -67,8 +89,8 @@ def one(opts, node, case, tmp, label):
     out = os.path.join(tmp, f"{label}.audit")
     audit_t = os.path.join(tmp, f"{label}.audited")
     same_as_plain(label, "audited", transcript_run(
-        [opts.closeaudit, "run", "--grace", "1s", "--out", out, "--",
-         node, WORKLOAD, case, audit_t], clean_env(), "the audited run",
+        [opts.closeaudit, "run", "--grace", "1s", "--out", out, "--"] +
+        audited(opts, node) + [WORKLOAD, case, audit_t], clean_env(), "the audited run",
         audit_t), plain)
     with open(os.path.join(out, "report.json")) as f:
         rep = json.load(f)
@@ -80,8 +102,7 @@ def one(opts, node, case, tmp, label):
     if rep["findings"] and not js:
         raise Failure(f"[{label}] no JavaScript frame in any finding's stacks")
     literal_t = os.path.join(tmp, f"{label}.literal")
-    env = clean_env()
-    env["LD_PRELOAD"] = opts.lib
+    env = asan_env(clean_env(), opts.lib)
     env["CLOSEAUDIT_SOCKET"] = os.path.join(tmp, "no-collector.sock")
     same_as_plain(label, "preloaded", transcript_run(
         [node, WORKLOAD, case, literal_t], env, "the preloaded run",
