@@ -72,12 +72,38 @@ void Analyzer::Add(const Record& record) {
     OnProcess(*p);
   } else if (const auto* m = std::get_if<ModuleRecord>(&record)) {
     auto it = streams_.find(m->stream);
-    if (it != streams_.end()) it->second.modules.push_back(*m);
+    if (it != streams_.end()) {
+      Stream& s = it->second;
+      if (m->path.starts_with(kJitModulePrefix)) {
+        for (const ModuleRecord& old : s.modules) {
+          if (old.start < m->end && m->start < old.end &&
+              old.path.starts_with(kJitModulePrefix)) {
+            ++s.jit_generation;  // code replaced: later events name it anew
+            break;
+          }
+        }
+      }
+      s.modules.push_back(*m);
+    }
   } else if (const auto* st = std::get_if<StackRecord>(&record)) {
     auto it = streams_.find(st->stream);
     if (it != streams_.end()) {
-      uint32_t id = InternFrames(it->second, st->frames, st->py_frames);
-      it->second.stacks[st->ref] = id;
+      Stream& s = it->second;
+      uint32_t id = InternFrames(s, st->frames, st->py_frames);
+      s.stacks[st->ref] = id;
+      bool jit = false;
+      for (const NormFrame& f : stacks_[id]) {
+        if (f.module != kNoModule && f.module != kPythonFrame &&
+            modules_[f.module].path.starts_with(kJitModulePrefix)) {
+          jit = true;
+          break;
+        }
+      }
+      if (jit) {
+        s.jit_stacks[st->ref] = {s.jit_generation, st->frames, st->py_frames};
+      } else {
+        s.jit_stacks.erase(st->ref);
+      }
     }
   } else if (const auto* code = std::get_if<PyCodeRecord>(&record)) {
     auto it = streams_.find(code->stream);
@@ -192,10 +218,19 @@ uint32_t Analyzer::InternFrames(const Stream& stream,
   return id;
 }
 
-uint32_t Analyzer::StackFor(const Stream& stream, uint32_t ref) const {
+uint32_t Analyzer::StackFor(Stream& stream, uint32_t ref) {
   if (ref == 0) return 0;
   auto it = stream.stacks.find(ref);
-  return it == stream.stacks.end() ? 0 : it->second;
+  if (it == stream.stacks.end()) return 0;
+  // The library writes a stack once: the same addresses, after the runtime
+  // put other code there, are named by the JIT modules known now.
+  auto jit = stream.jit_stacks.find(ref);
+  if (jit != stream.jit_stacks.end() &&
+      jit->second.generation != stream.jit_generation) {
+    it->second = InternFrames(stream, jit->second.frames, jit->second.py_frames);
+    jit->second.generation = stream.jit_generation;
+  }
+  return it->second;
 }
 
 void Analyzer::OnRuntime(Stream& stream, const wire::Event& e) {

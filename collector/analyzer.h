@@ -250,6 +250,16 @@ class Analyzer {
     uint64_t exec_ns = 0;
     uint32_t exec_stack = 0;
     uint32_t exec_from = 0;  // the stream this image replaced, if any
+    // JIT code replaced at its addresses (a later JIT module over an
+    // earlier one) bumps the generation; a stack with JIT frames interned
+    // at an older one is named again when an event refers to it.
+    uint32_t jit_generation = 0;
+    struct JitStack {
+      uint32_t generation = 0;
+      std::vector<uint64_t> frames;
+      std::vector<wire::PyFrame> py_frames;
+    };
+    absl::flat_hash_map<uint32_t, JitStack> jit_stacks;  // by ref
     bool node_agent = false;     // closeaudit's Node.js agent ran in it
     bool own_perf_map = false;   // V8 wrote its perf map only for closeaudit
   };
@@ -303,7 +313,7 @@ class Analyzer {
   Hold* EndHold(Stream& stream, uint32_t stream_id, int fd, uint64_t cookie,
                 uint64_t ns, End end);
   void EndAllHolds(Stream& stream, uint32_t stream_id, uint64_t ns, End end);
-  uint32_t StackFor(const Stream& stream, uint32_t ref) const;
+  uint32_t StackFor(Stream& stream, uint32_t ref);
   uint32_t InternFrames(const Stream& stream,
                         const std::vector<uint64_t>& frames,
                         const std::vector<wire::PyFrame>& py_frames = {});

@@ -2,6 +2,7 @@
 // hand-built records: which closes are bad_close, which inherited sockets
 // are exec_inherited; and what a report of a program that could not be
 // audited shows instead of findings.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -366,6 +367,40 @@ TEST(CloseWaitLeak, InsideAnInterpreterTheSentenceNamesNoFunctionOfIt) {
               HasSubstr("code in python3.11 (the program's frames in that "
                         "runtime are not recorded)"));
   EXPECT_THAT(r.findings[0].advice, HasSubstr("sock.close()"));
+}
+
+// JIT code replaced at an address: an event whose stack the library wrote
+// before (the very same addresses) is named by the code there at its time.
+TEST(CloseWaitLeak, JitCodeIsNamedAsOfEachEvent) {
+  Feed run;
+  run.Process(1, 100, "/usr/bin/node", {"node"});
+  constexpr uint64_t kJit = 0x7f0000000000;
+  constexpr uint32_t kJitRef = 300;
+  auto jit = [&](uint64_t end, const char* name) {
+    run.Add(ModuleRecord{1, kJit, kJit, end,
+                         std::string(kJitModulePrefix) + name, ""});
+  };
+  jit(kJit + 0x80, "JS:~first /srv/a.js:3:1");
+  run.Add(StackRecord{1, kJitRef, {kJit + 0x10}, {}});
+  run.Accept(1, 5, 200, kT0 + kMs);
+  run.Eof(1, 5, 200, kT0 + 2 * kMs, kJitRef);
+  jit(kJit + 0x40, "JS:~second /srv/b.js:7:1");  // after the first EOF
+  run.Accept(1, 6, 201, kT0 + 3 * kMs);
+  run.Eof(1, 6, 201, kT0 + 4 * kMs, kJitRef);
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  std::vector<const Finding*> leaks = OfKind(r, "close_wait_leak");
+  ASSERT_EQ(leaks.size(), 2u);
+  std::vector<std::string> named;
+  for (const Finding* f : leaks) {
+    const std::vector<Frame>* eof = Stack(*f, "eof_seen");
+    ASSERT_NE(eof, nullptr);
+    ASSERT_FALSE(eof->empty());
+    EXPECT_EQ(eof->front().language, "js");
+    named.push_back(absl::StrCat(eof->front().function, "@", eof->front().line));
+  }
+  std::sort(named.begin(), named.end());
+  EXPECT_THAT(named, ElementsAreArray({"first@3", "second@7"}));
 }
 
 }  // namespace

@@ -22,7 +22,8 @@
 // stack whose frames fall in JIT functions already recorded makes the map be
 // read on, and a later function over one of them is recorded anew, so that
 // each stack is named by the code that was there when it came (the
-// analyzer takes the latest module over an address).
+// analyzer takes the latest module over an address, and names a stack
+// written before again for events after such a replacement).
 //
 // A mapping is taken only when the file at its path is the one mapped (same
 // device and inode); a process that has exec'd, exited or been replaced by
