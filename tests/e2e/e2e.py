@@ -1862,3 +1862,26 @@ CASES.update({
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def daemon_report(runtime, state, kind="close_wait_leak", wait_s=15):
+    """The literal form's report: waits for the daemon the library started
+    (its socket under runtime) to write one with a `kind` finding under
+    state, then stops it. The report, or None."""
+    report_path = os.path.join(state, "closeaudit", "latest", "report.json")
+    sock_path = os.path.join(runtime, "closeaudit", "collector.sock")
+    rep = None
+    try:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                with open(report_path) as fh:
+                    rep = json.load(fh)
+                if any(f.get("kind") == kind for f in rep["findings"]):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["pkill", "-f", sock_path], check=False)
+    return rep

@@ -279,22 +279,7 @@ def case_py_literal(opts, tmp):
     check(r.returncode == 0 and os.path.exists(done),
           f"{src} failed under LD_PRELOAD: {r.returncode}\n{r.stderr}")
     report_path = os.path.join(state, "closeaudit", "latest", "report.json")
-    sock_path = os.path.join(runtime, "closeaudit", "collector.sock")
-    rep = None
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with open(report_path) as fh:
-                    rep = json.load(fh)
-                if any(f.get("kind") == "close_wait_leak"
-                       for f in rep["findings"]):
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-    finally:
-        subprocess.run(["pkill", "-f", sock_path], check=False)
+    rep = e2e.daemon_report(runtime, state)
     check(rep is not None, f"the daemon wrote no report at {report_path}")
     f = e2e.one_of_kind(rep, "close_wait_leak", 3)
     python_frame(f, "eof_seen", src,
