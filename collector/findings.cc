@@ -15,6 +15,7 @@
 #include "collector/python_lines.h"
 #include "collector/analyzer.h"
 #include "collector/kernel.h"
+#include "common/node_options.h"
 #include "common/version.h"
 
 namespace closeaudit {
@@ -1438,12 +1439,8 @@ Report Analyzer::Build(Symbolizer& symbolizer,
     // loop, and the reader should know how to get the JavaScript.
     for (uint32_t id : stream_order_) {
       const Stream& s = streams_.at(id);
-      std::string_view exe = s.process.exe;
-      exe.remove_prefix(exe.rfind('/') == std::string_view::npos ? 0
-                                                                  : exe.rfind('/') + 1);
-      bool node = exe == "node" || exe == "nodejs" ||
-                  (exe.starts_with("node") &&
-                   exe.find_first_not_of("0123456789.", 4) == std::string_view::npos);
+      const std::string& exe = s.process.exe;
+      bool node = node::IsNodeBinaryName(exe.c_str() + exe.rfind('/') + 1);
       if (!node || s.node_agent || !with_sockets.contains(id)) continue;
       std::string note =
           "JavaScript frames and handlers unavailable for node: its "

@@ -20,6 +20,20 @@ inline constexpr char kV8Flags[] =
 // How the agent's path ends wherever it is installed.
 inline constexpr char kAgentSuffix[] = "/node/closeaudit_agent.js";
 
+// Whether `name`, a binary's file name without its directory, is one that
+// Node.js's binary goes by: "node", "nodejs", "node20", "node22.1".
+inline bool IsNodeBinaryName(const char* name) {
+  const char* p = "node";
+  for (; *p != '\0' && *name == *p; ++p, ++name) {
+  }
+  if (*p != '\0') return false;
+  if (name[0] == 'j' && name[1] == 's' && name[2] == '\0') return true;
+  for (; *name != '\0'; ++name) {
+    if ((*name < '0' || *name > '9') && *name != '.') return false;
+  }
+  return true;
+}
+
 // Whether the options already load closeaudit's agent (run by `closeaudit
 // run`, or by a parent process the library set them for). By hand, as
 // everything here: the library calls it before a sanitizer runtime (in the

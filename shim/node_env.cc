@@ -24,17 +24,6 @@ const char* AfterLastSlash(const char* path) {
   return base;
 }
 
-// "node", "nodejs", "node20": the names Node.js's binary goes by.
-bool IsNode(const char* exe) {
-  const char* base = AfterLastSlash(exe);
-  const char* rest = SkipPrefix(base, "node");
-  if (rest == nullptr) return false;
-  if (SkipPrefix(rest, "js") != nullptr && rest[2] == '\0') return true;
-  for (; *rest != '\0'; ++rest) {
-    if ((*rest < '0' || *rest > '9') && *rest != '.') return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -42,7 +31,7 @@ void PrepareNode() {
   // The path the image was exec'd by, from the kernel's auxiliary vector:
   // no system call (/proc/self/exe is read later, when a ring starts).
   const char* exe = reinterpret_cast<const char*>(getauxval(AT_EXECFN));
-  if (exe == nullptr || !IsNode(exe)) return;
+  if (exe == nullptr || !node::IsNodeBinaryName(AfterLastSlash(exe))) return;
   const char* opt_out = EnvValue("CLOSEAUDIT_NODE");
   if (opt_out != nullptr) {
     const char* rest = SkipPrefix(opt_out, "off");
