@@ -170,13 +170,15 @@ absl::Status DumpFamily(int fd, int family, uint32_t state_mask, uint32_t seq,
 }  // namespace
 
 std::string FormatEndpoint(int family, const void* addr, unsigned port) {
-  char text[INET6_ADDRSTRLEN] = {};
   if (family == AF_INET) {
-    in_addr a;
-    std::memcpy(&a, addr, sizeof(a));
-    if (inet_ntop(AF_INET, &a, text, sizeof(text)) == nullptr) return "?";
-    return absl::StrCat(text, ":", port);
+    // By hand rather than inet_ntop(), whose sprintf() was a few percent of
+    // the collector under a load of short connections: one call an event.
+    unsigned char b[4];
+    std::memcpy(b, addr, sizeof(b));
+    return absl::StrCat(unsigned{b[0]}, ".", unsigned{b[1]}, ".", unsigned{b[2]},
+                        ".", unsigned{b[3]}, ":", port);
   }
+  char text[INET6_ADDRSTRLEN] = {};
   in6_addr a;
   std::memcpy(&a, addr, sizeof(a));
   if (inet_ntop(AF_INET6, &a, text, sizeof(text)) == nullptr) return "[?]";

@@ -535,6 +535,9 @@ namespace {
 TEST(Kernel, FormatEndpointSpellsAddressesOneWay) {
   const uint8_t v4[4] = {127, 0, 0, 1};
   EXPECT_EQ(FormatEndpoint(AF_INET, v4, 8080), "127.0.0.1:8080");
+  const uint8_t ends[4] = {0, 255, 10, 200};
+  EXPECT_EQ(FormatEndpoint(AF_INET, ends, 0), "0.255.10.200:0");
+  EXPECT_EQ(FormatEndpoint(AF_INET, ends, 65535), "0.255.10.200:65535");
   uint8_t v6[16] = {};
   v6[15] = 1;
   EXPECT_EQ(FormatEndpoint(AF_INET6, v6, 443), "[::1]:443");

@@ -33,6 +33,13 @@ uint64_t RealNowNs() {
   return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
+// This thread's CPU time, the kernel's work on its behalf included.
+uint64_t ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
 }  // namespace
 
 absl::Status MakeDirs(const std::string& dir) {
@@ -184,14 +191,26 @@ void Session::Poll(int timeout_ms) {
   collector_.Poll(timeout_ms);
   if (control_) control_->Poll();
   if (metrics_) metrics_->Poll();
-  if (MonoNowNs() - last_sample_ns_ >= kKernelSampleMs * 1000000) {
+  if (MonoNowNs() - last_sample_ns_ >= sample_interval_ns_) {
     SampleKernel();
   }
   FlushIfDue();
 }
 
+uint64_t KernelSampleIntervalNs(uint64_t sweep_cpu_ns) {
+  constexpr uint64_t kMs = 1'000'000;
+  uint64_t interval = std::min(sweep_cpu_ns, kKernelSampleMaxMs * kMs) * 100;
+  return std::clamp(interval, kKernelSampleMs * kMs, kKernelSampleMaxMs * kMs);
+}
+
 void Session::SampleKernel() {
   last_sample_ns_ = MonoNowNs();
+  uint64_t cpu_start = ThreadCpuNs();
+  SweepKernel();
+  sample_interval_ns_ = KernelSampleIntervalNs(ThreadCpuNs() - cpu_start);
+}
+
+void Session::SweepKernel() {
   std::vector<uint32_t> pids = collector_.live_pids();
   if (watched_pid_ != 0 &&
       std::find(pids.begin(), pids.end(), watched_pid_) == pids.end()) {

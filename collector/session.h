@@ -28,6 +28,16 @@ namespace closeaudit {
 
 inline constexpr char kTraceFileName[] = "trace.catrace";
 inline constexpr uint64_t kKernelSampleMs = 500;
+inline constexpr uint64_t kKernelSampleMaxMs = 10'000;
+
+// How long to wait after a sweep of the kernel's socket table that took
+// `sweep_cpu_ns` of this thread's time (most of it the kernel's, walking its
+// hash table) before the next: kKernelSampleMs, or longer so that sweeps
+// take at most 1% of a core, up to kKernelSampleMaxMs. The kernel walks
+// every TCP socket of the namespace for each dump, TIME_WAIT minisockets
+// included, and a server that closes first can have a few hundred thousand
+// of those; the sweep's cost follows them, not what is audited.
+uint64_t KernelSampleIntervalNs(uint64_t sweep_cpu_ns);
 
 struct SessionOptions {
   uint64_t grace_ns = 5'000'000'000;
@@ -65,7 +75,8 @@ class Session : private IngestSink {
 
   // Asks the kernel which sockets of the audited processes sit in
   // CLOSE_WAIT or FIN_WAIT2, and records what it says. Poll() does this
-  // every kKernelSampleMs; call it also just before the processes go away.
+  // every KernelSampleIntervalNs(); call it also just before the processes
+  // go away.
   void SampleKernel();
 
   // Also asks the kernel about the sockets of `pid` (0: none) until told
@@ -104,6 +115,7 @@ class Session : private IngestSink {
 
   void Sink(Record record);
   void FlushIfDue();
+  void SweepKernel();  // SampleKernel()'s work, which it times
 
   SessionOptions options_;
   Analyzer analyzer_;
@@ -111,6 +123,7 @@ class Session : private IngestSink {
   Collector collector_;
   uint64_t last_flush_ns_ = 0;
   uint64_t last_sample_ns_ = 0;
+  uint64_t sample_interval_ns_ = kKernelSampleMs * 1'000'000;
 
   bool kernel_warned_ = false;
   uint32_t watched_pid_ = 0;
