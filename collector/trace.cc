@@ -131,24 +131,34 @@ void AppendFrame(std::string_view payload, std::string* out) {
 }
 
 // A batch frame's payload: kBatchKind, the frames' size (u32), then the
-// frames compressed with zstd. Returns false if compressing does not pay.
-bool Compress(std::string_view frames, std::string* out) {
-  if (frames.size() > kMaxTraceFrame) return false;
+// frames compressed with zstd, written to *scratch (grown as needed; kept
+// between calls, and never zeroed, since a fresh buffer a flush cost page
+// faults and a memset the size of the batch). Returns the payload's size, or
+// 0 if compressing does not pay.
+size_t Compress(std::string_view frames, std::unique_ptr<char[]>* scratch,
+                size_t* scratch_size) {
+  if (frames.size() > kMaxTraceFrame) return 0;
   // One context for the life of the process: making one per call cost more
   // than the compression itself.
   static ZSTD_CCtx* const context = ZSTD_createCCtx();
-  if (context == nullptr) return false;
-  size_t bound = ZSTD_compressBound(frames.size());
-  out->assign(1, static_cast<char>(kBatchKind));
+  if (context == nullptr) return 0;
+  constexpr size_t kHead = 5;
+  size_t need = kHead + ZSTD_compressBound(frames.size());
+  if (*scratch_size < need) {
+    scratch->reset(new char[need]);
+    *scratch_size = need;
+  }
+  char* out = scratch->get();
+  out[0] = static_cast<char>(kBatchKind);
   uint32_t raw = static_cast<uint32_t>(frames.size());
-  out->append(reinterpret_cast<const char*>(&raw), 4);
-  size_t head = out->size();
-  out->resize(head + bound);
-  size_t n = ZSTD_compressCCtx(context, out->data() + head, bound,
+  std::memcpy(out + 1, &raw, 4);
+  size_t n = ZSTD_compressCCtx(context, out + kHead, need - kHead,
                                frames.data(), frames.size(), /*level=*/1);
-  if (ZSTD_isError(n) || head + n >= frames.size()) return false;
-  out->resize(head + n);
-  return out->size() <= kMaxTraceFrame;
+  if (ZSTD_isError(n) || kHead + n >= frames.size() ||
+      kHead + n > kMaxTraceFrame) {
+    return 0;
+  }
+  return kHead + n;
 }
 
 bool Decompress(std::string_view body, std::string* out, std::string* error) {
@@ -515,11 +525,13 @@ void TraceWriter::FinishAppend(size_t frame_head) {
 
 absl::Status TraceWriter::Flush() {
   if (!pending_.empty()) {
-    std::string block;
     // Frames are repetitive (the same stacks, fds and addresses): a batch
     // worth compressing usually shrinks several times for little CPU.
-    if (pending_.size() >= kMinBatchBytes && Compress(pending_, &block)) {
-      AppendFrame(block, &buffer_);
+    size_t n = pending_.size() >= kMinBatchBytes
+                   ? Compress(pending_, &scratch_, &scratch_size_)
+                   : 0;
+    if (n != 0) {
+      AppendFrame(std::string_view(scratch_.get(), n), &buffer_);
     } else if (buffer_.empty()) {
       buffer_.swap(pending_);  // no copy
     } else {

@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -53,6 +54,8 @@ class TraceWriter {
   int fd_ = -1;
   std::string pending_;  // frames appended since the last flush
   std::string buffer_;   // bytes ready for the file
+  std::unique_ptr<char[]> scratch_;  // a compressed batch, being made
+  size_t scratch_size_ = 0;
   std::string path_;
 };
 
