@@ -199,7 +199,7 @@ void Session::Poll(int timeout_ms) {
 
 uint64_t KernelSampleIntervalNs(uint64_t sweep_cpu_ns) {
   constexpr uint64_t kMs = 1'000'000;
-  uint64_t interval = std::min(sweep_cpu_ns, kKernelSampleMaxMs * kMs) * 100;
+  uint64_t interval = std::min(sweep_cpu_ns, kKernelSampleMaxMs * kMs) * 400;
   return std::clamp(interval, kKernelSampleMs * kMs, kKernelSampleMaxMs * kMs);
 }
 
