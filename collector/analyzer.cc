@@ -414,6 +414,14 @@ void Analyzer::OnEvent(const EventRecord& record) {
       sock.created_here = true;
       sock.accepted = e.type == EventType::kAccept;
       sock.created_stack = StackFor(stream, e.blob);
+      if (sock.accepted) {
+        auto l = stream.fds.find(static_cast<int>(e.arg));
+        if (l != stream.fds.end()) {
+          if (std::optional<uint32_t> i = sockets_.IndexOf(l->second)) {
+            sock.listener = *i + 1;
+          }
+        }
+      }
       break;
     }
     case EventType::kInherited: {
@@ -516,10 +524,13 @@ void Analyzer::OnEvent(const EventRecord& record) {
           d.node_stacks[role] = stack;
           // The JavaScript that opened the socket, or the listeners of the
           // server that accepted it, are where it came from: uv__accept and
-          // uv__socket under the event loop say nothing of the program.
-          if (role == static_cast<uint32_t>(wire::NodeRole::kServer) ||
-              role == static_cast<uint32_t>(wire::NodeRole::kUpgrade) ||
-              role == static_cast<uint32_t>(wire::NodeRole::kClient)) {
+          // uv__socket under the event loop say nothing of the program. Told
+          // of a listening socket, the roles are its accepted sockets'
+          // (Findings looks them up through Socket::listener).
+          if (!((sock->state | e.state) & wire::kStateListening) &&
+              (role == static_cast<uint32_t>(wire::NodeRole::kServer) ||
+               role == static_cast<uint32_t>(wire::NodeRole::kUpgrade) ||
+               role == static_cast<uint32_t>(wire::NodeRole::kClient))) {
             sock->created_stack = stack;
           }
           d.node_flags |= e.aux & wire::kHandlerNodeFlags & ~wire::kHandlerNodeRoleMask;

@@ -165,6 +165,10 @@ class Analyzer {
     uint8_t flags = 0;          // wire::EventFlags
     bool created_here = false;  // by socket()/accept() in an audited process
     bool accepted = false;      // by accept(): a server's connection
+    // Accepted: 1 + the index in sockets_ of the listening socket, when the
+    // process held it as tracked; 0 otherwise. What the Node.js agent says
+    // once of a listening socket holds for every socket accepted from it.
+    uint32_t listener = 0;
   };
 
   // The sockets the shim reported, in first-seen order, found by cookie.
@@ -206,6 +210,9 @@ class Analyzer {
     Iterator begin() const { return Iterator(*this, 0); }
     Iterator end() const { return Iterator(*this, size_); }
 
+    // The index of the socket with this cookie, for operator[].
+    std::optional<uint32_t> IndexOf(uint64_t cookie) const;
+
    private:
     static constexpr uint32_t kChunk = 1024;
     struct Entry {
@@ -213,7 +220,6 @@ class Analyzer {
       uint32_t index;
     };
     Socket& At(uint32_t i) { return chunks_[i / kChunk][i % kChunk]; }
-    std::optional<uint32_t> IndexOf(uint64_t cookie) const;
 
     // Cookie -> index. The kernel hands out cookies from one counter, so new
     // sockets mostly arrive in increasing cookie order. Those are appended

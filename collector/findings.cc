@@ -218,10 +218,14 @@ class FindingBuilder {
   // the program's frames: what the finding shows.
   uint32_t MostOwn(const std::vector<const Socket*>& sockets,
                    uint32_t Socket::*field) {
+    return MostOwn(sockets, [field](const Socket& s) { return s.*field; });
+  }
+  template <typename StackOf>
+  uint32_t MostOwn(const std::vector<const Socket*>& sockets, StackOf stack_of) {
     uint32_t best = 0;
     int64_t most = -1;
     for (const Socket* s : sockets) {
-      uint32_t stack = s->*field;
+      uint32_t stack = stack_of(*s);
       if (stack == 0 || symbolizer_ == nullptr) continue;
       if (int64_t own = OwnFrames(stack); own > most) {
         best = stack;
@@ -333,6 +337,37 @@ class FindingBuilder {
   }
 
   const SocketDetail& Detail(const Socket& s) const { return a_.DetailOf(s); }
+
+  // The listening socket an accepted one came from, if the process held it
+  // as tracked.
+  const Socket* Listener(const Socket& s) const {
+    if (!s.accepted || s.listener == 0 || s.listener > a_.sockets_.size()) {
+      return nullptr;
+    }
+    return &a_.sockets_[s.listener - 1];
+  }
+
+  // What the Node.js agent said of a socket in `role`: of the socket itself,
+  // else of the listening socket it was accepted from (the agent tells a
+  // server's listening socket once, not each connection).
+  uint32_t NodeStack(const Socket& s, wire::NodeRole role) const {
+    if (uint32_t own = Detail(s).node_stacks[Role(role)]; own != 0) return own;
+    const Socket* l = Listener(s);
+    return l ? Detail(*l).node_stacks[Role(role)] : 0;
+  }
+
+  // Where a socket came from. An accepted socket the agent told nothing of
+  // itself came from its server's listeners when the agent named those on
+  // the listening socket: uv__accept under the event loop says nothing of
+  // the program.
+  uint32_t Created(const Socket& s) const {
+    const SocketDetail& d = Detail(s);
+    if (d.node_stacks[Role(wire::NodeRole::kServer)] == 0 &&
+        d.node_stacks[Role(wire::NodeRole::kUpgrade)] == 0) {
+      if (uint32_t server = NodeStack(s, wire::NodeRole::kServer)) return server;
+    }
+    return s.created_stack;
+  }
 
   std::optional<std::string> KernelState(const Socket& s) const {
     int state = Detail(s).kernel_state;
@@ -511,7 +546,7 @@ class FindingBuilder {
           }
         }
         if (still.empty()) continue;
-        groups[{Canon(h.close_stack, 'c'), Canon(s.created_stack, 'n')}].push_back({&s, &h, still});
+        groups[{Canon(h.close_stack, 'c'), Canon(Created(s), 'n')}].push_back({&s, &h, still});
         fork_held_.insert(&s);
         break;
       }
@@ -609,8 +644,8 @@ class FindingBuilder {
       uint64_t until = Until(s);
       if (until < s.eof_ns || until - s.eof_ns <= grace_) continue;
       const Analyzer::Handler* h = HandlerOf(s);
-      uint32_t end_listener = Detail(s).node_stacks[Role(wire::NodeRole::kEnd)];
-      groups[{Canon(s.created_stack, 'n'), Canon(s.eof_stack, 'e'),
+      uint32_t end_listener = NodeStack(s, wire::NodeRole::kEnd);
+      groups[{Canon(Created(s), 'n'), Canon(s.eof_stack, 'e'),
               h ? Canon(h->callback, 'h') : Canon(end_listener, 'j'),
               FreedWithoutClose(s)}]
           .push_back(&s);
@@ -643,7 +678,7 @@ class FindingBuilder {
         f.stacks.emplace_back("freed", freed);
         f.stacks.emplace_back("bufferevent", Sym(detail.bufferevent_stack));
       }
-      f.stacks.emplace_back("created", Sym(MostOwn(sockets, &Socket::created_stack)));
+      f.stacks.emplace_back("created", Sym(MostOwn(sockets, [this](const Socket& s) { return Created(s); })));
       f.stacks.emplace_back("last_use", Sym(first.last_use_stack));
       Began(f, first.eof_ns, Pid(first.eof_stream));
       int64_t closed_late = 0;
@@ -765,23 +800,23 @@ class FindingBuilder {
     std::vector<Frame> end, close;  // where its 'end'/'close' listeners were added
   };
   NodeSide NodeOf(const Socket& s) const {
-    const SocketDetail& d = Detail(s);
     NodeSide n;
-    const auto& st = d.node_stacks;
-    uint32_t owner = st[Role(wire::NodeRole::kUpgrade)];
+    uint32_t owner = NodeStack(s, wire::NodeRole::kUpgrade);
     n.upgrade = owner != 0;
-    if (owner == 0) owner = st[Role(wire::NodeRole::kServer)];
+    if (owner == 0) owner = NodeStack(s, wire::NodeRole::kServer);
     if (owner == 0) {
-      owner = st[Role(wire::NodeRole::kClient)];
+      owner = NodeStack(s, wire::NodeRole::kClient);
       n.client = owner != 0;
     }
     if (owner == 0) return n;
     n.known = true;
-    n.http = (d.node_flags & wire::kHandlerNodeHttp) != 0;
-    n.half_open = (d.node_flags & wire::kHandlerNodeHalfOpen) != 0;
+    uint32_t flags = Detail(s).node_flags;
+    if (const Socket* l = Listener(s)) flags |= Detail(*l).node_flags;
+    n.http = (flags & wire::kHandlerNodeHttp) != 0;
+    n.half_open = (flags & wire::kHandlerNodeHalfOpen) != 0;
     n.owner = Sym(owner);
-    n.end = Sym(st[Role(wire::NodeRole::kEnd)]);
-    n.close = Sym(st[Role(wire::NodeRole::kClose)]);
+    n.end = Sym(NodeStack(s, wire::NodeRole::kEnd));
+    n.close = Sym(NodeStack(s, wire::NodeRole::kClose));
     return n;
   }
 
@@ -974,7 +1009,7 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[Canon(s.created_stack, 'n')].push_back(&s);
+      groups[Canon(Created(s), 'n')].push_back(&s);
     }
     for (const auto& [inode, s] : a_.untracked_) {
       const SocketDetail& d = Detail(s);
@@ -1071,7 +1106,7 @@ class FindingBuilder {
       uint64_t deadline = s.shutdown_ns + grace_;
       if (s.eof_ns != 0 && s.eof_ns <= deadline) continue;  // the peer answered
       if (!HeldAt(s, deadline)) continue;
-      groups[{Canon(s.shutdown_stack, 's'), Canon(s.created_stack, 'n')}].push_back(&s);
+      groups[{Canon(s.shutdown_stack, 's'), Canon(Created(s), 'n')}].push_back(&s);
       fin_wait2_.insert(&s);
     }
     for (const auto& [key, sockets] : groups) {
@@ -1142,7 +1177,7 @@ class FindingBuilder {
       std::vector<Frame> close = Sym(key.second, 'c');
       f.stacks.emplace_back("setsockopt", Sym(key.first, 'l'));
       f.stacks.emplace_back("close", close);
-      f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
+      f.stacks.emplace_back("created", Sym(Created(*sockets.front())));
       for (const Socket* sp : sockets) {
         const Hold* h = FinalClose(*sp);
         Began(f, h->to, Pid(h->stream));
@@ -1211,7 +1246,7 @@ class FindingBuilder {
           // (inetd style): the new program's input and output. So is one a
           // service manager passed (LISTEN_FDS), whose holds are kListenFd.
           if (h.fd >= 0 && h.fd <= 2) continue;
-          groups[{Canon(s.created_stack, 'n'), Canon(exec_stack, 'x')}].push_back({&s, id, h.fd});
+          groups[{Canon(Created(s), 'n'), Canon(exec_stack, 'x')}].push_back({&s, id, h.fd});
           break;
         }
       }
@@ -1260,7 +1295,7 @@ class FindingBuilder {
       f.count = static_cast<int64_t>(items.size());
       const Socket* victim = a_.sockets_.Find(items.front()->victim);
       f.stacks.emplace_back("victim_created",
-                            Sym(victim ? victim->created_stack : 0));
+                            Sym(victim ? Created(*victim) : 0));
       CloseExamples(f, items);
       f.message = absl::StrFormat(
           "%s closed fd numbers a second time after another thread had "
@@ -1355,7 +1390,7 @@ class FindingBuilder {
       f.count = static_cast<int64_t>(sockets.size());
       std::vector<Frame> close = Sym(stack, 'c');
       f.stacks.emplace_back("close", close);
-      f.stacks.emplace_back("created", Sym(sockets.front()->created_stack));
+      f.stacks.emplace_back("created", Sym(Created(*sockets.front())));
       // Views into the sockets' details: no string is made per socket.
       std::map<std::string_view, int64_t> peers;
       for (const Socket* sp : sockets) {

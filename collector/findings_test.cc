@@ -371,6 +371,48 @@ TEST(CloseWaitLeak, InsideAnInterpreterTheSentenceNamesNoFunctionOfIt) {
 
 // JIT code replaced at an address: an event whose stack the library wrote
 // before (the very same addresses) is named by the code there at its time.
+// The Node.js agent tells a server's listening socket, once, where its
+// listeners were added; every socket accepted there, before the note as
+// after it, is named by them rather than by uv__accept.
+TEST(CloseWaitLeak, NodeServerToldOnItsListeningSocketNamesEachConnection) {
+  Feed run;
+  run.Process(1, 100, "/usr/bin/node", {"node"});
+  constexpr uint64_t kListener = 50;
+  run.Event(1, wire::EventType::kSocket, 3, kListener, kT0, kTcp);
+  run.Event(1, wire::EventType::kListen, 3, kListener, kT0, kTcp, 0, 0, 0,
+            wire::kStateListening);
+  auto node = [&](wire::NodeRole role, uint32_t ref) {
+    uint32_t aux = static_cast<uint32_t>(wire::HandlerKind::kNode) |
+                   static_cast<uint32_t>(role) << wire::kHandlerNodeRoleShift |
+                   wire::kHandlerNodeHalfOpen;
+    run.Event(1, wire::EventType::kHandler, 3, kListener, kT0 + 2 * kMs, kTcp,
+              ref, 0, aux);
+  };
+  for (uint64_t i = 0; i < 3; ++i) {
+    uint64_t cookie = 200 + i;
+    int fd = static_cast<int>(5 + i);
+    run.Accept(1, fd, cookie, kT0 + kMs + i);  // accepted on fd 3
+    if (i == 0) {
+      node(wire::NodeRole::kServer, kEofRef2);
+      node(wire::NodeRole::kEnd, kCloseRef);
+    }
+    run.Eof(1, fd, cookie, kT0 + 3 * kMs);
+  }
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  std::vector<const Finding*> leaks = OfKind(r, "close_wait_leak");
+  ASSERT_EQ(leaks.size(), 1u);
+  const Finding& f = *leaks[0];
+  EXPECT_EQ(f.count, 3);
+  const std::vector<Frame>* created = Stack(f, "created");
+  ASSERT_NE(created, nullptr);
+  EXPECT_EQ(Addresses(*created), kEofFrames2);
+  const std::vector<Frame>* end = Stack(f, "end_listener");
+  ASSERT_NE(end, nullptr);
+  EXPECT_EQ(Addresses(*end), kCloseFrames);
+  EXPECT_THAT(f.message, HasSubstr("allowHalfOpen"));
+}
+
 TEST(CloseWaitLeak, JitCodeIsNamedAsOfEachEvent) {
   Feed run;
   run.Process(1, 100, "/usr/bin/node", {"node"});
