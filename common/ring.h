@@ -57,6 +57,10 @@ inline bool Push(wire::RingHeader* header, wire::Slot* slots,
   }
   std::memcpy(&slot->event, event, sizeof(wire::Event));
   Atomic(slot->seq).store(CommittedMark(pos, shift), std::memory_order_release);
+  // The next slot was last written by the consumer, a lap ago, and its line
+  // is in no cache of ours: fetching it at the next call's first load was
+  // nine tenths of Push's time in a server. Ask for it now instead.
+  __builtin_prefetch(&slots[(pos + 1) & (slot_count - 1)], 1);
   return true;
 }
 
