@@ -509,19 +509,21 @@ def node(opts, tmp, results):
                 if daemon and two_cores:
                     os.sched_setaffinity(daemon.proc.pid, {1})
                 servers[mode] = (server, port, daemon)
+            def used(mode):
+                server, _, daemon = servers[mode]
+                return cpu_seconds(server.pid) + (daemon.cpu_seconds() if daemon else 0)
+
+            def drive(mode, out):
+                out[mode] = wrk(servers[mode][1], opts.seconds, close)[0]
+
             rps = {mode: [] for mode in NODE_MODES}
             per_cpu = {mode: [] for mode in NODE_MODES}
             collector_us = []
             for round_ in range(opts.pairs + 1):
-                def used(mode):
-                    server, _, daemon = servers[mode]
-                    return cpu_seconds(server.pid) + (daemon.cpu_seconds() if daemon else 0)
                 before = {mode: used(mode) for mode in NODE_MODES}
                 collector_before = servers["shim"][2].cpu_seconds()
                 out = {}
-                def drive(mode):
-                    out[mode] = wrk(servers[mode][1], opts.seconds, close)[0]
-                threads = [threading.Thread(target=drive, args=(mode,))
+                threads = [threading.Thread(target=drive, args=(mode, out))
                            for mode in NODE_MODES]
                 for t in threads:
                     t.start()

@@ -678,7 +678,9 @@ class FindingBuilder {
         f.stacks.emplace_back("freed", freed);
         f.stacks.emplace_back("bufferevent", Sym(detail.bufferevent_stack));
       }
-      f.stacks.emplace_back("created", Sym(MostOwn(sockets, [this](const Socket& s) { return Created(s); })));
+      f.stacks.emplace_back("created", Sym(MostOwn(sockets, [this](const Socket& s) {
+                              return Created(s);
+                            })));
       f.stacks.emplace_back("last_use", Sym(first.last_use_stack));
       Began(f, first.eof_ns, Pid(first.eof_stream));
       int64_t closed_late = 0;

@@ -369,8 +369,6 @@ TEST(CloseWaitLeak, InsideAnInterpreterTheSentenceNamesNoFunctionOfIt) {
   EXPECT_THAT(r.findings[0].advice, HasSubstr("sock.close()"));
 }
 
-// JIT code replaced at an address: an event whose stack the library wrote
-// before (the very same addresses) is named by the code there at its time.
 // The Node.js agent tells a server's listening socket, once, where its
 // listeners were added; every socket accepted there, before the note as
 // after it, is named by them rather than by uv__accept.
@@ -413,6 +411,8 @@ TEST(CloseWaitLeak, NodeServerToldOnItsListeningSocketNamesEachConnection) {
   EXPECT_THAT(f.message, HasSubstr("allowHalfOpen"));
 }
 
+// JIT code replaced at an address: an event whose stack the library wrote
+// before (the very same addresses) is named by the code there at its time.
 TEST(CloseWaitLeak, JitCodeIsNamedAsOfEachEvent) {
   Feed run;
   run.Process(1, 100, "/usr/bin/node", {"node"});

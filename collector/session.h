@@ -33,12 +33,12 @@ inline constexpr uint64_t kKernelSampleMaxMs = 30'000;
 // How long to wait after a sweep of the kernel's socket table that took
 // `sweep_cpu_ns` of this thread's time (most of it the kernel's, walking its
 // hash table) before the next: kKernelSampleMs, or longer so that sweeps
-// take at most 0.25% of a core, up to kKernelSampleMaxMs. (At 1%, sweeps
-// were still a quarter of the collector's time under a Node.js server with
-// Connection: close, and that time is taken from the server's cores.) The kernel walks
+// take at most 0.25% of a core, up to kKernelSampleMaxMs. The kernel walks
 // every TCP socket of the namespace for each dump, TIME_WAIT minisockets
 // included, and a server that closes first can have a few hundred thousand
-// of those; the sweep's cost follows them, not what is audited.
+// of those; the sweep's cost follows them, not what is audited. (At 1%,
+// sweeps were still a quarter of the collector's time under a Node.js
+// server with Connection: close, time taken from the server's cores.)
 uint64_t KernelSampleIntervalNs(uint64_t sweep_cpu_ns);
 
 struct SessionOptions {

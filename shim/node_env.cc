@@ -24,7 +24,6 @@ const char* AfterLastSlash(const char* path) {
   return base;
 }
 
-
 }  // namespace
 
 void PrepareNode() {

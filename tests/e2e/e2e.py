@@ -1860,10 +1860,6 @@ CASES.update({
 })
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def daemon_report(runtime, state, kind="close_wait_leak", wait_s=15):
     """The literal form's report: waits for the daemon the library started
     (its socket under runtime) to write one with a `kind` finding under
@@ -1885,3 +1881,7 @@ def daemon_report(runtime, state, kind="close_wait_leak", wait_s=15):
     finally:
         subprocess.run(["pkill", "-f", sock_path], check=False)
     return rep
+
+
+if __name__ == "__main__":
+    sys.exit(main())

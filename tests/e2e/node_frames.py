@@ -63,26 +63,32 @@ def script(opts, name):
     return os.path.join(os.path.abspath(opts.srcdir), "node", name)
 
 
-NODE_ASAN_OPTIONS = "ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0"
+# In an ASan build the sanitizer runtime must come first in Node.js's
+# LD_PRELOAD (it crashes in its own start otherwise). V8 leaves its heap to
+# the exit, which LeakSanitizer would call leaks.
+ASAN_RUNTIME = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+NODE_ASAN_OPTIONS = "verify_asan_link_order=0:detect_leaks=0"
 
 
-def asan_first(preload):
-    """In an ASan build the sanitizer runtime must come first in Node.js's
-    LD_PRELOAD (it crashes in its own start otherwise): preload with it."""
-    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
-    return f"{asan} {preload}" if asan else preload
+def preload_env(lib):
+    """The variables that preload the library into Node.js (behind an ASan
+    build's runtime)."""
+    lib = os.path.abspath(lib)
+    if not ASAN_RUNTIME:
+        return {"LD_PRELOAD": lib}
+    return {"LD_PRELOAD": f"{ASAN_RUNTIME} {lib}",
+            "ASAN_OPTIONS": NODE_ASAN_OPTIONS}
 
 
 def node_command(opts, node, args):
-    """The command that runs node under `closeaudit run`."""
-    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
-    if not asan:
+    """The command that runs node under `closeaudit run`: in an ASan build,
+    with the library preloaded as preload_env() says."""
+    if not ASAN_RUNTIME:
         return [node] + args
     lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
                        "..", "shim", "libcloseaudit.so")
-    # V8 leaves its heap to the exit: LeakSanitizer would call it leaks.
-    return ["/usr/bin/env", "LD_PRELOAD=" + asan_first(os.path.abspath(lib)),
-            NODE_ASAN_OPTIONS, node] + args
+    return (["/usr/bin/env"] +
+            [f"{k}={v}" for k, v in preload_env(lib).items()] + [node] + args)
 
 
 def marker(opts, src, name):
@@ -323,10 +329,7 @@ def case_node_literal(opts, tmp):
            if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
     # The program's own options stay: a heap limit it would notice losing.
     env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
-               LD_PRELOAD=asan_first(os.path.abspath(lib)),
-               NODE_OPTIONS="--max-old-space-size=256")
-    if os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME"):
-        env["ASAN_OPTIONS"] = NODE_ASAN_OPTIONS.split("=", 1)[1]
+               NODE_OPTIONS="--max-old-space-size=256", **preload_env(lib))
     done = os.path.join(tmp, "done")
     src = "half_open_server.js"
     # The daemon judges with its default grace, 5 s: hold the sockets 6.

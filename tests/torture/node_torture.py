@@ -60,26 +60,28 @@ def clean_env():
     return env
 
 
+# An ASan build's runtime goes first in Node.js's LD_PRELOAD: after the
+# library it crashes in its own start. V8 leaves its heap to the exit, which
+# LeakSanitizer would call leaks.
+ASAN_RUNTIME = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+NODE_ASAN_OPTIONS = "verify_asan_link_order=0:detect_leaks=0"
+
+
 def asan_env(env, lib):
-    """An ASan build's runtime goes first in Node.js's LD_PRELOAD: after the
-    library it crashes in its own start."""
-    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
-    env["LD_PRELOAD"] = f"{asan} {lib}" if asan else lib
-    if asan:
+    """env with the library preloaded (behind an ASan build's runtime)."""
+    env["LD_PRELOAD"] = f"{ASAN_RUNTIME} {lib}" if ASAN_RUNTIME else lib
+    if ASAN_RUNTIME:
         env["ASAN_OPTIONS"] = NODE_ASAN_OPTIONS
     return env
 
 
-# V8 leaves its heap to the exit: LeakSanitizer would call it leaks.
-NODE_ASAN_OPTIONS = "verify_asan_link_order=0:detect_leaks=0"
-
-
 def audited(opts, node):
-    asan = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
-    if not asan:
+    """The command that runs node under `closeaudit run`: in an ASan build,
+    with the library and the runtime preloaded as asan_env() does."""
+    if not ASAN_RUNTIME:
         return [node]
-    return ["/usr/bin/env", f"LD_PRELOAD={asan} {opts.lib}",
-            "ASAN_OPTIONS=" + NODE_ASAN_OPTIONS, node]
+    env = asan_env({}, opts.lib)
+    return ["/usr/bin/env"] + [f"{k}={v}" for k, v in env.items()] + [node]
 
 
 def one(opts, node, case, tmp, label):
