@@ -197,17 +197,31 @@ void Session::Poll(int timeout_ms) {
   FlushIfDue();
 }
 
-uint64_t KernelSampleIntervalNs(uint64_t sweep_cpu_ns) {
-  constexpr uint64_t kMs = 1'000'000;
-  uint64_t interval = std::min(sweep_cpu_ns, kKernelSampleMaxMs * kMs) * 400;
-  return std::clamp(interval, kKernelSampleMs * kMs, kKernelSampleMaxMs * kMs);
+uint64_t SweepBudget::NextIntervalNs(uint64_t now_ns, uint64_t cost_ns) {
+  constexpr int64_t kMs = 1'000'000;
+  constexpr int64_t kShare = 400;  // the budget fills at 1/400 of a core
+  constexpr int64_t kBurst = kKernelSweepBurstMs * kMs;
+  // What the longest interval earns: more debt than that is forgiven, so
+  // that sweeps are never further apart than kKernelSampleMaxMs.
+  constexpr int64_t kMaxDebt = int64_t{kKernelSampleMaxMs} * kMs / kShare;
+  if (last_ns_ != 0 && now_ns > last_ns_) {
+    uint64_t earned = std::min<uint64_t>((now_ns - last_ns_) / kShare,
+                                         kBurst + kMaxDebt);
+    credit_ns_ = std::min(kBurst, credit_ns_ + static_cast<int64_t>(earned));
+  }
+  last_ns_ = now_ns;
+  uint64_t spent = std::min<uint64_t>(cost_ns, kBurst + kMaxDebt);
+  credit_ns_ = std::max(credit_ns_ - static_cast<int64_t>(spent), -kMaxDebt);
+  if (credit_ns_ >= 0) return kKernelSampleMs * kMs;
+  return std::max<uint64_t>(-credit_ns_ * kShare, kKernelSampleMs * kMs);
 }
 
 void Session::SampleKernel() {
   last_sample_ns_ = MonoNowNs();
   uint64_t cpu_start = ThreadCpuNs();
   SweepKernel();
-  sample_interval_ns_ = KernelSampleIntervalNs(ThreadCpuNs() - cpu_start);
+  sample_interval_ns_ =
+      sweep_budget_.NextIntervalNs(last_sample_ns_, ThreadCpuNs() - cpu_start);
 }
 
 void Session::SweepKernel() {

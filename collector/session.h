@@ -30,16 +30,26 @@ inline constexpr char kTraceFileName[] = "trace.catrace";
 inline constexpr uint64_t kKernelSampleMs = 500;
 inline constexpr uint64_t kKernelSampleMaxMs = 30'000;
 
-// How long to wait after a sweep of the kernel's socket table that took
-// `sweep_cpu_ns` of this thread's time (most of it the kernel's, walking its
-// hash table) before the next: kKernelSampleMs, or longer so that sweeps
-// take at most 0.25% of a core, up to kKernelSampleMaxMs. The kernel walks
-// every TCP socket of the namespace for each dump, TIME_WAIT minisockets
-// included, and a server that closes first can have a few hundred thousand
-// of those; the sweep's cost follows them, not what is audited. (At 1%,
-// sweeps were still a quarter of the collector's time under a Node.js
-// server with Connection: close, time taken from the server's cores.)
-uint64_t KernelSampleIntervalNs(uint64_t sweep_cpu_ns);
+// When to sweep the kernel's socket table again. The kernel walks every TCP
+// socket of the namespace for each dump, TIME_WAIT minisockets included,
+// and a machine where servers close first can have a few hundred thousand
+// of those: a sweep's cost follows them, not what is audited. Sweeps spend
+// from a budget that fills at 0.25% of a core up to kKernelSweepBurstMs of
+// CPU: every kKernelSampleMs while it lasts (a short run, whatever the
+// table), then only as often as it fills again, up to kKernelSampleMaxMs
+// apart. (Under a Node.js server with Connection: close, sweeps twice a
+// second were half of the collector's time, taken from the server's cores.)
+inline constexpr uint64_t kKernelSweepBurstMs = 200;
+class SweepBudget {
+ public:
+  // How long to wait after a sweep at `now_ns` that took `cost_ns` of this
+  // thread's CPU time.
+  uint64_t NextIntervalNs(uint64_t now_ns, uint64_t cost_ns);
+
+ private:
+  int64_t credit_ns_ = kKernelSweepBurstMs * 1'000'000;
+  uint64_t last_ns_ = 0;  // the previous sweep; 0 = none yet
+};
 
 struct SessionOptions {
   uint64_t grace_ns = 5'000'000'000;
@@ -77,7 +87,7 @@ class Session : private IngestSink {
 
   // Asks the kernel which sockets of the audited processes sit in
   // CLOSE_WAIT or FIN_WAIT2, and records what it says. Poll() does this
-  // every KernelSampleIntervalNs(); call it also just before the processes
+  // as SweepBudget says; call it also just before the processes
   // go away.
   void SampleKernel();
 
@@ -126,6 +136,7 @@ class Session : private IngestSink {
   uint64_t last_flush_ns_ = 0;
   uint64_t last_sample_ns_ = 0;
   uint64_t sample_interval_ns_ = kKernelSampleMs * 1'000'000;
+  SweepBudget sweep_budget_;
 
   bool kernel_warned_ = false;
   uint32_t watched_pid_ = 0;
