@@ -15,7 +15,8 @@
 // socket or server (a 'data' listener would switch a stream to flowing
 // mode, an 'end' one would change what allowHalfOpen does), only wraps
 // on/addListener/once/prepend* and emit of net.Server and net.Socket to
-// watch the calls go by, and subscribes to two diagnostics channels. A
+// watch the calls go by (each only while it has something to learn), and
+// subscribes to two diagnostics channels. A
 // stack is captured only where a listener is added to a server, the first
 // few times one is added to a server's sockets, and once per connection a
 // client opens. Whatever fails in here is swallowed: the program never sees
@@ -143,6 +144,8 @@
   const SERVER_EVENTS = new Set(['connection', 'secureConnection', 'request',
                                  'upgrade']);
   const servers = new WeakMap();  // server -> what it was told
+  const looking = new Set();  // those whose 'end' or 'close' slot still looks
+  let unwatchSocketListeners = null;  // see watchSocketListeners()
 
   function infoOf(server) {
     let info = servers.get(server);
@@ -154,8 +157,11 @@
         end: { id: 0, tries: 0 },
         close: { id: 0, tries: 0 },
         told: { fd: -1, flags: 0, id: 0, end: 0, close: 0 },  // tellListener()
+        accepted: 0,  // connections, counted up to MAX_TRIES
       };
       servers.set(server, info);
+      looking.add(server);
+      watchSocketListeners();
     }
     return info;
   }
@@ -174,7 +180,11 @@
   }
 
   let adding = false;  // once() adds through on(): one stack per call
+  // Wraps proto's listener adders to call onAdd first. Returns what undoes
+  // it: each wrapper still in place is removed, so proto inherits the
+  // adder again (one the program put over ours stays).
   function wrapAdd(proto, names, onAdd) {
+    const installed = [];
     for (const name of names) {
       const original = proto[name];
       if (typeof original !== 'function') continue;
@@ -193,10 +203,22 @@
           return original.apply(this, arguments);
         },
       }[name];
+      const own = Object.getOwnPropertyDescriptor(proto, name);
       Object.defineProperty(proto, name, {
         value: wrapper, writable: true, configurable: true, enumerable: false,
       });
+      installed.push([name, wrapper, own]);
     }
+    return () => {
+      for (const [name, wrapper, own] of installed) {
+        if (proto[name] !== wrapper) continue;
+        if (own === undefined) {
+          delete proto[name];
+        } else {
+          Object.defineProperty(proto, name, own);
+        }
+      }
+    };
   }
 
   const ADDERS = ['on', 'addListener', 'once', 'prependListener',
@@ -208,23 +230,56 @@
     if (!programs(frames, false)) return;
     const info = infoOf(server);
     if (info.sites[event].length < 4) info.sites[event].push(frames);
-    if (event === 'upgrade') info.upgrade = 0;
+    if (event === 'upgrade') {
+      info.upgrade = 0;
+      watchUpgrades();
+    }
     info.listeners = -1;
   });
 
   // 'end' and 'close' listeners the program adds to a server's sockets
   // (those Node.js's http adds are not the program's): where the first one
-  // was added, for every later socket of the server too.
-  wrapAdd(net.Socket.prototype, ADDERS, (socket, event, below) => {
+  // was added, for every later socket of the server too. A slot is settled
+  // once it has that stack or has tried MAX_TRIES times, and a server is
+  // done looking once both are, once it has accepted MAX_TRIES connections,
+  // or once it accepted and stopped listening.
+  // While no server looks, sockets' adders are not wrapped at all: Node.js's
+  // http adds about ten listeners to every connection, each of which would
+  // go through a wrapper for nothing.
+  function settled(slot) {
+    return slot.id !== 0 || slot.tries >= MAX_TRIES;
+  }
+  function watchSocketListeners() {
+    if (unwatchSocketListeners !== null) return;
+    unwatchSocketListeners = wrapAdd(net.Socket.prototype, ADDERS, onSocketAdd);
+  }
+  function onSocketAdd(socket, event, below) {
     if (event !== 'end' && event !== 'close') return;
     const server = socket.server;
     if (server == null || typeof server !== 'object') return;
-    const slot = infoOf(server)[event];
-    if (slot.id !== 0 || slot.tries >= MAX_TRIES) return;
+    const info = servers.get(server);
+    if (info === undefined) return;
+    const slot = info[event];
+    if (settled(slot)) return;
     slot.tries++;
     const frames = capture(below);
     if (programs(frames, true)) slot.id = idOf(frames);
-  });
+    if (settled(slot)) lookAgain();
+  }
+  function lookAgain() {
+    if (unwatchSocketListeners === null) return;
+    for (const s of looking) {
+      const i = servers.get(s);
+      if ((settled(i.end) && settled(i.close)) || i.accepted >= MAX_TRIES ||
+          (i.accepted > 0 && !s.listening)) {
+        looking.delete(s);
+      }
+    }
+    if (looking.size === 0) {
+      unwatchSocketListeners();
+      unwatchSocketListeners = null;
+    }
+  }
 
   // A socket's or a server's fd; -1 for none (a cluster worker's server
   // under round-robin has no listening socket of its own).
@@ -262,6 +317,10 @@
     const flags = flagsOf(server, socket);
     const told = info.told;
     const again = told.fd !== fd || told.flags !== flags;
+    if (!again && told.id === id && told.end === info.end.id &&
+        told.close === info.close.id) {
+      return;  // the common case: nothing new since the last connection
+    }
     if (id && (again || told.id !== id)) addon.note(fd, SERVER | flags, id);
     if (info.end.id && (again || told.end !== info.end.id)) {
       addon.note(fd, END | flags, info.end.id);
@@ -281,6 +340,7 @@
       if (server == null) return;
       const info = servers.get(server);
       if (info === undefined) return;  // no listener of the program's
+      if (info.accepted < MAX_TRIES && ++info.accepted === MAX_TRIES) lookAgain();
       const fd = fdOf(server);
       if (fd >= 0) {
         tellListener(server, socket, info, fd);
@@ -292,28 +352,42 @@
     }
   });
 
-  // A socket an http server hands to its 'upgrade' listeners is theirs:
-  // told after they ran.
-  const serverEmit = net.Server.prototype.emit;
-  Object.defineProperty(net.Server.prototype, 'emit', {
-    value: function emit(event, request, socket) {
-      const result = serverEmit.apply(this, arguments);
-      if (event === 'upgrade') {
-        try {
-          const info = servers.get(this);
-          if (info !== undefined && info.sites.upgrade.length &&
-              socket instanceof net.Socket) {
-            if (!info.upgrade) info.upgrade = idOf(info.sites.upgrade[0]);
-            tell(this, socket, UPGRADE, info.upgrade);
-          }
-        } catch {
-          // ignored
+  // Wraps proto's emit (once) to call watch(emitter, arguments) when it
+  // emits `event`: before its listeners run, or after they ran.
+  function watchEmit(proto, event, after, watch) {
+    const original = proto.emit;
+    Object.defineProperty(proto, 'emit', {
+      value: function emit(name) {
+        if (name === event && !after) {
+          try { watch(this, arguments); } catch { /* ignored */ }
         }
+        const result = original.apply(this, arguments);
+        if (name === event && after) {
+          try { watch(this, arguments); } catch { /* ignored */ }
+        }
+        return result;
+      },
+      writable: true, configurable: true, enumerable: false,
+    });
+  }
+
+  // A socket an http server hands to its 'upgrade' listeners is theirs:
+  // told after they ran. Servers' emit is wrapped only once the program
+  // listens for 'upgrade': a server emits twice a request.
+  let upgradesWatched = false;
+  function watchUpgrades() {
+    if (upgradesWatched) return;
+    upgradesWatched = true;
+    watchEmit(net.Server.prototype, 'upgrade', true, (server, args) => {
+      const socket = args[2];
+      const info = servers.get(server);
+      if (info !== undefined && info.sites.upgrade.length &&
+          socket instanceof net.Socket) {
+        if (!info.upgrade) info.upgrade = idOf(info.sites.upgrade[0]);
+        tell(server, socket, UPGRADE, info.upgrade);
       }
-      return result;
-    },
-    writable: true, configurable: true, enumerable: false,
-  });
+    });
+  }
 
   // --- Connections the program opens -----------------------------------------
 
@@ -327,30 +401,29 @@
       const frames = capture(onClient);
       if (!programs(frames, false)) return;
       const id = idOf(frames);
-      if (id) opening.set(socket, id);
+      if (id) {
+        opening.set(socket, id);
+        watchConnects();
+      }
     } catch {
       // ignored
     }
   }
   dc.subscribe('net.client.socket', onClient);
 
-  const socketEmit = net.Socket.prototype.emit;
-  Object.defineProperty(net.Socket.prototype, 'emit', {
-    value: function emit(event) {
-      if (event === 'connect') {
-        try {
-          const id = opening.get(this);
-          if (id !== undefined) {
-            opening.delete(this);
-            const fd = fdOf(this);
-            if (fd >= 0) addon.note(fd, CLIENT, id);
-          }
-        } catch {
-          // ignored
-        }
+  // Sockets' emit is wrapped only once the program opens one: every socket
+  // emits several times a request, and a server's never emit 'connect'.
+  let connectsWatched = false;
+  function watchConnects() {
+    if (connectsWatched) return;
+    connectsWatched = true;
+    watchEmit(net.Socket.prototype, 'connect', false, (socket) => {
+      const id = opening.get(socket);
+      if (id !== undefined) {
+        opening.delete(socket);
+        const fd = fdOf(socket);
+        if (fd >= 0) addon.note(fd, CLIENT, id);
       }
-      return socketEmit.apply(this, arguments);
-    },
-    writable: true, configurable: true, enumerable: false,
-  });
+    });
+  }
 })();

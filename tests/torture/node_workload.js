@@ -209,6 +209,21 @@ async function load() {
     log(serverCloses ? 'server-closed' : 'client-closed', 'connections', done);
   }
   await new Promise((resolve) => server.close(resolve));
+  // Once its servers have had a few connections, the agent has what it
+  // needs of their sockets' listeners and leaves net.Socket.prototype's own
+  // properties as it found them (all but emit, which it keeps wrapped once
+  // the program has opened a connection).
+  const again = http.createServer((req, res) => res.end('y'));
+  const p = await listen(again);
+  for (let i = 0; i < 40; i++) {
+    await new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: p, agent: false, headers: { connection: 'close' } },
+               (res) => { res.resume(); res.on('end', resolve); }).on('error', reject);
+    });
+  }
+  await new Promise((resolve) => again.close(resolve));
+  log('net.Socket.prototype own properties',
+      Object.getOwnPropertyNames(net.Socket.prototype).filter((n) => n !== 'emit').join(','));
 }
 
 async function exitWhileOpen() {
