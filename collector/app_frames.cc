@@ -93,6 +93,14 @@ bool IsJsLibraryFile(std::string_view file) {
          Contains(file, "/node_modules/");
 }
 
+// The JDK's own classes, by their package: what the JVM ships.
+bool IsJdkClass(std::string_view function) {
+  for (std::string_view p : {"java.", "javax.", "jdk.", "sun.", "com.sun."}) {
+    if (Starts(function, p)) return true;
+  }
+  return false;
+}
+
 bool IsSystemModule(std::string_view module) {
   std::string_view name = Basename(module);
   if (UnderAny(module, kSystemLibDirs)) return true;
@@ -180,6 +188,7 @@ bool InApp(const Frame& f, const AppRules& rules) {
   }
   if (f.language == "python") return !IsPythonLibraryFile(f.file);
   if (f.language == "js") return !IsJsLibraryFile(f.file);
+  if (f.language == "java") return !IsJdkClass(f.function);
   if (!f.file.empty() && UnderAny(f.file, kIncludeDirs)) return false;
   // Code in no module with a name came from a JIT's perf map: the program's
   // own, unless the name says it is the runtime's: a path in the system's
@@ -213,6 +222,9 @@ std::string LibraryName(const Frame& f) {
       return std::string(rest.substr(0, slash));
     }
     return IsJsLibraryFile(f.file) ? "Node.js" : std::string(Basename(f.file));
+  }
+  if (f.language == "java") {
+    return IsJdkClass(f.function) ? "the JDK" : std::string(Basename(f.file));
   }
   if (f.language == "python") {
     // The package a frame of site-packages is in; else the standard library.

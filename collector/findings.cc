@@ -74,8 +74,23 @@ class FindingBuilder {
     }
     size_t next_python = 0;
     size_t runtime_at = std::string::npos;  // the first frame in the runtime
+    // A JVM's Java frames stand for the frames of its interpreted and
+    // compiled code, which are in no module: the first of those becomes
+    // them, and the rest go.
+    bool java = !python.empty() && !python[0].empty() &&
+                python[0][0].language == "java";
     for (const Analyzer::NormFrame& f : a_.stacks_[stack]) {
       if (f.module == Analyzer::kPythonFrame) continue;
+      if (java && f.module == Analyzer::kNoModule) {
+        if (next_python < python.size()) {
+          for (Frame& j : python[next_python++]) {
+            // A lambda's hidden class: the JVM's glue, no source of its own.
+            if (j.function.find("$$Lambda") != std::string::npos) continue;
+            out.push_back(std::move(j));
+          }
+        }
+        continue;
+      }
       if (f.module == Analyzer::kNoModule) {
         Frame unknown;
         unknown.address = f.address;
@@ -144,10 +159,11 @@ class FindingBuilder {
   Frame PythonFrame(const Analyzer::NormFrame& f) const {
     const PyCodeRecord& code = a_.py_codes_[f.address];
     Frame frame;
-    frame.language =
-        code.language == static_cast<uint16_t>(wire::CodeLanguage::kJavaScript)
-            ? "js"
-            : "python";
+    switch (static_cast<wire::CodeLanguage>(code.language)) {
+      case wire::CodeLanguage::kJavaScript: frame.language = "js"; break;
+      case wire::CodeLanguage::kJava: frame.language = "java"; break;
+      default: frame.language = "python"; break;
+    }
     frame.function = code.name;
     frame.file = code.file;
     // minor 0: a handler's definition, named by the Python-side helper.
@@ -165,7 +181,8 @@ class FindingBuilder {
   }
   static bool IsPythonRuntime(std::string_view path) {
     std::string_view name = path.substr(path.rfind('/') + 1);
-    return name.starts_with("python") || name.starts_with("libpython");
+    return name.starts_with("python") || name.starts_with("libpython") ||
+           name == "libjvm.so";
   }
 
   // The frames of a group's stack, as Canon(stack, role) gave it: of the
@@ -501,7 +518,7 @@ class FindingBuilder {
   // "handle (server.c:42)", or without a line, the function or the module
   // and offset.
   static std::string Place(const Frame& f) {
-    if (f.language == "python" || f.language == "js") {
+    if (f.language == "python" || f.language == "js" || f.language == "java") {
       return absl::StrFormat("%s (%s:%d)", f.function, SourceName(f), f.line);
     }
     if (f.function.empty() || f.module.empty()) return FrameName(f);
@@ -620,6 +637,14 @@ class FindingBuilder {
   }
 
   // Which library the frames of a stack read through, for the advice.
+  static bool HasLanguage(const std::vector<Frame>& frames,
+                          std::string_view language) {
+    for (const Frame& f : frames) {
+      if (f.language == language) return true;
+    }
+    return false;
+  }
+
   static bool ReadsThrough(const std::vector<Frame>& frames,
                            std::string_view library) {
     for (const Frame& f : frames) {
@@ -777,9 +802,11 @@ class FindingBuilder {
             conns, told, missed, closed_late ? "most were" : "the socket was");
       } else {
         f.message = absl::StrFormat(
-            "%s left in CLOSE_WAIT: the peer closed, %s (a read returned 0), "
-            "and %s never closed",
-            conns, told, closed_late ? "most were" : "the socket was");
+            "%s left in CLOSE_WAIT: the peer closed, %s (%s), and %s never "
+            "closed",
+            conns, told,
+            HasLanguage(eof, "java") ? "read() returned -1" : "a read returned 0",
+            closed_late ? "most were" : "the socket was");
       }
       f.advice = node.known ? NodeLeakAdvice(node)
                             : LeakAdvice(first, handler, key.freed_without_close, eof);
@@ -982,6 +1009,12 @@ class FindingBuilder {
              "hold it in `with socket.socket(...) as sock:` or "
              "contextlib.closing()); with asyncio streams, writer.close() then "
              "await writer.wait_closed().";
+    }
+    if (HasLanguage(eof, "java")) {
+      return "close the socket on the path where read() returns -1: open it "
+             "in try-with-resources (`try (Socket s = listener.accept()) "
+             "{...}`, likewise a SocketChannel), or close() it in a finally "
+             "block; closing its InputStream closes the socket too.";
     }
     if (ReadsThrough(eof, "boost/asio")) {
       return "in the completion handler given to that asynchronous call "

@@ -328,9 +328,9 @@ struct PyCodeBlob {
 };
 static_assert(sizeof(PyCodeBlob) == 32);
 inline constexpr uint32_t kMaxPyNameBytes = 1024;
-// PyCodeBlob::language. A collector that does not know JavaScript reads its
+// PyCodeBlob::language. A collector that does not know a language reads its
 // frames as Python definitions.
-enum class CodeLanguage : uint16_t { kPython = 0, kJavaScript = 1 };
+enum class CodeLanguage : uint16_t { kPython = 0, kJavaScript = 1, kJava = 2 };
 // The most JavaScript frames one closeaudit_js_handler() call names.
 inline constexpr uint32_t kMaxJsFrames = 16;
 inline constexpr uint32_t kMaxPyTableBytes = 1u << 15;  // longer: cut

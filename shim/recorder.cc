@@ -24,6 +24,7 @@
 #include "shim/hooks.h"
 #include "shim/layout.h"
 #include "shim/modules.h"
+#include "shim/java_frames.h"
 #include "shim/python_frames.h"
 #include "shim/ring_writer.h"
 #include "shim/stacks.h"
@@ -603,6 +604,7 @@ bool StartRing(bool snapshot, bool daemon_fork) {
   if (!snapshot) {
     SendModules(Ring());
     python::Detect();
+    java::Detect();
   }
   SendRuntimeStatus(Ring());
   // Events pushed while starting must not trigger a registration of their

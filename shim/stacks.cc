@@ -15,6 +15,7 @@
 #include "common/wire.h"
 #include "shim/hooks.h"
 #include "shim/modules.h"
+#include "shim/java_frames.h"
 #include "shim/python_frames.h"
 #include "shim/recorder.h"
 #include "shim/unwinder.h"
@@ -591,6 +592,7 @@ bool InUnwinder(const void* ip) {
 void ResetStacks() {
   g_site_epoch.fetch_add(1, std::memory_order_relaxed);
   python::ResetCodes();
+  java::ResetFrames();
   // A table no stack went into needs no replacing (and a fork child that
   // execs at once pays nothing for it).
   if (!g_table_used.load(std::memory_order_relaxed)) return;
@@ -709,6 +711,10 @@ uint32_t CaptureStack(RingWriter& ring) {
   int py_count = python::Active()
                      ? python::Walk(ring, py, static_cast<int>(wire::kMaxPyFrames))
                      : 0;
+  // In a JVM, a call the JDK's native code made for a Java method.
+  if (py_count == 0 && java::Active()) {
+    py_count = java::Walk(ring, frames[0], py, static_cast<int>(wire::kMaxPyFrames));
+  }
   if (py_count == 0 && site.blob != 0 &&
       (site.blob >> 32) == ring.generation()) {
     return static_cast<uint32_t>(site.blob);

@@ -792,6 +792,16 @@ CASES = {
 }
 
 
+def main_with(cases, limit=CASE_LIMIT):
+    """main() for another driver's cases (python_frames.py, ...), each
+    allowed `limit` seconds."""
+    global CASE_LIMIT
+    CASES.clear()
+    CASES.update(cases)
+    CASE_LIMIT = limit
+    return main()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--closeaudit", required=True,
@@ -976,6 +986,16 @@ def check_frame(finding, which, src_file, line, function=None):
     want = f"{function} " if function else ""
     raise Failure(f"{finding.get('kind')} stacks.{which} has no frame "
                   f"{want}({src_file}:{line}):\n" + fmt_stack(st))
+
+
+def check_app_frame(finding, which, src_file, line, function, language):
+    """check_frame(), and the frame is the program's own (in_app) in
+    `language` ("python", "java")."""
+    fr = check_frame(finding, which, src_file, line, function)
+    check(fr.get("language") == language and fr.get("in_app") is True,
+          f"{function} ({src_file}:{line}) in stacks.{which} is not an in_app "
+          f"{language} frame: {fr}")
+    return fr
 
 
 def one_example(finding):

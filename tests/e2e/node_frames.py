@@ -365,7 +365,4 @@ CASES = {
 
 
 if __name__ == "__main__":
-    e2e.CASES.clear()
-    e2e.CASES.update(CASES)
-    e2e.CASE_LIMIT = 400
-    sys.exit(e2e.main())
+    sys.exit(e2e.main_with(CASES, 400))

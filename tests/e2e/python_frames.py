@@ -82,11 +82,7 @@ def each_python(opts, tmp, body):
 
 
 def python_frame(finding, which, file, line, function):
-    fr = check_frame(finding, which, file, line, function)
-    check(fr.get("language") == "python" and fr.get("in_app") is True,
-          f"{function} ({file}:{line}) in stacks.{which} is not an in_app "
-          f"Python frame: {fr}")
-    return fr
+    return e2e.check_app_frame(finding, which, file, line, function, "python")
 
 
 def named(finding, text, place, what):
@@ -320,7 +316,4 @@ CASES = {
 
 
 if __name__ == "__main__":
-    e2e.CASES.clear()
-    e2e.CASES.update(CASES)
-    e2e.CASE_LIMIT = 400
-    sys.exit(e2e.main())
+    sys.exit(e2e.main_with(CASES, 400))

@@ -245,6 +245,4 @@ CASES = {
 
 
 if __name__ == "__main__":
-    e2e.CASES.clear()
-    e2e.CASES.update(CASES)
-    sys.exit(e2e.main())
+    sys.exit(e2e.main_with(CASES))

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""End-to-end cases for Java programs: the report names the Java line.
+
+Usage: java_frames.py --closeaudit PATH --bindir DIR --srcdir tests/e2e CASE
+
+The same driver as e2e.py (its Run, checks and main). Each case runs its
+program (tests/e2e/java/, one source file, started with `java File.java`)
+under the image's OpenJDK; it is skipped, saying so, where there is none.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import e2e
+from e2e import check, check_frame, find_marker, fmt_stack, frames
+
+SKIP = 77
+
+
+def java():
+    path = shutil.which("java")
+    if path is None:
+        print("SKIP: no java on PATH (openjdk-17-jdk-headless)", flush=True)
+        sys.exit(SKIP)
+    out = subprocess.run([path, "-version"], capture_output=True, text=True,
+                         timeout=60)
+    e2e.log(f"java: {path}: {(out.stderr or out.stdout).splitlines()[0]}")
+    return path
+
+
+def source(opts, name):
+    return os.path.join(os.path.abspath(opts.srcdir), "java", name)
+
+
+def java_frame(finding, which, file, line, function):
+    return e2e.check_app_frame(finding, which, file, line, function, "java")
+
+
+def no_jvm_culprit(rep):
+    for f in rep["findings"]:
+        msg = f.get("message", "")
+        for bad in ("libjvm", "libnio", "Java_sun_", "start_thread", "JavaMain",
+                    "code in "):
+            check(bad not in msg, f"the message names {bad!r}: {msg}")
+
+
+def jdk_frames_not_in_app(finding, which):
+    for fr in frames(finding, which):
+        if fr.get("language") != "java":
+            continue
+        jdk = str(fr.get("function", "")).startswith(("java.", "javax.", "jdk.",
+                                                      "sun."))
+        check(fr.get("in_app") is not jdk,
+              f"in_app is {fr.get('in_app')} for {fr.get('function')}:\n" +
+              fmt_stack(frames(finding, which)))
+
+
+def check_thread_server(opts, rep, text, src):
+    read = find_marker(opts.srcdir, "java/" + src, "java_read")
+    handle = find_marker(opts.srcdir, "java/" + src, "java_handle")
+    accept = find_marker(opts.srcdir, "java/" + src, "java_accept")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    java_frame(f, "eof_seen", src, read, "ThreadServer.readSome")
+    java_frame(f, "eof_seen", src, handle, "ThreadServer.handle")
+    java_frame(f, "created", src, accept, "ThreadServer.serve")
+    jdk_frames_not_in_app(f, "eof_seen")
+    place = f"ThreadServer.readSome ({src}:{read})"
+    check(place in f.get("message", ""),
+          f"the message does not name {place}: {f.get('message')}")
+    check(place in text, f"report.txt does not name {place}:\n{text[:3000]}")
+    check("read() returned -1" in f.get("message", ""),
+          f"the message does not say it in Java's terms: {f.get('message')}")
+    check("try-with-resources" in f.get("advice", ""),
+          f"the advice is not Java's: {f.get('advice')}")
+    check("$$Lambda" not in text, "report.txt shows a lambda's hidden class")
+    no_jvm_culprit(rep)
+
+
+def case_java_thread_server(opts, tmp):
+    """A thread-per-connection java.net.Socket server that returns on
+    read() == -1 without close(): the finding names the line of the read,
+    the handler that called it and the accept, with Java's fix."""
+    src = "ThreadServer.java"
+    os.makedirs(tmp, exist_ok=True)
+    done = os.path.join(tmp, "done")
+    run = e2e.CmdRun(opts, tmp, [java(), source(opts, src), done], grace="1s")
+    e2e.check_client_exit(run)
+    check(os.path.exists(done), f"{src} did not finish its run")
+    rep = e2e.finish_report(run)
+    text = e2e._read_text(os.path.join(tmp, "report.txt"))
+    check_thread_server(opts, rep, text, src)
+    e2e.check_regenerated(opts, tmp, rep)
+
+
+CASES = {
+    "java_thread_server": case_java_thread_server,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(e2e.main_with(CASES, 300))
