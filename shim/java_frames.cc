@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "shim/layout.h"
 #include "shim/python_frames.h"
 
 #if __has_include(<jvmti.h>)
@@ -26,7 +27,8 @@ std::atomic<bool> g_possible{false};  // the image may run a JVM
 std::atomic<CreatedVms> g_created{nullptr};  // libjvm's JNI_GetCreatedJavaVMs
 std::atomic<JavaVM*> g_vm{nullptr};
 std::atomic<jvmtiEnv*> g_jvmti{nullptr};
-std::atomic<bool> g_failed{false};  // the JVM gave no JVMTI environment
+// The JVM gave no JVMTI environment, or this is a fork child of a JVM.
+std::atomic<bool> g_failed{false};
 std::atomic<uint32_t> g_epoch{1};   // of the ring the definitions went to
 
 constexpr int kMaxJavaFrames = 64;
@@ -34,7 +36,7 @@ constexpr int kMaxJavaFrames = 64;
 // Return addresses known to be in a JNI library of the JDK (ip << 1 | 1)
 // or not (ip << 1).
 constexpr uint32_t kCallerSlots = 1024;
-std::atomic<uint64_t> g_callers[kCallerSlots];
+CA_BULK std::atomic<uint64_t> g_callers[kCallerSlots];
 
 bool IsJdkNativeLibrary(const char* path) {
   const char* base = std::strrchr(path, '/');
@@ -114,7 +116,7 @@ struct Named {
 };
 constexpr uint32_t kNamedSlots = 4096;
 constexpr uint32_t kNamedProbes = 4;
-Named g_named[kNamedSlots];
+CA_BULK Named g_named[kNamedSlots];
 
 uint32_t SlotOf(uint64_t method, uint64_t index) {
   return static_cast<uint32_t>(
@@ -280,6 +282,12 @@ bool Active() {
          !g_failed.load(std::memory_order_relaxed);
 }
 
+CA_CHILD_PATH void ForkChild() {
+  if (g_possible.load(std::memory_order_relaxed)) {
+    g_failed.store(true, std::memory_order_relaxed);
+  }
+}
+
 int Walk(RingWriter& ring, uint64_t caller, wire::PyFrame* out, int max) {
   if (!Active() || max <= 0 || !InJdkNative(caller)) return 0;
   // The JDK's native code is loaded: so is libjvm.
@@ -325,6 +333,7 @@ void ResetFrames() { g_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 void Detect() {}
 bool Active() { return false; }
+void ForkChild() {}
 int Walk(RingWriter&, uint64_t, wire::PyFrame*, int) { return 0; }
 void ResetFrames() {}
 

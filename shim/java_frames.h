@@ -49,6 +49,10 @@ bool Active();
 // their count: 0 if none, or if the thread runs no Java.
 int Walk(RingWriter& ring, uint64_t caller, wire::PyFrame* out, int max);
 
+// In a fork child: a copy of a JVM without its threads is never asked
+// anything (it could wait forever on a lock a thread of the parent held).
+void ForkChild();
+
 // Forgets the frames named so far (the ring they went to is being
 // replaced, as in a fork child). Allocation-free.
 void ResetFrames();

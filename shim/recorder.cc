@@ -1165,6 +1165,7 @@ CA_CHILD_PATH void ForkChild(ForkKind kind) {
   if (t_tid != 0) t_tid = 0;
   bool parent_dormant = g_start.load(std::memory_order_relaxed) == kDormant;
   UnwinderForkChild();
+  java::ForkChild();
   // A look at the fds another thread had under way: this child looks again.
   if (g_scan.load(std::memory_order_relaxed) == kScanning) {
     g_scan.store(kScanPending, std::memory_order_relaxed);

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import e2e
-from e2e import check, check_frame, find_marker, fmt_stack, frames
+from e2e import check, find_marker, fmt_stack, frames
 
 SKIP = 77
 
