@@ -645,6 +645,14 @@ class FindingBuilder {
     return false;
   }
 
+  static bool HasFunction(const std::vector<Frame>& frames,
+                          std::string_view function) {
+    for (const Frame& f : frames) {
+      if (f.function == function) return true;
+    }
+    return false;
+  }
+
   static bool ReadsThrough(const std::vector<Frame>& frames,
                            std::string_view library) {
     for (const Frame& f : frames) {
@@ -1009,6 +1017,12 @@ class FindingBuilder {
              "hold it in `with socket.socket(...) as sock:` or "
              "contextlib.closing()); with asyncio streams, writer.close() then "
              "await writer.wait_closed().";
+    }
+    if (HasFunction(eof, "sun.nio.ch.SocketChannelImpl.read")) {
+      return "where SocketChannel.read() returns -1, close the channel "
+             "(channel.close(), which also cancels its selection keys): "
+             "key.cancel() alone leaves the socket open. Outside a "
+             "selector, hold the channel in try-with-resources.";
     }
     if (HasLanguage(eof, "java")) {
       return "close the socket on the path where read() returns -1: open it "

@@ -34,6 +34,19 @@ def source(opts, name):
     return os.path.join(os.path.abspath(opts.srcdir), "java", name)
 
 
+def run_java(opts, tmp, src, args=()):
+    """Runs java/SRC DONE_FILE ARGS under closeaudit run to its end; returns
+    the report and report.txt."""
+    os.makedirs(tmp, exist_ok=True)
+    done = os.path.join(tmp, "done")
+    run = e2e.CmdRun(opts, tmp, [java(), source(opts, src), done] + list(args),
+                     grace="1s")
+    e2e.check_client_exit(run)
+    check(os.path.exists(done), f"{src} did not finish its run")
+    rep = e2e.finish_report(run)
+    return rep, e2e._read_text(os.path.join(tmp, "report.txt"))
+
+
 def java_frame(finding, which, file, line, function):
     return e2e.check_app_frame(finding, which, file, line, function, "java")
 
@@ -50,8 +63,8 @@ def jdk_frames_not_in_app(finding, which):
     for fr in frames(finding, which):
         if fr.get("language") != "java":
             continue
-        jdk = str(fr.get("function", "")).startswith(("java.", "javax.", "jdk.",
-                                                      "sun."))
+        jdk = str(fr.get("function", "")).startswith(
+            ("java.", "javax.", "jdk.", "sun.", "com.sun."))
         check(fr.get("in_app") is not jdk,
               f"in_app is {fr.get('in_app')} for {fr.get('function')}:\n" +
               fmt_stack(frames(finding, which)))
@@ -83,19 +96,36 @@ def case_java_thread_server(opts, tmp):
     read() == -1 without close(): the finding names the line of the read,
     the handler that called it and the accept, with Java's fix."""
     src = "ThreadServer.java"
-    os.makedirs(tmp, exist_ok=True)
-    done = os.path.join(tmp, "done")
-    run = e2e.CmdRun(opts, tmp, [java(), source(opts, src), done], grace="1s")
-    e2e.check_client_exit(run)
-    check(os.path.exists(done), f"{src} did not finish its run")
-    rep = e2e.finish_report(run)
-    text = e2e._read_text(os.path.join(tmp, "report.txt"))
+    rep, text = run_java(opts, tmp, src)
     check_thread_server(opts, rep, text, src)
+    e2e.check_regenerated(opts, tmp, rep)
+
+
+def case_java_nio_server(opts, tmp):
+    """An NIO selector server whose EOF branch cancels the key but never
+    closes the channel: the finding names the line of the read and the
+    accept, with NIO's fix."""
+    src = "NioServer.java"
+    rep, text = run_java(opts, tmp, src)
+    read = find_marker(opts.srcdir, "java/" + src, "java_nio_read")
+    accept = find_marker(opts.srcdir, "java/" + src, "java_nio_accept")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    java_frame(f, "eof_seen", src, read, "NioServer.onReadable")
+    java_frame(f, "created", src, accept, "NioServer.main")
+    jdk_frames_not_in_app(f, "created")
+    place = f"NioServer.onReadable ({src}:{read})"
+    check(place in f.get("message", "") and place in text,
+          f"the message and report.txt do not name {place}: "
+          f"{f.get('message')}")
+    check("channel.close()" in f.get("advice", ""),
+          f"the advice is not NIO's: {f.get('advice')}")
+    no_jvm_culprit(rep)
     e2e.check_regenerated(opts, tmp, rep)
 
 
 CASES = {
     "java_thread_server": case_java_thread_server,
+    "java_nio_server": case_java_nio_server,
 }
 
 
