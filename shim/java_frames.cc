@@ -32,6 +32,7 @@ std::atomic<bool> g_failed{false};
 std::atomic<uint32_t> g_epoch{1};   // of the ring the definitions went to
 
 constexpr int kMaxJavaFrames = 64;
+constexpr int kMaxPassedThrough = 2;  // interposers between the JDK and us
 
 // Return addresses known to be in a JNI library of the JDK (ip << 1 | 1)
 // or not (ip << 1).
@@ -288,8 +289,16 @@ CA_CHILD_PATH void ForkChild() {
   }
 }
 
-int Walk(RingWriter& ring, uint64_t caller, wire::PyFrame* out, int max) {
-  if (!Active() || max <= 0 || !InJdkNative(caller)) return 0;
+int Walk(RingWriter& ring, const uint64_t* callers, int count,
+         wire::PyFrame* out, int max) {
+  if (!Active() || max <= 0) return 0;
+  // The JDK's call, or one through another library preloaded ahead of
+  // this one (a sanitizer's runtime, another tracer) that passed it on.
+  bool jdk = false;
+  for (int i = 0; i < count && i < kMaxPassedThrough + 1 && !jdk; ++i) {
+    jdk = InJdkNative(callers[i]);
+  }
+  if (!jdk) return 0;
   // The JDK's native code is loaded: so is libjvm.
   if (g_created.load(std::memory_order_acquire) == nullptr) FindJvm();
   JavaVM* vm = Vm();
@@ -302,13 +311,13 @@ int Walk(RingWriter& ring, uint64_t caller, wire::PyFrame* out, int max) {
   jvmtiEnv* env = Env();
   if (env == nullptr) return 0;
   jvmtiFrameInfo frames[kMaxJavaFrames];
-  jint count = 0;
+  jint depth = 0;
   if (env->GetStackTrace(nullptr, 0, max < kMaxJavaFrames ? max : kMaxJavaFrames,
-                         frames, &count) != JVMTI_ERROR_NONE) {
+                         frames, &depth) != JVMTI_ERROR_NONE) {
     return 0;
   }
   int n = 0;
-  for (jint i = 0; i < count; ++i) {
+  for (jint i = 0; i < depth; ++i) {
     auto method = reinterpret_cast<uint64_t>(frames[i].method);
     // A native method's location is -1: no line.
     uint64_t index = frames[i].location < 0
@@ -334,7 +343,7 @@ void ResetFrames() { g_epoch.fetch_add(1, std::memory_order_relaxed); }
 void Detect() {}
 bool Active() { return false; }
 void ForkChild() {}
-int Walk(RingWriter&, uint64_t, wire::PyFrame*, int) { return 0; }
+int Walk(RingWriter&, const uint64_t*, int, wire::PyFrame*, int) { return 0; }
 void ResetFrames() {}
 
 #endif

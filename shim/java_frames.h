@@ -44,10 +44,13 @@ void Detect();
 bool Active();
 
 // The calling thread's Java frames, innermost first (at most `max`), if
-// `caller` (the stack's first program frame) is in a JNI library of the
-// JDK; each frame's definition is copied into `ring`'s arena once. Returns
-// their count: 0 if none, or if the thread runs no Java.
-int Walk(RingWriter& ring, uint64_t caller, wire::PyFrame* out, int max);
+// the call came from a JNI library of the JDK: the first of `callers` (the
+// stack's program frames, `count` of them), or one of the two after it
+// when libraries preloaded ahead of this one passed the call on. Each
+// frame's definition is copied into `ring`'s arena once. Returns their
+// count: 0 if none, or if the thread runs no Java.
+int Walk(RingWriter& ring, const uint64_t* callers, int count,
+         wire::PyFrame* out, int max);
 
 // In a fork child: a copy of a JVM without its threads is never asked
 // anything (it could wait forever on a lock a thread of the parent held).

@@ -713,7 +713,8 @@ uint32_t CaptureStack(RingWriter& ring) {
                      : 0;
   // In a JVM, a call the JDK's native code made for a Java method.
   if (py_count == 0 && java::Active()) {
-    py_count = java::Walk(ring, frames[0], py, static_cast<int>(wire::kMaxPyFrames));
+    py_count = java::Walk(ring, frames, count, py,
+                          static_cast<int>(wire::kMaxPyFrames));
   }
   if (py_count == 0 && site.blob != 0 &&
       (site.blob >> 32) == ring.generation()) {

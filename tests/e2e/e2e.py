@@ -792,6 +792,24 @@ CASES = {
 }
 
 
+# In an ASan build the sanitizer runtime must come first in a runtime's
+# LD_PRELOAD when the library is preloaded literally (Node.js crashes in its
+# own start otherwise). V8 and the JVM leave their heaps to the exit, which
+# LeakSanitizer would call leaks.
+ASAN_RUNTIME = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
+RUNTIME_ASAN_OPTIONS = "verify_asan_link_order=0:detect_leaks=0"
+
+
+def preload_env(lib):
+    """The variables that preload the library into a runtime (Node.js, a
+    JVM), behind an ASan build's runtime."""
+    lib = os.path.abspath(lib)
+    if not ASAN_RUNTIME:
+        return {"LD_PRELOAD": lib}
+    return {"LD_PRELOAD": f"{ASAN_RUNTIME} {lib}",
+            "ASAN_OPTIONS": RUNTIME_ASAN_OPTIONS}
+
+
 def main_with(cases, limit=CASE_LIMIT):
     """main() for another driver's cases (python_frames.py, ...), each
     allowed `limit` seconds."""

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import e2e
-from e2e import check, find_marker, fmt_stack, frames
+from e2e import check, find_marker, fmt_stack, frames, preload_env
 
 SKIP = 77
 
@@ -123,9 +123,39 @@ def case_java_nio_server(opts, tmp):
     e2e.check_regenerated(opts, tmp, rep)
 
 
+def case_java_literal(opts, tmp):
+    """The literal form, LD_PRELOAD=libcloseaudit.so java ..., with the
+    daemon the library starts by itself: the same Java frames, with nothing
+    passed to the JVM (it would print "Picked up JAVA_TOOL_OPTIONS")."""
+    lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
+                       "..", "shim", "libcloseaudit.so")
+    runtime = os.path.join(tmp, "run")
+    os.makedirs(runtime, 0o700)
+    state = os.path.join(tmp, "state")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
+    env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
+               **preload_env(lib))
+    done = os.path.join(tmp, "done")
+    src = "ThreadServer.java"
+    # The daemon judges with its default grace, 5 s: hold the sockets 6.
+    r = subprocess.run([java(), source(opts, src), done, "6"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0 and os.path.exists(done),
+          f"{src} failed under LD_PRELOAD: {r.returncode}\n{r.stderr}")
+    check("Picked up" not in r.stderr and r.stdout == "",
+          f"the JVM said something of ours:\n{r.stdout}\n{r.stderr}")
+    rep = e2e.daemon_report(runtime, state)
+    check(rep is not None, "no report from the daemon")
+    text = e2e._read_text(os.path.join(state, "closeaudit", "latest",
+                                       "report.txt"))
+    check_thread_server(opts, rep, text, src)
+
+
 CASES = {
     "java_thread_server": case_java_thread_server,
     "java_nio_server": case_java_nio_server,
+    "java_literal": case_java_literal,
 }
 
 

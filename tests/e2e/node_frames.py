@@ -20,7 +20,8 @@ import sys
 import time
 
 import e2e
-from e2e import check, find_marker, fmt_stack, frames, of_kind
+from e2e import (ASAN_RUNTIME, check, find_marker, fmt_stack, frames, of_kind,
+                 preload_env)
 
 SKIP = 77
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or
@@ -61,23 +62,6 @@ def nodes(opts):
 
 def script(opts, name):
     return os.path.join(os.path.abspath(opts.srcdir), "node", name)
-
-
-# In an ASan build the sanitizer runtime must come first in Node.js's
-# LD_PRELOAD (it crashes in its own start otherwise). V8 leaves its heap to
-# the exit, which LeakSanitizer would call leaks.
-ASAN_RUNTIME = os.environ.get("CLOSEAUDIT_TEST_ASAN_RUNTIME")
-NODE_ASAN_OPTIONS = "verify_asan_link_order=0:detect_leaks=0"
-
-
-def preload_env(lib):
-    """The variables that preload the library into Node.js (behind an ASan
-    build's runtime)."""
-    lib = os.path.abspath(lib)
-    if not ASAN_RUNTIME:
-        return {"LD_PRELOAD": lib}
-    return {"LD_PRELOAD": f"{ASAN_RUNTIME} {lib}",
-            "ASAN_OPTIONS": NODE_ASAN_OPTIONS}
 
 
 def node_command(opts, node, args):
