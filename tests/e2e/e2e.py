@@ -810,6 +810,23 @@ def preload_env(lib):
             "ASAN_OPTIONS": RUNTIME_ASAN_OPTIONS}
 
 
+def literal_env(opts, tmp, preload=None):
+    """The environment of a program run with the library preloaded
+    literally, the daemon it starts by itself keeping its runtime and state
+    under tmp: (env, runtime_dir, state_dir). `preload`: the preload
+    variables (preload_env()'s by default)."""
+    lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
+                       "..", "shim", "libcloseaudit.so")
+    runtime = os.path.join(tmp, "run")
+    os.makedirs(runtime, 0o700)
+    state = os.path.join(tmp, "state")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
+    env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
+               **(preload if preload is not None else preload_env(lib)))
+    return env, runtime, state
+
+
 def main_with(cases, limit=CASE_LIMIT):
     """main() for another driver's cases (python_frames.py, ...), each
     allowed `limit` seconds."""

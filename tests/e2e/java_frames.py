@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import e2e
-from e2e import check, find_marker, fmt_stack, frames, preload_env
+from e2e import check, find_marker, fmt_stack, frames
 
 SKIP = 77
 
@@ -127,15 +127,7 @@ def case_java_literal(opts, tmp):
     """The literal form, LD_PRELOAD=libcloseaudit.so java ..., with the
     daemon the library starts by itself: the same Java frames, with nothing
     passed to the JVM (it would print "Picked up JAVA_TOOL_OPTIONS")."""
-    lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
-                       "..", "shim", "libcloseaudit.so")
-    runtime = os.path.join(tmp, "run")
-    os.makedirs(runtime, 0o700)
-    state = os.path.join(tmp, "state")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
-    env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
-               **preload_env(lib))
+    env, runtime, state = e2e.literal_env(opts, tmp)
     done = os.path.join(tmp, "done")
     src = "ThreadServer.java"
     # The daemon judges with its default grace, 5 s: hold the sockets 6.

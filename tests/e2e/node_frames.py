@@ -303,17 +303,10 @@ def case_node_literal(opts, tmp):
     daemon the library starts by itself: the library sets NODE_OPTIONS
     before Node.js reads it, merged with the program's own, and the report
     names the same JavaScript."""
-    lib = os.path.join(os.path.dirname(os.path.abspath(opts.closeaudit)),
-                       "..", "shim", "libcloseaudit.so")
     label, node = nodes(opts)[0]
-    runtime = os.path.join(tmp, "run")
-    os.mkdir(runtime, 0o700)
-    state = os.path.join(tmp, "state")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
+    env, runtime, state = e2e.literal_env(opts, tmp)
     # The program's own options stay: a heap limit it would notice losing.
-    env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
-               NODE_OPTIONS="--max-old-space-size=256", **preload_env(lib))
+    env["NODE_OPTIONS"] = "--max-old-space-size=256"
     done = os.path.join(tmp, "done")
     src = "half_open_server.js"
     # The daemon judges with its default grace, 5 s: hold the sockets 6.

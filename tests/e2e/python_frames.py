@@ -259,13 +259,8 @@ def case_py_literal(opts, tmp):
     if not os.access(python, os.X_OK):
         print("SKIP py_literal: no /usr/bin/python3", flush=True)
         sys.exit(SKIP)
-    runtime = os.path.join(tmp, "run")
-    os.mkdir(runtime, 0o700)
-    state = os.path.join(tmp, "state")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CLOSEAUDIT_") and k != "LD_PRELOAD"}
-    env.update(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=state,
-               LD_PRELOAD=os.path.abspath(lib))
+    env, runtime, state = e2e.literal_env(
+        opts, tmp, {"LD_PRELOAD": os.path.abspath(lib)})
     env.pop("PYTHONPATH", None)
     done = os.path.join(tmp, "done")
     src = "thread_server.py"
