@@ -144,10 +144,24 @@ def case_java_literal(opts, tmp):
     check_thread_server(opts, rep, text, src)
 
 
+def case_java_spawn_clean(opts, tmp):
+    """A server that runs a ProcessBuilder child for each connection it
+    holds, then closes it: the child inherits no socket, and nothing is
+    above info."""
+    rep, text = run_java(opts, tmp, "SpawnServer.java")
+    e2e.nothing_above_info(rep, text)
+    # The JVM and its three children (each the JDK's spawn helper exec'ing
+    # /bin/echo) were all audited.
+    processes = rep.get("summary", {}).get("processes", 0)
+    check(processes >= 4, f"{processes} processes audited, not the JVM and "
+          f"its three children:\n{text[:2000]}")
+
+
 CASES = {
     "java_thread_server": case_java_thread_server,
     "java_nio_server": case_java_nio_server,
     "java_literal": case_java_literal,
+    "java_spawn_clean": case_java_spawn_clean,
 }
 
 
