@@ -341,6 +341,10 @@ class FindingBuilder {
                                                 : std::min(last, end_ns_);
   }
   static int64_t Ms(uint64_t ns) { return static_cast<int64_t>(ns / 1000000); }
+  // "5.2 s"
+  static std::string Seconds(uint64_t ns) {
+    return absl::StrFormat("%.1f s", static_cast<double>(ns) / 1e9);
+  }
 
   // Marks when (the earliest `ns` given) and in which process the finding's
   // first socket went wrong.
@@ -1048,8 +1052,57 @@ class FindingBuilder {
 
   // The peer's FIN arrived (the kernel says CLOSE_WAIT) but no read ever
   // returned 0: the program is not reading the socket at all.
+  // Whether the JDK's keep-alive cache closed the socket: its timer
+  // (sun.net.www.http.KeepAliveCache) closing an idle pooled connection,
+  // the pool working as designed.
+  bool ClosedByJdkPool(const Socket& s) {
+    const Hold* h = FinalClose(s);
+    if (h == nullptr || h->close_stack == 0) return false;
+    auto [it, inserted] = jdk_pool_close_.try_emplace(h->close_stack, false);
+    if (inserted) {
+      for (const Frame& f : Sym(h->close_stack)) {
+        if (f.language == "java" &&
+            f.function.starts_with("sun.net.www.http.KeepAliveCache")) {
+          it->second = true;
+          break;
+        }
+      }
+    }
+    return it->second;
+  }
+
+  // For a client socket one of the JDK's HTTP clients opened: what its
+  // owner must do, in that client's terms; "" if neither made it.
+  static std::string JavaClientAdvice(const std::vector<Frame>& frames) {
+    for (const Frame& f : frames) {
+      if (f.language != "java") continue;
+      if (f.function.starts_with("sun.net.www.protocol.http.HttpURLConnection") ||
+          f.function.starts_with("java.net.HttpURLConnection")) {
+        return "read each response body to its end and close its stream "
+               "(`try (InputStream in = conn.getInputStream()) { "
+               "in.readAllBytes(); }`, and getErrorStream() for an error "
+               "status), or call conn.disconnect() when you are done with "
+               "the connection: an unread response pins its connection "
+               "outside the JDK's keep-alive cache, in CLOSE_WAIT once the "
+               "server closes it.";
+      }
+      if (f.function.starts_with("jdk.internal.net.http.") ||
+          f.function.starts_with("java.net.http.")) {
+        return "consume or discard every response body "
+               "(HttpResponse.BodyHandlers.discarding(), or read the stream "
+               "of BodyHandlers.ofInputStream() to its end and close it): "
+               "HttpClient keeps a connection whose body was not consumed "
+               "out of its pool, open until the client is garbage "
+               "collected.";
+      }
+    }
+    return "";
+  }
+
   void NeverRead(Report& report) {
-    std::map<uint32_t, std::vector<const Socket*>> groups;
+    // By where the socket was made, and whether the JDK's keep-alive cache
+    // closed it.
+    std::map<std::pair<uint32_t, bool>, std::vector<const Socket*>> groups;
     for (const Socket& s : a_.sockets_) {
       const SocketDetail& d = Detail(s);
       if (s.eof_ns != 0 || d.kernel_close_wait_ns == 0) continue;
@@ -1058,7 +1111,7 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[Canon(Created(s), 'n')].push_back(&s);
+      groups[{Canon(Created(s), 'n'), ClosedByJdkPool(s)}].push_back(&s);
     }
     for (const auto& [inode, s] : a_.untracked_) {
       const SocketDetail& d = Detail(s);
@@ -1066,9 +1119,10 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[0].push_back(&s);
+      groups[{0, false}].push_back(&s);
     }
-    for (const auto& [created, sockets] : groups) {
+    for (const auto& [key, sockets] : groups) {
+      const auto [created, jdk_pool] = key;
       Finding f;
       f.kind = "close_wait_leak";
       f.severity = "error";
@@ -1104,12 +1158,45 @@ class FindingBuilder {
         uint64_t until = s->holds.empty() ? end_ns_ : Until(*s);
         ex.age_ms = s->created_ns ? Ms(until - std::min(until, s->created_ns)) : 0;
         ex.eof_to_end_ms = Ms(until - std::min(until, d.kernel_close_wait_ns));
+        if (const Hold* h = FinalClose(*s); h != nullptr) {
+          ex.closed_after_ms = Ms(h->to - std::min(h->to, d.kernel_close_wait_ns));
+        }
         ex.tcp_state = "CLOSE_WAIT";
         f.examples.push_back(ex);
       }
       // A connection this side opened (a client's pool) or one it accepted.
       const Socket& first = *sockets.front();
       bool client = created && first.created_here && !first.accepted;
+      if (jdk_pool) {
+        uint64_t longest = 0;
+        for (const Socket* s : sockets) {
+          const Hold* h = FinalClose(*s);
+          uint64_t since = Detail(*s).kernel_close_wait_ns;
+          if (h != nullptr && h->to > since) longest = std::max(longest, h->to - since);
+        }
+        f.kind = "pool_idle";
+        f.severity = "info";
+        f.stacks.clear();
+        f.stacks.emplace_back("created", created_frames);
+        if (const Hold* h = FinalClose(first); h != nullptr) {
+          f.stacks.emplace_back("close", Sym(h->close_stack));
+        }
+        f.message = absl::StrFormat(
+            "%s idle in the JDK's keep-alive cache after the server closed "
+            "%s; closed by it after %s at most, as the pool is designed to "
+            "(requested at %s)",
+            Plural(f.count, "connection", "connections"),
+            f.count == 1 ? "it" : "them", Seconds(longest),
+            Where(created_frames));
+        f.advice =
+            "nothing to fix: the JDK's keep-alive cache closes an idle "
+            "connection after its own timeout (5 s, or the server's "
+            "Keep-Alive: timeout). To keep CLOSE_WAIT shorter, have the server "
+            "send a shorter Keep-Alive timeout (newer JDKs also read the "
+            "http.keepAlive.time.server property).";
+        report.findings.push_back(std::move(f));
+        continue;
+      }
       NodeSide node = NodeOf(first);
       if (node.known && node.client && NodeHttpClient(node)) {
         f.message = absl::StrFormat(
@@ -1123,11 +1210,17 @@ class FindingBuilder {
         report.findings.push_back(std::move(f));
         continue;
       }
+      std::string java_client = JavaClientAdvice(created_frames);
       f.message = absl::StrFormat(
           "%s in CLOSE_WAIT that the program never read: the peer closed, but "
           "no read returned 0 and nothing closed the socket%s",
           Plural(f.count, "connection", "connections"),
           !created ? std::string(" (opened before the audit started)")
+          : client && !java_client.empty()
+              ? absl::StrFormat(" (requested at %s: the response was never "
+                                "read to its end, so the connection never "
+                                "went back to the JDK's pool)",
+                                Where(created_frames))
           : client ? absl::StrFormat(" (opened at %s: the server closed an "
                                      "idle connection this client kept)",
                                      Where(created_frames))
@@ -1136,6 +1229,7 @@ class FindingBuilder {
       f.advice =
           node.known ? NodeLeakAdvice(node)
           : !python_client.empty() && client ? python_client
+          : !java_client.empty() && client ? java_client
           : client ? "a connection pool must notice the server's close: before "
                    "reusing an idle connection, and while it sits idle, poll "
                    "it for readability; a read that returns 0 means close() "
@@ -1502,6 +1596,7 @@ class FindingBuilder {
   // Callback stack -> whether it is in the program's own code.
   absl::flat_hash_map<uint32_t, bool> own_callback_;
   absl::flat_hash_set<const Socket*> fork_held_;
+  absl::flat_hash_map<uint32_t, bool> jdk_pool_close_;  // ClosedByJdkPool()
   absl::flat_hash_set<const Socket*> fin_wait2_;
   absl::flat_hash_set<const Socket*> abortive_;
 };

@@ -488,7 +488,7 @@ namespace {
 constexpr const char* kKinds[] = {"close_wait_leak", "fork_held",
                                   "bad_close",       "exec_inherited",
                                   "fin_wait2_held",  "abortive_close",
-                                  "time_wait"};
+                                  "time_wait",       "pool_idle"};
 
 }  // namespace
 

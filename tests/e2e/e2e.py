@@ -909,6 +909,7 @@ KIND_SEVERITY = {
     "abortive_close": "warning",
     "bad_close": "error",
     "time_wait": "info",
+    "pool_idle": "info",
 }
 CLIENT_RUN_TIMEOUT = 25     # seconds for a self-terminating program's run
 ACCEPT_TIMEOUT = 10         # seconds for a server to accept our clients

@@ -157,11 +157,56 @@ def case_java_spawn_clean(opts, tmp):
           f"its three children:\n{text[:2000]}")
 
 
+def case_java_url_unread(opts, tmp):
+    """An HttpURLConnection client that reads only getResponseCode(): its
+    connections stay out of the JDK's keep-alive cache and in CLOSE_WAIT;
+    the finding names the line that made the request, with
+    HttpURLConnection's fix."""
+    src = "UrlClient.java"
+    rep, text = run_java(opts, tmp, src, ["unread", "3"])
+    line = find_marker(opts.srcdir, "java/" + src, "java_url_request")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    check(f.get("severity") == "error", f"not an error: {f.get('severity')}")
+    java_frame(f, "created", src, line, "UrlClient.fetch")
+    place = f"UrlClient.fetch ({src}:{line})"
+    check(place in f.get("message", "") and place in text,
+          f"the message and report.txt do not name {place}: "
+          f"{f.get('message')}")
+    check("disconnect()" in f.get("advice", "") and
+          "getInputStream()" in f.get("advice", ""),
+          f"the advice is not HttpURLConnection's: {f.get('advice')}")
+    no_jvm_culprit(rep)
+
+
+def case_java_url_read_clean(opts, tmp):
+    """The same client reading each body to its end: the JDK's keep-alive
+    cache holds the last connection after the server closed it, and closes
+    it after its own timeout. That is the pool working: info at most."""
+    src = "UrlClient.java"
+    # The cache's timer closes a connection 5 to 10 s after it went idle.
+    rep, text = run_java(opts, tmp, src, ["read", "14"])
+    e2e.nothing_above_info(rep, text)
+    pooled = [f for f in rep["findings"] if f["kind"] == "pool_idle"]
+    check(len(pooled) == 1 and
+          "idle in the JDK's keep-alive cache" in pooled[0].get("message", ""),
+          "no pool_idle finding says the JDK's keep-alive cache held and "
+          f"closed the connection:\n{text[:3000]}")
+    f = pooled[0]
+    line = find_marker(opts.srcdir, "java/" + src, "java_url_request")
+    java_frame(f, "created", src, line, "UrlClient.fetch")
+    check(any(fr.get("function", "").startswith("sun.net.www.http.KeepAliveCache")
+              for fr in frames(f, "close")),
+          "the close stack is not the keep-alive cache's:\n" +
+          fmt_stack(frames(f, "close")))
+
+
 CASES = {
     "java_thread_server": case_java_thread_server,
     "java_nio_server": case_java_nio_server,
     "java_literal": case_java_literal,
     "java_spawn_clean": case_java_spawn_clean,
+    "java_url_unread": case_java_url_unread,
+    "java_url_read_clean": case_java_url_read_clean,
 }
 
 
