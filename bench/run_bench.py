@@ -510,36 +510,8 @@ def node(opts, tmp, results):
                 server, port = start_server([NODE, NODE_SERVER, port_file], env,
                                             port_file, "the Node.js server")
                 servers[mode] = (server, port, daemon)
-            def used(mode):
-                server, _, daemon = servers[mode]
-                return cpu_seconds(server.pid) + (daemon.cpu_seconds() if daemon else 0)
-
-            def drive(mode, out):
-                out[mode] = wrk(servers[mode][1], opts.seconds, close)[0]
-
-            rps = {mode: [] for mode in NODE_MODES}
-            per_cpu = {mode: [] for mode in NODE_MODES}
-            collector_us = []
-            for round_ in range(opts.pairs + 1):
-                before = {mode: used(mode) for mode in NODE_MODES}
-                collector_before = servers["shim"][2].cpu_seconds()
-                out = {}
-                threads = [threading.Thread(target=drive, args=(mode, out))
-                           for mode in NODE_MODES]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                if round_ == 0:
-                    continue  # warm-up: V8 compiles the hot paths
-                requests = {mode: out[mode] * opts.seconds for mode in NODE_MODES}
-                for mode in NODE_MODES:
-                    rps[mode].append(out[mode])
-                    per_cpu[mode].append(requests[mode] / (used(mode) - before[mode]))
-                collector_us.append((servers["shim"][2].cpu_seconds() - collector_before)
-                                    / requests["shim"] * 1e6)
-                log(f"node {workload} round {round_}: " + ", ".join(
-                    f"{mode} {out[mode]:.0f} req/s" for mode in NODE_MODES))
+            rps, per_cpu, collector_us = at_once(opts, servers, close,
+                                                 f"node {workload}")
             maps = []
             for mode in ("flags", "shim"):
                 perf_map = f"/tmp/perf-{servers[mode][0].pid}.map"
@@ -554,15 +526,122 @@ def node(opts, tmp, results):
                     os.unlink(perf_map)
                 if daemon:
                     daemon.stop()
-        v = {mode: statistics.median(rps[mode]) for mode in NODE_MODES}
-        for mode in ("flags", "shim"):
-            v[mode + "_ratio"] = median_spread(
-                [s / p for p, s in zip(rps["plain"], rps[mode])])
-            v[mode + "_cpu_ratio"] = median_spread(
-                [s / p for p, s in zip(per_cpu["plain"], per_cpu[mode])])
-        v["collector_us_per_request"] = statistics.median(collector_us)
+        v = at_once_ratios(rps, per_cpu, collector_us)
         v["perf_map_bytes"] = max(maps) if maps else 0
         results["node"][workload] = v
+
+
+def at_once(opts, servers, close, what):
+    """Rounds of wrk against every server of `servers` (mode -> (process,
+    port, daemon or None)) at once, each with a wrk of its own, for
+    opts.pairs rounds after one to warm up (a JIT compiles the hot paths).
+    Returns, per mode, the req/s and the requests per CPU second (its
+    collector's CPU counted) of each round, and the audited ("shim")
+    server's collector CPU per request in microseconds."""
+    modes = list(servers)
+
+    def used(mode):
+        server, _, daemon = servers[mode]
+        return cpu_seconds(server.pid) + (daemon.cpu_seconds() if daemon else 0)
+
+    def drive(mode, out):
+        out[mode] = wrk(servers[mode][1], opts.seconds, close)[0]
+
+    rps = {mode: [] for mode in modes}
+    per_cpu = {mode: [] for mode in modes}
+    collector_us = []
+    for round_ in range(opts.pairs + 1):
+        before = {mode: used(mode) for mode in modes}
+        collector_before = servers["shim"][2].cpu_seconds()
+        out = {}
+        threads = [threading.Thread(target=drive, args=(mode, out))
+                   for mode in modes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if round_ == 0:
+            continue
+        requests = {mode: out[mode] * opts.seconds for mode in modes}
+        for mode in modes:
+            rps[mode].append(out[mode])
+            per_cpu[mode].append(requests[mode] / (used(mode) - before[mode]))
+        collector_us.append((servers["shim"][2].cpu_seconds() - collector_before)
+                            / requests["shim"] * 1e6)
+        log(f"{what} round {round_}: " + ", ".join(
+            f"{mode} {out[mode]:.0f} req/s" for mode in modes))
+    return rps, per_cpu, collector_us
+
+
+def at_once_ratios(rps, per_cpu, collector_us):
+    """at_once()'s rounds as medians: each mode's req/s, and each mode's
+    ratios to "plain" (req/s, and requests per CPU second)."""
+    v = {mode: statistics.median(rps[mode]) for mode in rps}
+    for mode in rps:
+        if mode == "plain":
+            continue
+        v[mode + "_ratio"] = median_spread(
+            [s / p for p, s in zip(rps["plain"], rps[mode])])
+        v[mode + "_cpu_ratio"] = median_spread(
+            [s / p for p, s in zip(per_cpu["plain"], per_cpu[mode])])
+    v["collector_us_per_request"] = statistics.median(collector_us)
+    return v
+
+
+JAVA = shutil.which("java")
+JAVA_SERVER = os.path.join(ROOT, "bench", "JavaServer.java")
+JAVA_STARTS = 15
+
+
+def java(opts, tmp, results):
+    """Java servers (bench/JavaServer.java: a thread per connection, and
+    one NIO selector) under wrk, keep-alive and Connection: close, bare and
+    preloaded with a collector, the two at once on the second core as in
+    node(). And the JVM's start-up: `java -cp DIR JavaServer hello`, bare
+    and preloaded, interleaved, JAVA_STARTS times each; the median of each
+    way's wall time."""
+    if JAVA is None or shutil.which("javac") is None:
+        log("java: no java or javac on PATH, skipped")
+        return
+    classes = os.path.join(tmp, "java-classes")
+    subprocess.run(["javac", "-d", classes, JAVA_SERVER], check=True)
+    starts = {"plain": [], "shim": []}
+    for i in range(JAVA_STARTS):
+        for mode in ("plain", "shim"):
+            env, daemon = run_env(opts, tmp, mode, f"java-start-{i}")
+            begin = time.monotonic()
+            subprocess.run([JAVA, "-cp", classes, "JavaServer", "hello"], env=env,
+                           check=True, stdout=subprocess.DEVNULL)
+            starts[mode].append(time.monotonic() - begin)
+            if daemon:
+                daemon.stop()
+    results["java"]["start"] = {
+        "plain_ms": statistics.median(starts["plain"]) * 1000,
+        "shim_ms": statistics.median(starts["shim"]) * 1000,
+        "added_ms": median_spread([(s - p) * 1000 for p, s in
+                                   zip(starts["plain"], starts["shim"])])}
+    for kind in ("thread", "nio"):
+        for workload, close in (("keep-alive", False), ("connection-close", True)):
+            servers = {}
+            try:
+                for mode in ("plain", "shim"):
+                    env, daemon = run_env(opts, tmp, mode,
+                                          f"java-{kind}-{workload}-{mode}")
+                    port_file = os.path.join(tmp, f"java-{kind}-{workload}-{mode}.port")
+                    server, port = start_server(
+                        [JAVA, "-cp", classes, "JavaServer", kind, port_file], env,
+                        port_file, "the Java server")
+                    servers[mode] = (server, port, daemon)
+                rps, per_cpu, collector_us = at_once(
+                    opts, servers, close, f"java {kind} {workload}")
+            finally:
+                for server, _, daemon in servers.values():
+                    server.terminate()
+                    server.wait(timeout=20)
+                    if daemon:
+                        daemon.stop()
+            results["java"][f"{kind} {workload}"] = at_once_ratios(
+                rps, per_cpu, collector_us)
 
 
 def fmt_row(what, target, measured, ok):
@@ -677,6 +756,24 @@ def table(results, opts):
                             f"{c[0]:.3f} ({c[1]:.3f}..{c[2]:.3f}); collector "
                             f"{v['collector_us_per_request']:.1f} us per request",
                             None))
+    jv = results.get("java", {})
+    for name, v in jv.items():
+        if name == "start":
+            a = v["added_ms"]
+            rows.append(fmt_row("JVM start-up (java -cp DIR JavaServer hello), "
+                                "added with the library", "<= 100 ms",
+                                f"{a[0]:.0f} ms ({a[1]:.0f}..{a[2]:.0f}); "
+                                f"{v['plain_ms']:.0f} -> {v['shim_ms']:.0f} ms",
+                                a[0] <= 100))
+            continue
+        r, c = v["shim_ratio"], v["shim_cpu_ratio"]
+        rows.append(fmt_row(f"Java server ({name}), throughput with the audit, "
+                            f"/bare (two at once on one core)", ">= 0.95",
+                            f"{r[0]:.3f} ({r[1]:.3f}..{r[2]:.3f}); "
+                            f"{v['plain']:.0f} -> {v['shim']:.0f} req/s; per CPU "
+                            f"second, the collector's counted, {c[0]:.3f}; "
+                            f"collector {v['collector_us_per_request']:.1f} us "
+                            f"per request", r[0] >= 0.95))
     bps = i["bytes_per_live_socket"]
     rows.append(fmt_row("collector memory per live socket (without stacks)",
                         "<= 1 KiB", f"{bps:.0f} B (peak RSS {i['peak_rss_kib'] / 1024:.0f} "
@@ -715,19 +812,19 @@ def main():
     ap.add_argument("--starts", type=int, default=400,
                     help="process starts per variant, part by part")
     ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process",
-                                       "python", "node"],
+                                       "python", "node", "java"],
                     help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
     opts.lib = os.path.join(opts.build, "shim", "libcloseaudit.so")
     results = {"micro": {}, "nginx": {}, "ingest": {}, "process": {},
-               "python": {}, "node": {}}
+               "python": {}, "node": {}, "java": {}}
     tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
     try:
         if opts.only:
             {"micro": micro, "nginx": nginx, "ingest": ingest, "python": python,
-             "node": node,
+             "node": node, "java": java,
              "process": lambda *a: (exec_loop(*a), start_parts(*a))}[
                  opts.only](opts, tmp, results)
             print(json.dumps(results, indent=1))
@@ -738,6 +835,7 @@ def main():
         nginx(opts, tmp, results)
         python(opts, tmp, results)
         node(opts, tmp, results)
+        java(opts, tmp, results)
         ingest(opts, tmp, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -51,6 +51,14 @@ def java_frame(finding, which, file, line, function):
     return e2e.check_app_frame(finding, which, file, line, function, "java")
 
 
+def named(finding, text, place):
+    """The finding's message and report.txt both name place
+    ("ThreadServer.readSome (ThreadServer.java:30)")."""
+    check(place in finding.get("message", ""),
+          f"the message does not name {place}: {finding.get('message')}")
+    check(place in text, f"report.txt does not name {place}:\n{text[:3000]}")
+
+
 def no_jvm_culprit(rep):
     for f in rep["findings"]:
         msg = f.get("message", "")
@@ -79,10 +87,7 @@ def check_thread_server(opts, rep, text, src):
     java_frame(f, "eof_seen", src, handle, "ThreadServer.handle")
     java_frame(f, "created", src, accept, "ThreadServer.serve")
     jdk_frames_not_in_app(f, "eof_seen")
-    place = f"ThreadServer.readSome ({src}:{read})"
-    check(place in f.get("message", ""),
-          f"the message does not name {place}: {f.get('message')}")
-    check(place in text, f"report.txt does not name {place}:\n{text[:3000]}")
+    named(f, text, f"ThreadServer.readSome ({src}:{read})")
     check("read() returned -1" in f.get("message", ""),
           f"the message does not say it in Java's terms: {f.get('message')}")
     check("try-with-resources" in f.get("advice", ""),
@@ -113,10 +118,7 @@ def case_java_nio_server(opts, tmp):
     java_frame(f, "eof_seen", src, read, "NioServer.onReadable")
     java_frame(f, "created", src, accept, "NioServer.main")
     jdk_frames_not_in_app(f, "created")
-    place = f"NioServer.onReadable ({src}:{read})"
-    check(place in f.get("message", "") and place in text,
-          f"the message and report.txt do not name {place}: "
-          f"{f.get('message')}")
+    named(f, text, f"NioServer.onReadable ({src}:{read})")
     check("channel.close()" in f.get("advice", ""),
           f"the advice is not NIO's: {f.get('advice')}")
     no_jvm_culprit(rep)
@@ -168,10 +170,7 @@ def case_java_url_unread(opts, tmp):
     f = e2e.one_of_kind(rep, "close_wait_leak", 3)
     check(f.get("severity") == "error", f"not an error: {f.get('severity')}")
     java_frame(f, "created", src, line, "UrlClient.fetch")
-    place = f"UrlClient.fetch ({src}:{line})"
-    check(place in f.get("message", "") and place in text,
-          f"the message and report.txt do not name {place}: "
-          f"{f.get('message')}")
+    named(f, text, f"UrlClient.fetch ({src}:{line})")
     check("disconnect()" in f.get("advice", "") and
           "getInputStream()" in f.get("advice", ""),
           f"the advice is not HttpURLConnection's: {f.get('advice')}")
@@ -200,6 +199,21 @@ def case_java_url_read_clean(opts, tmp):
           fmt_stack(frames(f, "close")))
 
 
+def case_java_httpclient(opts, tmp):
+    """A java.net.http.HttpClient client that never reads or closes the
+    InputStream bodies it asked for: a leak at the line of send(), with
+    HttpClient's fix."""
+    src = "UrlClient.java"
+    rep, text = run_java(opts, tmp, src, ["httpclient", "3"])
+    line = find_marker(opts.srcdir, "java/" + src, "java_httpclient_send")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    java_frame(f, "created", src, line, "UrlClient.send")
+    named(f, text, f"UrlClient.send ({src}:{line})")
+    check("BodyHandlers.discarding()" in f.get("advice", ""),
+          f"the advice is not HttpClient's: {f.get('advice')}")
+    no_jvm_culprit(rep)
+
+
 CASES = {
     "java_thread_server": case_java_thread_server,
     "java_nio_server": case_java_nio_server,
@@ -207,6 +221,7 @@ CASES = {
     "java_spawn_clean": case_java_spawn_clean,
     "java_url_unread": case_java_url_unread,
     "java_url_read_clean": case_java_url_read_clean,
+    "java_httpclient": case_java_httpclient,
 }
 
 

@@ -1,14 +1,19 @@
-// An HttpURLConnection client against a local server that closes a
-// keep-alive connection after 1 s idle.
+// The JDK's HTTP clients against a local server that closes a keep-alive
+// connection after 1 s idle.
 //
 // Usage: java UrlClient.java DONE_FILE MODE [HOLD_SECONDS]
-//   MODE unread: reads only getResponseCode() and never the body (BUG,
-//                deliberate): the connection never goes back to the JDK's
-//                keep-alive cache, and stays in CLOSE_WAIT once the server
-//                closed it;
-//   MODE read:   reads each body to its end and closes its stream (right):
-//                the JDK keeps the connection in its keep-alive cache,
-//                which closes it after its own timeout (5 s).
+//   MODE unread:     HttpURLConnection, reading only getResponseCode() and
+//                    never the body (BUG, deliberate): the connection never
+//                    goes back to the JDK's keep-alive cache, and stays in
+//                    CLOSE_WAIT once the server closed it;
+//   MODE read:       HttpURLConnection, reading each body to its end and
+//                    closing its stream (right): the JDK keeps the
+//                    connection in its keep-alive cache, which closes it
+//                    after its own timeout (5 s);
+//   MODE httpclient: java.net.http.HttpClient, asking for each body as an
+//                    InputStream and never reading or closing it (BUG,
+//                    deliberate): each connection stays out of the client's
+//                    pool, in CLOSE_WAIT.
 // Makes three requests, waits HOLD_SECONDS (8 by default: past the cache's
 // timeout), writes DONE_FILE and exits 0.
 import java.io.IOException;
@@ -18,10 +23,17 @@ import java.net.HttpURLConnection;
 import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.net.URI;
 import java.net.URL;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.net.http.HttpResponse.BodyHandlers;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 
 public class UrlClient {
   // Answers each request on a connection until it is idle for 1 s.
@@ -64,8 +76,18 @@ public class UrlClient {
     return code;
   }
 
+  static final List<HttpResponse<InputStream>> responses = new ArrayList<>();
+
+  static int send(HttpClient client, URI uri) throws Exception {
+    HttpRequest request = HttpRequest.newBuilder(uri).build();
+    HttpResponse<InputStream> r = client.send(request, BodyHandlers.ofInputStream());  // E2E:java_httpclient_send
+    responses.add(r);  // kept, never read nor closed
+    return r.statusCode();
+  }
+
   public static void main(String[] args) throws Exception {
     boolean read = args[1].equals("read");
+    boolean httpclient = args[1].equals("httpclient");
     long hold = args.length > 2 ? Long.parseLong(args[2]) : 8;
     ServerSocket listener = new ServerSocket(0, 16, InetAddress.getLoopbackAddress());
     Thread acceptor = new Thread(() -> {
@@ -80,9 +102,12 @@ public class UrlClient {
     });
     acceptor.setDaemon(true);
     acceptor.start();
-    URL url = new URL("http://127.0.0.1:" + listener.getLocalPort() + "/");
+    String base = "http://127.0.0.1:" + listener.getLocalPort() + "/";
+    URL url = new URL(base);
+    HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
     for (int i = 0; i < 3; i++) {
-      if (fetch(url, read) != 200) System.exit(1);
+      int code = httpclient ? send(client, URI.create(base)) : fetch(url, read);
+      if (code != 200) System.exit(1);
       if (read) Thread.sleep(1500);  // idle: the server closes each one
     }
     Thread.sleep(hold * 1000);
