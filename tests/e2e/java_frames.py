@@ -87,6 +87,13 @@ def check_thread_server(opts, rep, text, src):
     java_frame(f, "eof_seen", src, handle, "ThreadServer.handle")
     java_frame(f, "created", src, accept, "ThreadServer.serve")
     jdk_frames_not_in_app(f, "eof_seen")
+    # A class in a package: its file is under the package's directory.
+    accepts = [fr for fr in frames(f, "created")
+               if fr.get("function") == "java.net.ServerSocket.accept"]
+    check(accepts and accepts[0].get("file") == "java/net/ServerSocket.java"
+          and accepts[0].get("line", 0) > 0,
+          "no java.net.ServerSocket.accept (java/net/ServerSocket.java:N) in "
+          "stacks.created:\n" + fmt_stack(frames(f, "created")))
     named(f, text, f"ThreadServer.readSome ({src}:{read})")
     check("read() returned -1" in f.get("message", ""),
           f"the message does not say it in Java's terms: {f.get('message')}")
