@@ -481,6 +481,18 @@ class FindingBuilder {
   // the socket's finalizer, or a __del__ method, is on the stack.
   static bool ClosedByCollector(const std::vector<Frame>& frames) {
     for (const Frame& f : frames) {
+      if (f.language == "java") {
+        // The JDK closes an unreachable socket's fd from a Cleaner (its
+        // FileDescriptor's closer) or, in older releases, a finalizer.
+        if (f.function.starts_with("jdk.internal.ref.CleanerImpl") ||
+            f.function.starts_with("java.lang.ref.Finalizer") ||
+            f.function.find("FileDescriptorCloser") != std::string::npos ||
+            f.function.find("CleanerFactory") != std::string::npos) {
+          return true;
+        }
+        if (f.in_app) return false;  // the program's own call
+        continue;
+      }
       if (f.language == "python") {
         if (f.function.ends_with("__del__")) return true;
         if (f.in_app) return false;  // the program's own call
@@ -792,9 +804,13 @@ class FindingBuilder {
             "%s sat in CLOSE_WAIT for longer than the %d ms grace period: the "
             "peer closed, %s, and close() came late%s",
             conns, Ms(grace_), told,
-            collected ? ": closed by the garbage collector, when Python "
-                        "freed the socket object; close it explicitly"
-                      : "");
+            !collected ? ""
+            : HasLanguage(closed, "java")
+                ? ": closed late by garbage collection, when the JVM's "
+                  "collector found the socket unreachable and its Cleaner "
+                  "closed the fd; close it explicitly"
+                : ": closed by the garbage collector, when Python freed the "
+                  "socket object; close it explicitly");
       } else if (node.known) {
         f.message = absl::StrFormat(
             "%s left in CLOSE_WAIT: the peer closed, %s; %s never closed",

@@ -221,6 +221,24 @@ def case_java_httpclient(opts, tmp):
     no_jvm_culprit(rep)
 
 
+def case_java_gc_closed(opts, tmp):
+    """The thread server's handler drops its socket at the EOF without
+    closing it; the garbage collector's Cleaner closes it seconds later:
+    the finding says the sockets were closed late by garbage collection,
+    at the line of the read."""
+    src = "ThreadServer.java"
+    rep, text = run_java(opts, tmp, src, ["2", "gc"])
+    read = find_marker(opts.srcdir, "java/" + src, "java_read")
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    java_frame(f, "eof_seen", src, read, "ThreadServer.readSome")
+    named(f, text, f"ThreadServer.readSome ({src}:{read})")
+    check("closed late by garbage collection" in f.get("message", ""),
+          f"the message does not say the collector closed them: "
+          f"{f.get('message')}")
+    check(any(fr.get("language") == "java" for fr in frames(f, "closed")),
+          "stacks.closed has no Java frame:\n" + fmt_stack(frames(f, "closed")))
+
+
 CASES = {
     "java_thread_server": case_java_thread_server,
     "java_nio_server": case_java_nio_server,
@@ -229,6 +247,7 @@ CASES = {
     "java_url_unread": case_java_url_unread,
     "java_url_read_clean": case_java_url_read_clean,
     "java_httpclient": case_java_httpclient,
+    "java_gc_closed": case_java_gc_closed,
 }
 
 

@@ -2,12 +2,14 @@
 // -1 without closing the socket, which it keeps in a map: each connection
 // its clients close stays in CLOSE_WAIT.
 //
-// Usage: java ThreadServer.java DONE_FILE [HOLD_SECONDS]
+// Usage: java ThreadServer.java DONE_FILE [HOLD_SECONDS [gc]]
 //
 // Its own client: connects three times, sends a line, reads the echo and
 // closes; waits until the server saw the three EOFs, holds the sockets
 // HOLD_SECONDS more (2 by default: past the audit's grace), writes
-// DONE_FILE and exits 0.
+// DONE_FILE and exits 0. With "gc", the handler keeps no reference to the
+// socket, and after the hold the program runs the garbage collector, whose
+// Cleaner closes the sockets late; it then waits a second more.
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -30,8 +32,10 @@ public class ThreadServer {
     return in.read(buf);  // E2E:java_read
   }
 
+  static boolean keep = true;
+
   static void handle(Socket conn) {
-    connections.put(conn.getPort(), conn);
+    if (keep) connections.put(conn.getPort(), conn);
     try {
       InputStream in = conn.getInputStream();
       OutputStream out = conn.getOutputStream();
@@ -64,6 +68,7 @@ public class ThreadServer {
 
   public static void main(String[] args) throws Exception {
     long hold = args.length > 1 ? Long.parseLong(args[1]) : 2;
+    keep = !(args.length > 2 && args[2].equals("gc"));
     ServerSocket listener = new ServerSocket(0, 16, InetAddress.getLoopbackAddress());
     Thread acceptor = new Thread(() -> serve(listener));
     acceptor.setDaemon(true);
@@ -81,6 +86,12 @@ public class ThreadServer {
       }
     }
     Thread.sleep(hold * 1000);
+    if (!keep) {
+      for (int i = 0; i < 5; i++) {
+        System.gc();
+        Thread.sleep(200);
+      }
+    }
     Files.writeString(Path.of(args[0]), "done\n");
     System.exit(0);
   }
