@@ -51,6 +51,19 @@ def java_frame(finding, which, file, line, function):
     return e2e.check_app_frame(finding, which, file, line, function, "java")
 
 
+def java_leak(opts, tmp, src, args, marker, which, function):
+    """Runs java/SRC; its one close_wait_leak of three sockets has the
+    program's Java frame `function` at SRC's `marker` line in stacks.which,
+    and the message and report.txt name it. Returns (report, text,
+    finding, line)."""
+    rep, text = run_java(opts, tmp, src, args)
+    line = find_marker(opts.srcdir, "java/" + src, marker)
+    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    java_frame(f, which, src, line, function)
+    named(f, text, f"{function} ({src}:{line})")
+    return rep, text, f, line
+
+
 def named(finding, text, place):
     """The finding's message and report.txt both name place
     ("ThreadServer.readSome (ThreadServer.java:30)")."""
@@ -118,14 +131,11 @@ def case_java_nio_server(opts, tmp):
     closes the channel: the finding names the line of the read and the
     accept, with NIO's fix."""
     src = "NioServer.java"
-    rep, text = run_java(opts, tmp, src)
-    read = find_marker(opts.srcdir, "java/" + src, "java_nio_read")
+    rep, text, f, _ = java_leak(opts, tmp, src, [], "java_nio_read", "eof_seen",
+                                "NioServer.onReadable")
     accept = find_marker(opts.srcdir, "java/" + src, "java_nio_accept")
-    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
-    java_frame(f, "eof_seen", src, read, "NioServer.onReadable")
     java_frame(f, "created", src, accept, "NioServer.main")
     jdk_frames_not_in_app(f, "created")
-    named(f, text, f"NioServer.onReadable ({src}:{read})")
     check("channel.close()" in f.get("advice", ""),
           f"the advice is not NIO's: {f.get('advice')}")
     no_jvm_culprit(rep)
@@ -171,13 +181,9 @@ def case_java_url_unread(opts, tmp):
     connections stay out of the JDK's keep-alive cache and in CLOSE_WAIT;
     the finding names the line that made the request, with
     HttpURLConnection's fix."""
-    src = "UrlClient.java"
-    rep, text = run_java(opts, tmp, src, ["unread", "3"])
-    line = find_marker(opts.srcdir, "java/" + src, "java_url_request")
-    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
+    rep, text, f, _ = java_leak(opts, tmp, "UrlClient.java", ["unread", "3"],
+                                "java_url_request", "created", "UrlClient.fetch")
     check(f.get("severity") == "error", f"not an error: {f.get('severity')}")
-    java_frame(f, "created", src, line, "UrlClient.fetch")
-    named(f, text, f"UrlClient.fetch ({src}:{line})")
     check("disconnect()" in f.get("advice", "") and
           "getInputStream()" in f.get("advice", ""),
           f"the advice is not HttpURLConnection's: {f.get('advice')}")
@@ -210,12 +216,9 @@ def case_java_httpclient(opts, tmp):
     """A java.net.http.HttpClient client that never reads or closes the
     InputStream bodies it asked for: a leak at the line of send(), with
     HttpClient's fix."""
-    src = "UrlClient.java"
-    rep, text = run_java(opts, tmp, src, ["httpclient", "3"])
-    line = find_marker(opts.srcdir, "java/" + src, "java_httpclient_send")
-    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
-    java_frame(f, "created", src, line, "UrlClient.send")
-    named(f, text, f"UrlClient.send ({src}:{line})")
+    rep, text, f, _ = java_leak(opts, tmp, "UrlClient.java", ["httpclient", "3"],
+                                "java_httpclient_send", "created",
+                                "UrlClient.send")
     check("BodyHandlers.discarding()" in f.get("advice", ""),
           f"the advice is not HttpClient's: {f.get('advice')}")
     no_jvm_culprit(rep)
@@ -226,12 +229,8 @@ def case_java_gc_closed(opts, tmp):
     closing it; the garbage collector's Cleaner closes it seconds later:
     the finding says the sockets were closed late by garbage collection,
     at the line of the read."""
-    src = "ThreadServer.java"
-    rep, text = run_java(opts, tmp, src, ["2", "gc"])
-    read = find_marker(opts.srcdir, "java/" + src, "java_read")
-    f = e2e.one_of_kind(rep, "close_wait_leak", 3)
-    java_frame(f, "eof_seen", src, read, "ThreadServer.readSome")
-    named(f, text, f"ThreadServer.readSome ({src}:{read})")
+    rep, text, f, _ = java_leak(opts, tmp, "ThreadServer.java", ["2", "gc"],
+                                "java_read", "eof_seen", "ThreadServer.readSome")
     check("closed late by garbage collection" in f.get("message", ""),
           f"the message does not say the collector closed them: "
           f"{f.get('message')}")
