@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -177,7 +178,17 @@ std::string ShortFunction(std::string_view f) {
 bool InApp(const Frame& f, const AppRules& rules) {
   // The C library's start-up code is linked into every program (_start).
   if (IsStartupFrame(f)) return false;
+  bool java_packages = false;  // some --app-path java:PACKAGE was given
   for (const std::string& d : rules.app_paths) {
+    if (Starts(d, kJavaPackagePrefix)) {
+      java_packages = true;
+      std::string_view package = std::string_view(d).substr(kJavaPackagePrefix.size());
+      if (f.language == "java" && Starts(f.function, package) &&
+          f.function.size() > package.size() && f.function[package.size()] == '.') {
+        return true;
+      }
+      continue;
+    }
     if (UnderDir(f.file, d) || UnderDir(f.module, d)) return true;
   }
   for (const std::string& p : rules.not_app) {
@@ -188,7 +199,8 @@ bool InApp(const Frame& f, const AppRules& rules) {
   }
   if (f.language == "python") return !IsPythonLibraryFile(f.file);
   if (f.language == "js") return !IsJsLibraryFile(f.file);
-  if (f.language == "java") return !IsJdkClass(f.function);
+  // Once the program's packages are named, other classes are libraries.
+  if (f.language == "java") return !IsJdkClass(f.function) && !java_packages;
   if (!f.file.empty() && UnderAny(f.file, kIncludeDirs)) return false;
   // Code in no module with a name came from a JIT's perf map: the program's
   // own, unless the name says it is the runtime's: a path in the system's
@@ -322,6 +334,20 @@ absl::StatusOr<AppRules> ParseAppRules(const std::vector<std::string>& app_paths
   for (std::string dir : app_paths) {
     if (dir.empty()) {
       return absl::InvalidArgumentError("--app-path needs a directory");
+    }
+    if (Starts(dir, kJavaPackagePrefix)) {
+      std::string_view package = std::string_view(dir).substr(kJavaPackagePrefix.size());
+      bool valid = !package.empty() && package.front() != '.' && package.back() != '.';
+      for (char c : package) {
+        valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                          c == '_' || c == '$');
+      }
+      if (!valid) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--app-path ", dir, ": not a Java package (java:com.example)"));
+      }
+      rules.app_paths.push_back(std::move(dir));
+      continue;
     }
     if (dir[0] != '/') {
       char cwd[4096];

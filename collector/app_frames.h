@@ -21,9 +21,15 @@
 
 namespace closeaudit {
 
+// An --app-path of "java:com.example" names a Java package (and those in
+// it): its classes are the program's own, and, once one is named, other
+// classes than the JDK's are libraries.
+inline constexpr std::string_view kJavaPackagePrefix = "java:";
+
 struct AppRules {
   // --app-path: frames whose source file or module lies under one of these
-  // directories are the program's own, whatever else says. Absolute.
+  // directories are the program's own, whatever else says. Absolute, or a
+  // Java package (kJavaPackagePrefix).
   std::vector<std::string> app_paths;
   // --not-app: frames whose source file, module or function contains one of
   // these strings are not, unless an app path claims them.

@@ -199,4 +199,39 @@ TEST(InApp, JavaScriptOfTheProgramIsItsOwnNodeAndNpmPackagesAreNot) {
 }
 
 }  // namespace
+TEST(InApp, JavaClassesOfTheProgramAreItsOwnTheJdksAreNot) {
+  auto J = [](std::string function, std::string file) {
+    Frame f = F(std::move(function), std::move(file), "");
+    f.language = "java";
+    return f;
+  };
+  AppRules none;
+  EXPECT_TRUE(InApp(J("ThreadServer.readSome", "ThreadServer.java"), none));
+  EXPECT_TRUE(InApp(J("com.example.Server.handle", "com/example/Server.java"), none));
+  EXPECT_TRUE(InApp(J("org.apache.http.Client.execute", "org/apache/http/Client.java"),
+                    none));  // a library, unless the program's packages are named
+  for (const char* jdk : {"java.net.Socket.close", "javax.net.ssl.SSLSocket.close",
+                          "jdk.internal.net.http.HttpClientImpl.send",
+                          "sun.nio.ch.Net.shutdown",
+                          "com.sun.tools.javac.launcher.Main.main"}) {
+    EXPECT_FALSE(InApp(J(jdk, ""), none)) << jdk;
+  }
+  EXPECT_EQ(LibraryName(J("sun.nio.ch.Net.shutdown", "sun/nio/ch/Net.java")), "the JDK");
+
+  absl::StatusOr<AppRules> rules = ParseAppRules({"java:com.example"}, {});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  EXPECT_TRUE(InApp(J("com.example.Server.handle", "com/example/Server.java"), *rules));
+  EXPECT_TRUE(InApp(J("com.example.web.Api.get", "com/example/web/Api.java"), *rules));
+  EXPECT_FALSE(InApp(J("com.examples.Other.run", "com/examples/Other.java"), *rules));
+  EXPECT_FALSE(InApp(J("org.apache.http.Client.execute", ""), *rules));
+  EXPECT_FALSE(InApp(J("java.net.Socket.close", ""), *rules));
+  // A native frame is judged as before.
+  EXPECT_TRUE(InApp(F("handle", "/src/srv/server.c", "/src/srv/server"), *rules));
+
+  for (const char* bad : {"java:", "java:.com", "java:com.", "java:com/example",
+                          "java:com example"}) {
+    EXPECT_FALSE(ParseAppRules({bad}, {}).ok()) << bad;
+  }
+}
+
 }  // namespace closeaudit

@@ -90,7 +90,7 @@ constexpr char kUsage[] =
     "      --format text|json|html|folded   what to print (default text)\n"
     "      --app-path DIR, --not-app PATTERN (each as often as needed): which\n"
     "      frames are the program's own (default: all but system libraries,\n"
-    "      system headers and runtimes)\n"
+    "      system headers and runtimes); --app-path java:PACKAGE for Java\n"
     "      --min-severity info|warning|error, --kind KIND[,KIND...]\n"
     "  closeaudit daemon [--socket PATH] [--out DIR] [--idle 60s]\n"
     "      the per-user collector that LD_PRELOAD=libcloseaudit.so starts\n"
