@@ -122,7 +122,7 @@ class FindingBuilder {
         }
       }
       if (!python.empty() && runtime_at == std::string::npos &&
-          IsPythonRuntime(m.path)) {
+          IsLanguageRuntime(m.path)) {
         runtime_at = out.size();
       }
       for (Frame& frame : resolved) {
@@ -179,7 +179,9 @@ class FindingBuilder {
   static bool IsEvalLoop(std::string_view function) {
     return function == "_PyEval_EvalFrameDefault";
   }
-  static bool IsPythonRuntime(std::string_view path) {
+  // An interpreter's or JVM's own binary or library: where its frames go
+  // in when the native stack shows none of its loop.
+  static bool IsLanguageRuntime(std::string_view path) {
     std::string_view name = path.substr(path.rfind('/') + 1);
     return name.starts_with("python") || name.starts_with("libpython") ||
            name == "libjvm.so";
@@ -652,7 +654,7 @@ class FindingBuilder {
            FinalClose(s) == nullptr;
   }
 
-  // Which library the frames of a stack read through, for the advice.
+  // Whether any frame of the stack is in `language` ("java").
   static bool HasLanguage(const std::vector<Frame>& frames,
                           std::string_view language) {
     for (const Frame& f : frames) {
@@ -661,6 +663,7 @@ class FindingBuilder {
     return false;
   }
 
+  // Whether any frame of the stack is `function` (its full name).
   static bool HasFunction(const std::vector<Frame>& frames,
                           std::string_view function) {
     for (const Frame& f : frames) {
@@ -669,6 +672,7 @@ class FindingBuilder {
     return false;
   }
 
+  // Which library the frames of a stack read through, for the advice.
   static bool ReadsThrough(const std::vector<Frame>& frames,
                            std::string_view library) {
     for (const Frame& f : frames) {
@@ -1066,8 +1070,6 @@ class FindingBuilder {
            "eof_seen); every exit from the handler needs a close().";
   }
 
-  // The peer's FIN arrived (the kernel says CLOSE_WAIT) but no read ever
-  // returned 0: the program is not reading the socket at all.
   // Whether the JDK's keep-alive cache closed the socket: its timer
   // (sun.net.www.http.KeepAliveCache) closing an idle pooled connection,
   // the pool working as designed.
@@ -1115,6 +1117,8 @@ class FindingBuilder {
     return "";
   }
 
+  // The peer's FIN arrived (the kernel says CLOSE_WAIT) but no read ever
+  // returned 0: the program is not reading the socket at all.
   void NeverRead(Report& report) {
     // By where the socket was made, and whether the JDK's keep-alive cache
     // closed it.

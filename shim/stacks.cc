@@ -14,8 +14,8 @@
 
 #include "common/wire.h"
 #include "shim/hooks.h"
-#include "shim/modules.h"
 #include "shim/java_frames.h"
+#include "shim/modules.h"
 #include "shim/python_frames.h"
 #include "shim/recorder.h"
 #include "shim/unwinder.h"
