@@ -384,6 +384,11 @@ void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
     h->to = e.mono_ns;
   }
   h->close_stack = stack;
+  // A runtime's shutdown on its way to this close came without a stack.
+  if (sock.shutdown_before_close && sock.shutdown_stack == 0 &&
+      sock.shutdown_stream == stream_id) {
+    sock.shutdown_stack = stack;
+  }
   h->close_state = e.state;
   h->close_tid = e.tid;
   h->unsent = e.arg;
@@ -467,10 +472,12 @@ void Analyzer::OnEvent(const EventRecord& record) {
     case EventType::kShutdown: {
       if (cookie == 0 || e.err != 0) return;
       Socket& sock = sockets_.Get(cookie);
-      if (sock.shutdown_ns == 0 && (e.aux == 1 || e.aux == 2)) {  // WR, RDWR
+      uint32_t how = e.aux & ~wire::kShutdownBeforeClose;
+      if (sock.shutdown_ns == 0 && (how == 1 || how == 2)) {  // WR, RDWR
         sock.shutdown_ns = e.mono_ns;
         sock.shutdown_stack = StackFor(stream, e.blob);
         sock.shutdown_stream = record.stream;
+        sock.shutdown_before_close = (e.aux & wire::kShutdownBeforeClose) != 0;
       }
       break;
     }

@@ -165,6 +165,9 @@ class Analyzer {
     uint8_t flags = 0;          // wire::EventFlags
     bool created_here = false;  // by socket()/accept() in an audited process
     bool accepted = false;      // by accept(): a server's connection
+    // The shutdown was a runtime's own before a close in the same call
+    // (wire::kShutdownBeforeClose): its stack is that close's.
+    bool shutdown_before_close = false;
     // Accepted: 1 + the index in sockets_ of the listening socket, when the
     // process held it as tracked; 0 otherwise. What the Node.js agent says
     // once of a listening socket holds for every socket accepted from it.

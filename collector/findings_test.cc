@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/socket.h>
+
 #include "absl/strings/str_cat.h"
 #include "collector/analyzer_feed.h"
 #include "collector/report.h"
@@ -443,6 +445,45 @@ TEST(CloseWaitLeak, JitCodeIsNamedAsOfEachEvent) {
   }
   std::sort(named.begin(), named.end());
   EXPECT_THAT(named, ElementsAreArray({"first@3", "second@7"}));
+}
+
+// --- a runtime's shutdown before its close ------------------------------------
+
+void ClosedConnected(Feed& run, int fd, uint64_t cookie, uint64_t t) {
+  run.Event(1, wire::EventType::kClose, fd, cookie, t, 0, kCloseRef, 0, 0,
+            wire::kStateConnected);
+}
+
+// The JDK's Socket.close() shuts the output, then closes: the shutdown is
+// sent without a stack, and the TIME_WAIT it leads to is the close's.
+TEST(TimeWait, ARuntimesShutdownBeforeItsCloseHasTheClosesStack) {
+  Feed run;
+  run.Process(1, 100);
+  for (uint64_t i = 0; i < 2; ++i) {
+    uint64_t cookie = 200 + i;
+    int fd = static_cast<int>(5 + i);
+    run.Accept(1, fd, cookie, kT0 + kMs);
+    run.Event(1, wire::EventType::kShutdown, fd, cookie, kT0 + 2 * kMs, kTcp,
+              /*blob=*/0, /*arg=*/0, SHUT_WR | wire::kShutdownBeforeClose,
+              wire::kStateConnected);
+    ClosedConnected(run, fd, cookie, kT0 + 2 * kMs);
+  }
+  // One the program shut down itself, with its own stack: its own group.
+  run.Accept(1, 7, 202, kT0 + kMs);
+  run.Event(1, wire::EventType::kShutdown, 7, 202, kT0 + 2 * kMs, kTcp,
+            kEofRef2, 0, SHUT_WR, wire::kStateConnected);
+  ClosedConnected(run, 7, 202, kT0 + 3 * kMs);
+  run.End(kT0 + 5 * kSec);
+  Report r = run.Build();
+  std::vector<const Finding*> waits = OfKind(r, "time_wait");
+  ASSERT_EQ(waits.size(), 2u);
+  for (const Finding* f : waits) {
+    const std::vector<Frame>* close = Stack(*f, "close");
+    ASSERT_NE(close, nullptr);
+    ASSERT_FALSE(close->empty());
+    EXPECT_EQ(close->front().address,
+              f->count == 2 ? kCloseFrames.front() : kEofFrames2.front());
+  }
 }
 
 }  // namespace

@@ -104,7 +104,7 @@ enum class EventType : uint8_t {
   kAccept = 2,      // accept/accept4: fd, ident, arg = listening fd
   kConnect = 3,     // connect() succeeded or is in progress: fd, ident
   kEofSeen = 4,     // a read returned 0 on a stream socket: stack, arg = last_use ip
-  kShutdown = 5,    // shutdown(): aux = how, err = errno or 0
+  kShutdown = 5,    // shutdown(): aux = how | kShutdownBeforeClose, err = errno or 0
   kClose = 6,       // close of a tracked fd: stack, err = errno or 0
   kCloseUntracked = 7,  // close() failed with EBADF on an fd we don't know
   kDup = 8,         // fd = new fd, arg = old fd, ident of the socket
@@ -121,6 +121,11 @@ enum class EventType : uint8_t {
   kRuntime = 17,    // what the library made of an interpreter in the image:
                     // aux = PyStatus, arg = its version (PyVersion); fd -1
 };
+
+// kShutdown's aux above `how`: a runtime's own shutdown(SHUT_WR) on its way
+// to closing the socket in the same call (the JDK's Socket.close()), sent
+// without a stack: the close that ends the process's hold has the frames.
+inline constexpr uint32_t kShutdownBeforeClose = 1u << 8;
 
 // kRuntime's aux for CPython: whether stacks carry Python frames, or why not.
 enum class PyStatus : uint32_t {

@@ -1,6 +1,7 @@
 #include "shim/java_frames.h"
 
 #include <dlfcn.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <cstring>
@@ -23,8 +24,26 @@ namespace {
 
 using CreatedVms = jint(JNICALL*)(JavaVM**, jsize, jsize*);
 
+// HotSpot's AsyncGetCallTrace (the profilers' walk, exported by libjvm):
+// the calling thread's frames, read off its own stack without leaving
+// native state, allocating, or waiting for a safepoint. A frame's bci is
+// -3 for a native method; its method is null if the method has no
+// jmethodID yet. A count below 0 says why it gave none.
+struct AsyncFrame {
+  jint bci;
+  jmethodID method;
+};
+struct AsyncTrace {
+  JNIEnv* env;
+  jint count;
+  AsyncFrame* frames;
+};
+using AsyncWalk = void (*)(AsyncTrace*, jint, void*);
+
 std::atomic<bool> g_possible{false};  // the image may run a JVM
 std::atomic<CreatedVms> g_created{nullptr};  // libjvm's JNI_GetCreatedJavaVMs
+std::atomic<AsyncWalk> g_async_found{nullptr};  // libjvm's, if it has one
+std::atomic<AsyncWalk> g_async{nullptr};  // once our env made it answer
 std::atomic<JavaVM*> g_vm{nullptr};
 std::atomic<jvmtiEnv*> g_jvmti{nullptr};
 // The JVM gave no JVMTI environment, or this is a fork child of a JVM.
@@ -63,9 +82,70 @@ bool InJdkNative(uint64_t ip) {
   return yes;
 }
 
+void Release(jvmtiEnv* env, void* p) {
+  if (p != nullptr) env->Deallocate(static_cast<unsigned char*>(p));
+}
+
+void JNICALL ClassLoaded(jvmtiEnv*, JNIEnv*, jthread, jclass) {}
+
+// A thread that lives as long as the JVM and loads no classes: HotSpot's
+// reference handler (or its signal dispatcher); null if neither is found.
+// A local reference, in the calling JNI method's frame.
+jthread LastingThread(jvmtiEnv* env, JNIEnv* jni) {
+  jint count = 0;
+  jthread* threads = nullptr;
+  if (env->GetAllThreads(&count, &threads) != JVMTI_ERROR_NONE) return nullptr;
+  jthread found = nullptr;
+  for (const char* want : {"Reference Handler", "Signal Dispatcher"}) {
+    for (jint i = 0; i < count && found == nullptr; ++i) {
+      jvmtiThreadInfo info;
+      std::memset(&info, 0, sizeof(info));
+      if (env->GetThreadInfo(threads[i], &info) != JVMTI_ERROR_NONE) continue;
+      if (info.name != nullptr && std::strcmp(info.name, want) == 0) {
+        found = threads[i];
+      }
+      Release(env, info.name);
+      if (info.thread_group != nullptr) jni->DeleteLocalRef(info.thread_group);
+      if (info.context_class_loader != nullptr) {
+        jni->DeleteLocalRef(info.context_class_loader);
+      }
+    }
+    if (found != nullptr) break;
+  }
+  for (jint i = 0; i < count; ++i) {
+    if (threads[i] != found) jni->DeleteLocalRef(threads[i]);
+  }
+  Release(env, threads);
+  return found;
+}
+
+// HotSpot's AsyncGetCallTrace answers only while some environment takes
+// ClassLoad events (a profiler makes each new class's jmethodIDs then). Ours
+// takes them on one thread that loads no classes, so that no other thread
+// pays for it: taken on every thread, they would give each new thread JVMTI
+// state to make and free under a global lock, which a server starting a
+// thread per connection feels. No capability is needed. Without such a
+// thread, or should it end (the JVM then stops answering), stacks are taken
+// by GetStackTrace.
+void AnswerAsync(jvmtiEnv* env, JNIEnv* jni) {
+  AsyncWalk walk = g_async_found.load(std::memory_order_acquire);
+  if (walk == nullptr) return;
+  jthread quiet = LastingThread(env, jni);
+  if (quiet == nullptr) return;
+  jvmtiEventCallbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  callbacks.ClassLoad = ClassLoaded;
+  if (env->SetEventCallbacks(&callbacks, sizeof(callbacks)) == JVMTI_ERROR_NONE &&
+      env->SetEventNotificationMode(JVMTI_ENABLE, JVMTI_EVENT_CLASS_LOAD,
+                                    quiet) == JVMTI_ERROR_NONE) {
+    g_async.store(walk, std::memory_order_release);
+  }
+  jni->DeleteLocalRef(quiet);
+}
+
 // Our JVMTI environment, made on first use (from a Java thread in native
 // state, which Walk() has checked).
-jvmtiEnv* Env() {
+jvmtiEnv* Env(JNIEnv* jni) {
   jvmtiEnv* env = g_jvmti.load(std::memory_order_acquire);
   if (env != nullptr || g_failed.load(std::memory_order_relaxed)) return env;
   JavaVM* vm = g_vm.load(std::memory_order_acquire);
@@ -89,6 +169,7 @@ jvmtiEnv* Env() {
     env->DisposeEnvironment();  // another thread made one first
     return expected;
   }
+  AnswerAsync(env, jni);
   return env;
 }
 
@@ -188,14 +269,11 @@ bool ClassName(const char* sig, char* name, size_t name_cap, char* dir,
   return true;
 }
 
-void Release(jvmtiEnv* env, void* p) {
-  if (p != nullptr) env->Deallocate(static_cast<unsigned char*>(p));
-}
-
 // Copies the frame's definition into the ring: "Class.method", the source
 // file under its package's directory, and the line of `index`.
-uint32_t Name(RingWriter& ring, jvmtiEnv* env, JNIEnv* jni, jmethodID method,
-              jlocation index) {
+// Out of line: its buffers stay off the stack of every other walk.
+[[gnu::noinline]] uint32_t Name(RingWriter& ring, jvmtiEnv* env, JNIEnv* jni,
+                                jmethodID method, jlocation index) {
   char* method_name = nullptr;
   if (env->GetMethodName(method, &method_name, nullptr, nullptr) !=
       JVMTI_ERROR_NONE) {
@@ -252,6 +330,33 @@ uint32_t Name(RingWriter& ring, jvmtiEnv* env, JNIEnv* jni, jmethodID method,
   return offset;
 }
 
+// The thread's frames from AsyncGetCallTrace, as GetStackTrace gives
+// them; -1 where it cannot tell them all. GetStackTrace costs several
+// microseconds more (vframes made and freed, two changes of thread state),
+// mostly on a thread's first calls; it also makes the jmethodIDs missing
+// here, so a stack that once fell back answers here the next time.
+static_assert(sizeof(AsyncFrame) == sizeof(jvmtiFrameInfo));
+jint AsyncFrames(JNIEnv* jni, jvmtiFrameInfo* frames, jint limit) {
+  AsyncWalk walk = g_async.load(std::memory_order_acquire);
+  if (walk == nullptr) return -1;
+  // Into the same memory (a thread's first stacks touch fresh stack
+  // pages), each frame then rewritten in place.
+  AsyncTrace trace{jni, 0, reinterpret_cast<AsyncFrame*>(frames)};
+  // Its ucontext is read only for a thread running Java code (never so
+  // inside a JNI method): an empty one says "not in Java" should it be.
+  static const ucontext_t kNoContext{};
+  walk(&trace, limit, const_cast<ucontext_t*>(&kNoContext));
+  if (trace.count < 0 || trace.count > limit) return -1;
+  for (jint i = 0; i < trace.count; ++i) {
+    AsyncFrame found;
+    std::memcpy(&found, &frames[i], sizeof(found));
+    if (found.method == nullptr) return -1;
+    frames[i].method = found.method;
+    frames[i].location = found.bci < 0 ? -1 : found.bci;
+  }
+  return trace.count;
+}
+
 // libjvm's JNI_GetCreatedJavaVMs, once libjvm is loaded. The launcher
 // loads it without RTLD_GLOBAL: it is asked for by name, loaded already or
 // not at all.
@@ -261,7 +366,78 @@ void FindJvm() {
   if (void* fn = dlsym(jvm, "JNI_GetCreatedJavaVMs"); fn != nullptr) {
     g_created.store(reinterpret_cast<CreatedVms>(fn), std::memory_order_release);
   }
+  if (void* fn = dlsym(jvm, "AsyncGetCallTrace"); fn != nullptr) {
+    g_async_found.store(reinterpret_cast<AsyncWalk>(fn),
+                        std::memory_order_release);
+  }
   dlclose(jvm);  // it stays loaded: the launcher holds it
+}
+
+// The thread's JNI environment if the call (its program frames, `callers`)
+// came from a JNI library of the JDK, directly or through another library
+// preloaded ahead of this one (a sanitizer's runtime, another tracer) that
+// passed it on, on a thread the JVM runs Java on; else null.
+JNIEnv* JdkCallerJni(const uint64_t* callers, int count) {
+  bool jdk = false;
+  for (int i = 0; i < count && i < kMaxPassedThrough + 1 && !jdk; ++i) {
+    jdk = InJdkNative(callers[i]);
+  }
+  if (!jdk) return nullptr;
+  // The JDK's native code is loaded: so is libjvm.
+  if (g_created.load(std::memory_order_acquire) == nullptr) FindJvm();
+  JavaVM* vm = Vm();
+  if (vm == nullptr) return nullptr;
+  JNIEnv* jni = nullptr;
+  if (vm->GetEnv(reinterpret_cast<void**>(&jni), JNI_VERSION_1_6) != JNI_OK) {
+    return nullptr;  // not a thread the JVM runs Java on
+  }
+  return jni;
+}
+
+// The calling thread's innermost Java frames, at most `limit`: their count,
+// 0 if none can be had.
+jint Frames(jvmtiEnv* env, JNIEnv* jni, jvmtiFrameInfo* frames, jint limit) {
+  jint depth = AsyncFrames(jni, frames, limit);
+  if (depth < 0 &&
+      env->GetStackTrace(nullptr, 0, limit, frames, &depth) != JVMTI_ERROR_NONE) {
+    return 0;
+  }
+  return depth;
+}
+
+// Methods known to be the JDK's NioSocketImpl.close (method | 1) or not
+// (method): asked of the JVM once each.
+constexpr uint32_t kCloserSlots = 64;
+CA_BULK std::atomic<uint64_t> g_closers[kCloserSlots];
+
+// Whether `method` is sun.nio.ch.NioSocketImpl.close, the close behind
+// java.net.Socket (JDK 13 and later). It shuts the socket's output (unless
+// SO_LINGER is 0) and then closes it, or if another thread is reading or
+// writing it, pre-closes it with a dup2() there and then: either way the
+// socket's hold ends in the same call, with the same Java frames.
+bool IsSocketCloser(jvmtiEnv* env, jmethodID method) {
+  auto id = reinterpret_cast<uint64_t>(method);  // aligned: bit 0 is free
+  std::atomic<uint64_t>& slot =
+      g_closers[(id * 0x9e3779b97f4a7c15ull) >> 58];
+  uint64_t seen = slot.load(std::memory_order_relaxed);
+  if ((seen & ~uint64_t{1}) == id) return (seen & 1) != 0;
+  char* name = nullptr;
+  bool yes = false;
+  if (env->GetMethodName(method, &name, nullptr, nullptr) == JVMTI_ERROR_NONE &&
+      name != nullptr && std::strcmp(name, "close") == 0) {
+    jclass cls = nullptr;
+    char* signature = nullptr;
+    if (env->GetMethodDeclaringClass(method, &cls) == JVMTI_ERROR_NONE &&
+        cls != nullptr &&
+        env->GetClassSignature(cls, &signature, nullptr) == JVMTI_ERROR_NONE) {
+      yes = signature != nullptr &&
+            std::strcmp(signature, "Lsun/nio/ch/NioSocketImpl;") == 0;
+    }
+    Release(env, signature);
+  }
+  Release(env, name);
+  slot.store(id | (yes ? 1 : 0), std::memory_order_relaxed);
+  return yes;
 }
 
 }  // namespace
@@ -292,30 +468,12 @@ CA_CHILD_PATH void ForkChild() {
 int Walk(RingWriter& ring, const uint64_t* callers, int count,
          wire::PyFrame* out, int max) {
   if (!Active() || max <= 0) return 0;
-  // The JDK's call, or one through another library preloaded ahead of
-  // this one (a sanitizer's runtime, another tracer) that passed it on.
-  bool jdk = false;
-  for (int i = 0; i < count && i < kMaxPassedThrough + 1 && !jdk; ++i) {
-    jdk = InJdkNative(callers[i]);
-  }
-  if (!jdk) return 0;
-  // The JDK's native code is loaded: so is libjvm.
-  if (g_created.load(std::memory_order_acquire) == nullptr) FindJvm();
-  JavaVM* vm = Vm();
-  if (vm == nullptr) return 0;
-  JNIEnv* jni = nullptr;
-  if (vm->GetEnv(reinterpret_cast<void**>(&jni), JNI_VERSION_1_6) != JNI_OK ||
-      jni == nullptr) {
-    return 0;  // not a thread the JVM runs Java on
-  }
-  jvmtiEnv* env = Env();
+  JNIEnv* jni = JdkCallerJni(callers, count);
+  if (jni == nullptr) return 0;
+  jvmtiEnv* env = Env(jni);
   if (env == nullptr) return 0;
   jvmtiFrameInfo frames[kMaxJavaFrames];
-  jint depth = 0;
-  if (env->GetStackTrace(nullptr, 0, max < kMaxJavaFrames ? max : kMaxJavaFrames,
-                         frames, &depth) != JVMTI_ERROR_NONE) {
-    return 0;
-  }
+  jint depth = Frames(env, jni, frames, max < kMaxJavaFrames ? max : kMaxJavaFrames);
   int n = 0;
   for (jint i = 0; i < depth; ++i) {
     auto method = reinterpret_cast<uint64_t>(frames[i].method);
@@ -336,6 +494,17 @@ int Walk(RingWriter& ring, const uint64_t* callers, int count,
   return n;
 }
 
+bool ClosingShutdown(const uint64_t* callers, int count) {
+  if (!Active()) return false;
+  JNIEnv* jni = JdkCallerJni(callers, count);
+  if (jni == nullptr) return false;
+  jvmtiEnv* env = Env(jni);
+  if (env == nullptr) return false;
+  // Net.shutdown (the native method) and the Java method that called it.
+  jvmtiFrameInfo frames[2];
+  return Frames(env, jni, frames, 2) == 2 && IsSocketCloser(env, frames[1].method);
+}
+
 void ResetFrames() { g_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 #else  // no JVMTI headers at build time: stacks of a JVM stay native
@@ -344,6 +513,7 @@ void Detect() {}
 bool Active() { return false; }
 void ForkChild() {}
 int Walk(RingWriter&, const uint64_t*, int, wire::PyFrame*, int) { return 0; }
+bool ClosingShutdown(const uint64_t*, int) { return false; }
 void ResetFrames() {}
 
 #endif

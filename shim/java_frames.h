@@ -4,8 +4,9 @@
 // unwinder. When the image runs a JVM, a stack taken in a call that the
 // JDK's own native code made (libnio, libnet, libjava: the JNI methods
 // behind Socket, ServerSocket, SocketChannel and the HTTP clients above
-// them) also records the thread's Java frames, asked of the JVM through
-// JVMTI's GetStackTrace. Each distinct frame (method and bytecode index) is
+// them) also records the thread's Java frames, read by HotSpot's
+// AsyncGetCallTrace (or, where it cannot answer, JVMTI's GetStackTrace).
+// Each distinct frame (method and bytecode index) is
 // named once per process, as a definition (wire::PyCodeBlob, minor 0,
 // CodeLanguage::kJava): "package.Class.method", "package/path/File.java"
 // and the line the index is on. The collector puts the frames where the
@@ -16,13 +17,16 @@
 //   picked them up): the JVM the process created is found with
 //   JNI_GetCreatedJavaVMs, and a JVMTI environment of our own is made in
 //   its live phase, with only the two capabilities every JVM grants then
-//   at no cost (line numbers, source file names). No event, no breakpoint,
-//   no signal handler.
-// - JVMTI is called only from a thread the JVM runs Java on, inside a JNI
+//   at no cost (line numbers, source file names). No breakpoint, no
+//   signal handler; one event, ClassLoad, taken (and ignored) on one JVM
+//   thread that loads no classes, because AsyncGetCallTrace answers only
+//   while some environment takes it.
+// - The JVM is asked only from a thread it runs Java on, inside a JNI
 //   method of the JDK (the call's first frame is in one of the libraries
-//   above): the thread is in native state, where JVMTI may be called. It
-//   may then wait for a safepoint to end; the shim holds no lock of its
-//   own while it does.
+//   above): the thread is in native state, where JVMTI may be called and
+//   where AsyncGetCallTrace reads the thread's own recorded frames. A JVMTI
+//   call may wait for a safepoint to end; the shim holds no lock of its own
+//   while it does.
 // - A frame's names are asked once and kept in a table of fixed size;
 //   later stacks with that frame cost a look-up.
 #ifndef CLOSEAUDIT_SHIM_JAVA_FRAMES_H_
@@ -51,6 +55,14 @@ bool Active();
 // count: 0 if none, or if the thread runs no Java.
 int Walk(RingWriter& ring, const uint64_t* callers, int count,
          wire::PyFrame* out, int max);
+
+// Whether a shutdown() the JDK's native code made (`callers` as for Walk)
+// is the JDK's own, on its way to closing the socket: Socket.close() shuts
+// the output first. Its hold on the socket then ends in the same call, from
+// the same Java frames, so the shutdown is sent without a stack of its own
+// (wire::kShutdownBeforeClose) and costs one walk of two frames instead of a
+// whole stack.
+bool ClosingShutdown(const uint64_t* callers, int count);
 
 // In a fork child: a copy of a JVM without its threads is never asked
 // anything (it could wait forever on a lock a thread of the parent held).

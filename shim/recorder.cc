@@ -865,7 +865,10 @@ void OnShutdown(int fd, int how, int result, int err) {
                        e->inode.load(std::memory_order_relaxed), state);
   ev.aux = static_cast<uint32_t>(how);
   ev.err = result == 0 ? 0 : err;
-  Push(ev, true);
+  // The close that follows carries the stack of a runtime's own shutdown.
+  bool before_close = result == 0 && t_busy == 1 && ShutdownBeforeClose();
+  if (before_close) ev.aux |= wire::kShutdownBeforeClose;
+  Push(ev, !before_close);
 }
 
 void OnSetsockopt(int fd, int level, int name, const void* value,

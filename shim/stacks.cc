@@ -700,6 +700,14 @@ uint32_t StackBlobOf(RingWriter& ring, const uint64_t* frames, int count,
   return DedupStack(ring, frames, count, py, py_count);
 }
 
+bool ShutdownBeforeClose() {
+  if (!java::Active()) return false;
+  uint64_t frames[wire::kMaxFrames];
+  SiteRef site;
+  int count = ProgramFrames(frames, &site);
+  return count > 0 && java::ClosingShutdown(frames, count);
+}
+
 uint32_t CaptureStack(RingWriter& ring) {
   uint64_t frames[wire::kMaxFrames];
   SiteRef site;

@@ -30,6 +30,10 @@ void MapStackTables();
 // recorded (arena full, unwinding failed).
 uint32_t CaptureStack(RingWriter& ring);
 
+// Whether the shutdown() being recorded is a runtime's own on its way to a
+// close that follows in the same call (java::ClosingShutdown).
+bool ShutdownBeforeClose();
+
 // The blob offset of a stack of these frames (written once per process, as
 // CaptureStack's are); 0 if the arena is full.
 uint32_t StackBlobOf(RingWriter& ring, const uint64_t* frames, int count,

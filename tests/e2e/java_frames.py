@@ -113,6 +113,13 @@ def check_thread_server(opts, rep, text, src):
     check("try-with-resources" in f.get("advice", ""),
           f"the advice is not Java's: {f.get('advice')}")
     check("$$Lambda" not in text, "report.txt shows a lambda's hidden class")
+    # The client's closes (try-with-resources): the JDK shuts the output and
+    # then closes, and the TIME_WAIT they leave is the line of the close.
+    closes = find_marker(opts.srcdir, "java/" + src, "java_client_close")
+    waits = [w for w in rep["findings"] if w["kind"] == "time_wait"]
+    check(len(waits) == 1 and waits[0].get("count") == 3,
+          f"not one time_wait of the client's three closes:\n{text[:3000]}")
+    java_frame(waits[0], "close", src, closes, "ThreadServer.main")
     no_jvm_culprit(rep)
 
 

@@ -77,7 +77,7 @@ public class ThreadServer {
       try (Socket c = new Socket(InetAddress.getLoopbackAddress(), listener.getLocalPort())) {
         c.getOutputStream().write("hello\n".getBytes(StandardCharsets.UTF_8));
         c.getInputStream().read(new byte[100]);
-      }
+      }  // E2E:java_client_close
     }
     for (int i = 0; i < 3; i++) {
       if (!eofs.tryAcquire(10, TimeUnit.SECONDS)) {
