@@ -604,6 +604,9 @@ void Analyzer::OnKernel(const KernelRecord& k) {
   if (k.state == 8) {  // CLOSE_WAIT
     if (d.kernel_close_wait_ns == 0) d.kernel_close_wait_ns = k.mono_ns;
     d.kernel_close_wait_last_ns = k.mono_ns;
+    if (k.recv_queue != KernelRecord::kNoRecvQueue) {
+      d.kernel_close_wait_unread = std::max(d.kernel_close_wait_unread, k.recv_queue);
+    }
   }
   if (k.state == 5) {  // FIN_WAIT2
     if (d.kernel_fin_wait2_ns == 0) d.kernel_fin_wait2_ns = k.mono_ns;

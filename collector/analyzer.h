@@ -140,6 +140,9 @@ class Analyzer {
     uint64_t kernel_close_wait_last_ns = 0;  // latest sample in CLOSE_WAIT
     uint64_t kernel_fin_wait2_ns = 0;        // first sample in FIN_WAIT2
     uint64_t kernel_fin_wait2_last_ns = 0;   // latest sample in FIN_WAIT2
+    // The most bytes a CLOSE_WAIT sample showed received and not yet read,
+    // the FIN counted as one (1: nothing but the FIN); 0 if no sample said.
+    uint32_t kernel_close_wait_unread = 0;
     int kernel_state = 0;                    // latest sampled state
     std::vector<std::pair<uint32_t, int32_t>> kernel_owners;  // untracked
   };

@@ -1070,6 +1070,9 @@ class FindingBuilder {
            "eof_seen); every exit from the handler needs a close().";
   }
 
+  // What the JDK's keep-alive cache had to do with a socket in CLOSE_WAIT.
+  enum class JdkPool : uint8_t { kNo, kClosedByIt, kAtEnd };
+
   // Whether the JDK's keep-alive cache closed the socket: its timer
   // (sun.net.www.http.KeepAliveCache) closing an idle pooled connection,
   // the pool working as designed.
@@ -1089,13 +1092,53 @@ class FindingBuilder {
     return it->second;
   }
 
+  // How long the JDK's keep-alive cache can keep an idle connection with
+  // its default timeout: the timeout (5 s) and the period of the timer that
+  // applies it (5 s).
+  static constexpr uint64_t kJdkCacheHoldNs = 10'000'000'000;
+
+  static bool ByUrlConnection(const std::vector<Frame>& frames) {
+    for (const Frame& f : frames) {
+      if (f.language == "java" &&
+          (f.function.starts_with("sun.net.www.protocol.http.HttpURLConnection") ||
+           f.function.starts_with("java.net.HttpURLConnection"))) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Whether the socket may have been idle in the JDK's keep-alive cache
+  // when the run ended: a connection HttpURLConnection opened, nothing but
+  // the FIN unread in any CLOSE_WAIT sample (the cache holds only
+  // connections whose response was read to its end), never closed by the
+  // program (its exit closed it, or it was open at the end), and in
+  // CLOSE_WAIT for no longer than the cache keeps an idle connection. A
+  // response never read that fitted in the JDK's buffer looks the same
+  // from outside; one that did not is still in the kernel's queue.
+  bool MaybeInJdkPoolAtEnd(const Socket& s) {
+    if (!s.created_here || s.accepted) return false;
+    const SocketDetail& d = Detail(s);
+    if (d.kernel_close_wait_unread != 1) return false;  // unknown, or unread
+    for (const Hold& h : s.holds) {
+      if (h.end != End::kExit && h.end != End::kOpen) return false;
+    }
+    uint64_t until = Until(s);
+    if (until - std::min(until, d.kernel_close_wait_ns) > kJdkCacheHoldNs) {
+      return false;
+    }
+    uint32_t created = Created(s);
+    auto [it, inserted] = by_url_connection_.try_emplace(created, false);
+    if (inserted) it->second = ByUrlConnection(Sym(created, 'n'));
+    return it->second;
+  }
+
   // For a client socket one of the JDK's HTTP clients opened: what its
   // owner must do, in that client's terms; "" if neither made it.
   static std::string JavaClientAdvice(const std::vector<Frame>& frames) {
     for (const Frame& f : frames) {
       if (f.language != "java") continue;
-      if (f.function.starts_with("sun.net.www.protocol.http.HttpURLConnection") ||
-          f.function.starts_with("java.net.HttpURLConnection")) {
+      if (ByUrlConnection({f})) {
         return "read each response body to its end and close its stream "
                "(`try (InputStream in = conn.getInputStream()) { "
                "in.readAllBytes(); }`, and getErrorStream() for an error "
@@ -1121,8 +1164,8 @@ class FindingBuilder {
   // returned 0: the program is not reading the socket at all.
   void NeverRead(Report& report) {
     // By where the socket was made, and whether the JDK's keep-alive cache
-    // closed it.
-    std::map<std::pair<uint32_t, bool>, std::vector<const Socket*>> groups;
+    // closed it or may have held it to the end.
+    std::map<std::pair<uint32_t, JdkPool>, std::vector<const Socket*>> groups;
     for (const Socket& s : a_.sockets_) {
       const SocketDetail& d = Detail(s);
       if (s.eof_ns != 0 || d.kernel_close_wait_ns == 0) continue;
@@ -1131,7 +1174,10 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[{Canon(Created(s), 'n'), ClosedByJdkPool(s)}].push_back(&s);
+      JdkPool pool = ClosedByJdkPool(s)       ? JdkPool::kClosedByIt
+                     : MaybeInJdkPoolAtEnd(s) ? JdkPool::kAtEnd
+                                              : JdkPool::kNo;
+      groups[{Canon(Created(s), 'n'), pool}].push_back(&s);
     }
     for (const auto& [inode, s] : a_.untracked_) {
       const SocketDetail& d = Detail(s);
@@ -1139,7 +1185,7 @@ class FindingBuilder {
           d.kernel_close_wait_last_ns - d.kernel_close_wait_ns <= grace_) {
         continue;
       }
-      groups[{0, false}].push_back(&s);
+      groups[{0, JdkPool::kNo}].push_back(&s);
     }
     for (const auto& [key, sockets] : groups) {
       const auto [created, jdk_pool] = key;
@@ -1187,7 +1233,35 @@ class FindingBuilder {
       // A connection this side opened (a client's pool) or one it accepted.
       const Socket& first = *sockets.front();
       bool client = created && first.created_here && !first.accepted;
-      if (jdk_pool) {
+      if (jdk_pool == JdkPool::kAtEnd) {
+        uint64_t longest = 0;
+        for (const Socket* s : sockets) {
+          uint64_t until = Until(*s), since = Detail(*s).kernel_close_wait_ns;
+          longest = std::max(longest, until - std::min(until, since));
+        }
+        f.kind = "pool_idle";
+        f.severity = "info";
+        f.stacks.clear();
+        f.stacks.emplace_back("created", created_frames);
+        f.message = absl::StrFormat(
+            "%s in CLOSE_WAIT when the run ended, up to %s after the server "
+            "closed %s, with nothing left unread: most likely idle in the "
+            "JDK's keep-alive cache, which closes an idle connection within "
+            "10 s (requested at %s)",
+            Plural(f.count, "connection", "connections"), Seconds(longest),
+            f.count == 1 ? "it" : "them", Where(created_frames));
+        f.advice =
+            "nothing to fix if the program read each response to its end: "
+            "the cache would have closed the connection had the program run "
+            "on. A response never read looks the same from outside when it "
+            "fitted in the JDK's buffer; to tell, run longer than the cache's "
+            "timeout (an unread one stays in CLOSE_WAIT, an error then), or "
+            "make sure each body is read to its end and its stream closed, "
+            "or conn.disconnect() called.";
+        report.findings.push_back(std::move(f));
+        continue;
+      }
+      if (jdk_pool == JdkPool::kClosedByIt) {
         uint64_t longest = 0;
         for (const Socket* s : sockets) {
           const Hold* h = FinalClose(*s);
@@ -1617,6 +1691,8 @@ class FindingBuilder {
   absl::flat_hash_map<uint32_t, bool> own_callback_;
   absl::flat_hash_set<const Socket*> fork_held_;
   absl::flat_hash_map<uint32_t, bool> jdk_pool_close_;  // ClosedByJdkPool()
+  // Created(s) -> ByUrlConnection() of its frames.
+  absl::flat_hash_map<uint32_t, bool> by_url_connection_;
   absl::flat_hash_set<const Socket*> fin_wait2_;
   absl::flat_hash_set<const Socket*> abortive_;
 };

@@ -110,6 +110,11 @@ struct KernelRecord {
   uint32_t send_queue = 0;
   std::string local, peer;
   std::vector<std::pair<uint32_t, int32_t>> owners;  // (pid, fd)
+  // Bytes received and not yet read, the peer's FIN counted as one
+  // (KernelSocket::recv_queue); kNoRecvQueue in traces written before the
+  // field.
+  uint32_t recv_queue = kNoRecvQueue;
+  static constexpr uint32_t kNoRecvQueue = 0xffffffff;
 };
 
 // Something the run itself knows about the data, said at the top of every

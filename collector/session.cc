@@ -267,6 +267,7 @@ void Session::SweepKernel() {
     rec.inode = k.inode;
     rec.state = k.state;
     rec.send_queue = k.send_queue;
+    rec.recv_queue = k.recv_queue;
     rec.local = k.local;
     rec.peer = k.peer;
     Sink(std::move(rec));

@@ -311,6 +311,7 @@ struct Encoder {
       w.Put(pid);
       w.Put(fd);
     }
+    w.Put(r.recv_queue);
   }
   void operator()(const NoteRecord& r) const {
     Writer w(Kind::kNote, out);
@@ -462,6 +463,8 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
         int32_t fd = r.Get<int32_t>();
         v.owners.emplace_back(pid, fd);
       }
+      // Older records end before the receive queue.
+      if (r.ok() && !r.done()) v.recv_queue = r.Get<uint32_t>();
       out = std::move(v);
       break;
     }

@@ -102,6 +102,7 @@ std::vector<Record> Samples() {
   k.local = "127.0.0.1:80";
   k.peer = "[::1]:4000";
   k.owners = {{4001, 5}, {4002, 6}};
+  k.recv_queue = 1;
   out.push_back(k);
   out.push_back(NoteRecord{"a note \xff", true});
   return out;
@@ -207,6 +208,7 @@ void ExpectSame(const Record& got, const Record& want) {
       EXPECT_EQ(g.local, w.local);
       EXPECT_EQ(g.peer, w.peer);
       EXPECT_EQ(g.owners, w.owners);
+      EXPECT_EQ(g.recv_queue, w.recv_queue);
     }
   };
   std::visit(Check{want}, got);
@@ -336,6 +338,8 @@ TEST(TraceRecord, RejectsEveryTruncation) {
     } else if (const auto* code = std::get_if<PyCodeRecord>(&r);
                code != nullptr && code->language != 0) {
       older = bytes.size() - 2;  // a Python definition, before 0.4.0
+    } else if (std::holds_alternative<KernelRecord>(r)) {
+      older = bytes.size() - 4;  // before the receive queue
     }
     for (size_t n = 0; n < bytes.size(); ++n) {
       absl::StatusOr<Record> cut =
@@ -355,6 +359,8 @@ TEST(TraceRecord, RejectsEveryTruncation) {
           EXPECT_TRUE(st->py_frames.empty());
         } else if (const auto* code = std::get_if<PyCodeRecord>(&*cut)) {
           EXPECT_EQ(code->language, 0);
+        } else if (const auto* k = std::get_if<KernelRecord>(&*cut)) {
+          EXPECT_EQ(k->recv_queue, KernelRecord::kNoRecvQueue);
         } else {
           EXPECT_EQ(std::get<ProcessRecord>(*cut).lib_version, 0u);
         }

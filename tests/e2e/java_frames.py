@@ -219,6 +219,22 @@ def case_java_url_read_clean(opts, tmp):
           fmt_stack(frames(f, "close")))
 
 
+def case_java_url_read_exit(opts, tmp):
+    """The reading client exiting 4 s after its last request, before the
+    cache's timer closed the connection the server closed after 1 s: it
+    was idle in the cache, nothing left unread, so info, not a leak."""
+    src = "UrlClient.java"
+    rep, text = run_java(opts, tmp, src, ["read", "4"])
+    e2e.nothing_above_info(rep, text)
+    pooled = [f for f in rep["findings"] if f["kind"] == "pool_idle"]
+    check(len(pooled) == 1 and "when the run ended" in pooled[0].get("message", "")
+          and "keep-alive cache" in pooled[0].get("message", ""),
+          "no pool_idle finding says the connection may have been idle in "
+          f"the JDK's keep-alive cache at the end:\n{text[:3000]}")
+    line = find_marker(opts.srcdir, "java/" + src, "java_url_request")
+    java_frame(pooled[0], "created", src, line, "UrlClient.fetch")
+
+
 def case_java_httpclient(opts, tmp):
     """A java.net.http.HttpClient client that never reads or closes the
     InputStream bodies it asked for: a leak at the line of send(), with
@@ -252,6 +268,7 @@ CASES = {
     "java_spawn_clean": case_java_spawn_clean,
     "java_url_unread": case_java_url_unread,
     "java_url_read_clean": case_java_url_read_clean,
+    "java_url_read_exit": case_java_url_read_exit,
     "java_httpclient": case_java_httpclient,
     "java_gc_closed": case_java_gc_closed,
 }
