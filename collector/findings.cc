@@ -1233,61 +1233,55 @@ class FindingBuilder {
       // A connection this side opened (a client's pool) or one it accepted.
       const Socket& first = *sockets.front();
       bool client = created && first.created_here && !first.accepted;
-      if (jdk_pool == JdkPool::kAtEnd) {
-        uint64_t longest = 0;
-        for (const Socket* s : sockets) {
-          uint64_t until = Until(*s), since = Detail(*s).kernel_close_wait_ns;
-          longest = std::max(longest, until - std::min(until, since));
-        }
+      if (jdk_pool != JdkPool::kNo) {
         f.kind = "pool_idle";
         f.severity = "info";
         f.stacks.clear();
         f.stacks.emplace_back("created", created_frames);
-        f.message = absl::StrFormat(
-            "%s in CLOSE_WAIT when the run ended, up to %s after the server "
-            "closed %s, with nothing left unread: most likely idle in the "
-            "JDK's keep-alive cache, which closes an idle connection within "
-            "10 s (requested at %s)",
-            Plural(f.count, "connection", "connections"), Seconds(longest),
-            f.count == 1 ? "it" : "them", Where(created_frames));
-        f.advice =
-            "nothing to fix if the program read each response to its end: "
-            "the cache would have closed the connection had the program run "
-            "on. A response never read looks the same from outside when it "
-            "fitted in the JDK's buffer; to tell, run longer than the cache's "
-            "timeout (an unread one stays in CLOSE_WAIT, an error then), or "
-            "make sure each body is read to its end and its stream closed, "
-            "or conn.disconnect() called.";
-        report.findings.push_back(std::move(f));
-        continue;
-      }
-      if (jdk_pool == JdkPool::kClosedByIt) {
+        // The longest CLOSE_WAIT: until the cache's close, or the end.
         uint64_t longest = 0;
         for (const Socket* s : sockets) {
           const Hold* h = FinalClose(*s);
+          uint64_t until = jdk_pool == JdkPool::kAtEnd ? Until(*s)
+                           : h != nullptr             ? h->to
+                                                      : 0;
           uint64_t since = Detail(*s).kernel_close_wait_ns;
-          if (h != nullptr && h->to > since) longest = std::max(longest, h->to - since);
+          if (until > since) longest = std::max(longest, until - since);
         }
-        f.kind = "pool_idle";
-        f.severity = "info";
-        f.stacks.clear();
-        f.stacks.emplace_back("created", created_frames);
-        if (const Hold* h = FinalClose(first); h != nullptr) {
-          f.stacks.emplace_back("close", Sym(h->close_stack));
+        if (jdk_pool == JdkPool::kAtEnd) {
+          f.message = absl::StrFormat(
+              "%s in CLOSE_WAIT when the run ended, up to %s after the server "
+              "closed %s, with nothing left unread: most likely idle in the "
+              "JDK's keep-alive cache, which closes an idle connection within "
+              "10 s (requested at %s)",
+              Plural(f.count, "connection", "connections"), Seconds(longest),
+              f.count == 1 ? "it" : "them", Where(created_frames));
+          f.advice =
+              "nothing to fix if the program read each response to its end: "
+              "the cache would have closed the connection had the program run "
+              "on. A response never read looks the same from outside when it "
+              "fitted in the JDK's buffer; to tell, run longer than the "
+              "cache's timeout (an unread one stays in CLOSE_WAIT, an error "
+              "then), or make sure each body is read to its end and its "
+              "stream closed, or conn.disconnect() called.";
+        } else {
+          if (const Hold* h = FinalClose(first); h != nullptr) {
+            f.stacks.emplace_back("close", Sym(h->close_stack));
+          }
+          f.message = absl::StrFormat(
+              "%s idle in the JDK's keep-alive cache after the server closed "
+              "%s; closed by it after %s at most, as the pool is designed to "
+              "(requested at %s)",
+              Plural(f.count, "connection", "connections"),
+              f.count == 1 ? "it" : "them", Seconds(longest),
+              Where(created_frames));
+          f.advice =
+              "nothing to fix: the JDK's keep-alive cache closes an idle "
+              "connection after its own timeout (5 s, or the server's "
+              "Keep-Alive: timeout). To keep CLOSE_WAIT shorter, have the "
+              "server send a shorter Keep-Alive timeout (newer JDKs also read "
+              "the http.keepAlive.time.server property).";
         }
-        f.message = absl::StrFormat(
-            "%s idle in the JDK's keep-alive cache after the server closed "
-            "%s; closed by it after %s at most, as the pool is designed to "
-            "(requested at %s)",
-            Plural(f.count, "connection", "connections"),
-            f.count == 1 ? "it" : "them", Seconds(longest),
-            Where(created_frames));
-        f.advice =
-            "nothing to fix: the JDK's keep-alive cache closes an idle "
-            "connection after its own timeout (5 s, or the server's "
-            "Keep-Alive: timeout). To keep CLOSE_WAIT shorter, have the server "
-            "send a shorter Keep-Alive timeout (newer JDKs also read the "
-            "http.keepAlive.time.server property).";
         report.findings.push_back(std::move(f));
         continue;
       }
