@@ -90,16 +90,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string again = EncodeRecord(*record);
     // The older forms encode again with the newer fields empty: zero bytes
     // more (a string's length or the version: 4; the two app rule counts:
-    // 8; a run record without the host has neither: 12).
+    // 8; a run record without the host has neither: 12), or a kernel
+    // record's receive queue unknown (4 bytes of 0xff).
     const auto* run = std::get_if<RunRecord>(&*record);
     const auto* process = std::get_if<ProcessRecord>(&*record);
+    const auto* kernel = std::get_if<KernelRecord>(&*record);
     bool no_rules = run != nullptr && run->app_paths.empty() && run->not_app.empty();
     bool older =
         (no_rules && run->host.empty() &&
          again == std::string(in) + std::string(12, '\0')) ||
         (no_rules && again == std::string(in) + std::string(8, '\0')) ||
         (process != nullptr && process->lib_version == 0 &&
-         again == std::string(in) + std::string(4, '\0'));
+         again == std::string(in) + std::string(4, '\0')) ||
+        (kernel != nullptr && kernel->recv_queue == KernelRecord::kNoRecvQueue &&
+         again == std::string(in) + std::string(4, '\xff'));
     if (again != in && !older) {
       Fail("a payload decodes but is not the encoding of its record", in);
     }
