@@ -50,7 +50,6 @@ std::atomic<jvmtiEnv*> g_jvmti{nullptr};
 std::atomic<bool> g_failed{false};
 std::atomic<uint32_t> g_epoch{1};   // of the ring the definitions went to
 
-constexpr int kMaxJavaFrames = 64;
 constexpr int kMaxPassedThrough = 2;  // interposers between the JDK and us
 
 // Return addresses known to be in a JNI library of the JDK (ip << 1 | 1)
@@ -466,7 +465,8 @@ CA_CHILD_PATH void ForkChild() {
 }
 
 int Walk(RingWriter& ring, const uint64_t* callers, int count,
-         wire::PyFrame* out, int max) {
+         wire::PyFrame* out, int max, bool* closing) {
+  if (closing != nullptr) *closing = false;
   if (!Active() || max <= 0) return 0;
   JNIEnv* jni = JdkCallerJni(callers, count);
   if (jni == nullptr) return 0;
@@ -474,6 +474,10 @@ int Walk(RingWriter& ring, const uint64_t* callers, int count,
   if (env == nullptr) return 0;
   jvmtiFrameInfo frames[kMaxJavaFrames];
   jint depth = Frames(env, jni, frames, max < kMaxJavaFrames ? max : kMaxJavaFrames);
+  // Net.shutdown (the native method) and the Java method that called it.
+  if (closing != nullptr && depth >= 2) {
+    *closing = IsSocketCloser(env, frames[1].method);
+  }
   int n = 0;
   for (jint i = 0; i < depth; ++i) {
     auto method = reinterpret_cast<uint64_t>(frames[i].method);
@@ -494,17 +498,6 @@ int Walk(RingWriter& ring, const uint64_t* callers, int count,
   return n;
 }
 
-bool ClosingShutdown(const uint64_t* callers, int count) {
-  if (!Active()) return false;
-  JNIEnv* jni = JdkCallerJni(callers, count);
-  if (jni == nullptr) return false;
-  jvmtiEnv* env = Env(jni);
-  if (env == nullptr) return false;
-  // Net.shutdown (the native method) and the Java method that called it.
-  jvmtiFrameInfo frames[2];
-  return Frames(env, jni, frames, 2) == 2 && IsSocketCloser(env, frames[1].method);
-}
-
 void ResetFrames() { g_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 #else  // no JVMTI headers at build time: stacks of a JVM stay native
@@ -512,8 +505,10 @@ void ResetFrames() { g_epoch.fetch_add(1, std::memory_order_relaxed); }
 void Detect() {}
 bool Active() { return false; }
 void ForkChild() {}
-int Walk(RingWriter&, const uint64_t*, int, wire::PyFrame*, int) { return 0; }
-bool ClosingShutdown(const uint64_t*, int) { return false; }
+int Walk(RingWriter&, const uint64_t*, int, wire::PyFrame*, int, bool* closing) {
+  if (closing != nullptr) *closing = false;
+  return 0;
+}
 void ResetFrames() {}
 
 #endif

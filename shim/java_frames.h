@@ -47,22 +47,22 @@ void Detect();
 // Whether stacks may carry Java frames at all (one relaxed load).
 bool Active();
 
+// The most Java frames a stack keeps (the innermost).
+inline constexpr int kMaxJavaFrames = 64;
+
 // The calling thread's Java frames, innermost first (at most `max`), if
 // the call came from a JNI library of the JDK: the first of `callers` (the
 // stack's program frames, `count` of them), or one of the two after it
 // when libraries preloaded ahead of this one passed the call on. Each
 // frame's definition is copied into `ring`'s arena once. Returns their
 // count: 0 if none, or if the thread runs no Java.
+//
+// With `closing`, also tells whether the call is a shutdown() the JDK makes
+// on its way to closing the socket: Socket.close() shuts the output first
+// (its second frame is sun.nio.ch.NioSocketImpl.close), and its hold on the
+// socket then ends in the same call, from the same Java frames.
 int Walk(RingWriter& ring, const uint64_t* callers, int count,
-         wire::PyFrame* out, int max);
-
-// Whether a shutdown() the JDK's native code made (`callers` as for Walk)
-// is the JDK's own, on its way to closing the socket: Socket.close() shuts
-// the output first. Its hold on the socket then ends in the same call, from
-// the same Java frames, so the shutdown is sent without a stack of its own
-// (wire::kShutdownBeforeClose) and costs one walk of two frames instead of a
-// whole stack.
-bool ClosingShutdown(const uint64_t* callers, int count);
+         wire::PyFrame* out, int max, bool* closing = nullptr);
 
 // In a fork child: a copy of a JVM without its threads is never asked
 // anything (it could wait forever on a lock a thread of the parent held).

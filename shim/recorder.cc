@@ -314,7 +314,10 @@ void Push(Event& event, bool with_stack) {
       !(StartsImage(event.type) && EnsureStarted())) {
     return;
   }
-  if (with_stack && t_busy == 1) event.blob = CaptureStack(Ring());
+  if (with_stack && t_busy == 1) {
+    event.blob = CaptureStack(
+        Ring(), event.type == EventType::kClose ? event.ident.cookie : 0);
+  }
   Ring().Push(event);
   MaybeRegister(event.mono_ns);
 }
@@ -866,9 +869,16 @@ void OnShutdown(int fd, int how, int result, int err) {
   ev.aux = static_cast<uint32_t>(how);
   ev.err = result == 0 ? 0 : err;
   // The close that follows carries the stack of a runtime's own shutdown.
-  bool before_close = result == 0 && t_busy == 1 && ShutdownBeforeClose();
+  bool before_close = false;
+  if (t_busy == 1 && g_start.load(std::memory_order_acquire) == kStarted) {
+    if (result == 0) {
+      ev.blob = CaptureShutdownStack(Ring(), cookie, &before_close);
+    } else {
+      ev.blob = CaptureStack(Ring());
+    }
+  }
   if (before_close) ev.aux |= wire::kShutdownBeforeClose;
-  Push(ev, !before_close);
+  Push(ev, false);
 }
 
 void OnSetsockopt(int fd, int level, int name, const void* value,

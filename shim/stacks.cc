@@ -700,15 +700,22 @@ uint32_t StackBlobOf(RingWriter& ring, const uint64_t* frames, int count,
   return DedupStack(ring, frames, count, py, py_count);
 }
 
-bool ShutdownBeforeClose() {
-  if (!java::Active()) return false;
-  uint64_t frames[wire::kMaxFrames];
-  SiteRef site;
-  int count = ProgramFrames(frames, &site);
-  return count > 0 && java::ClosingShutdown(frames, count);
-}
+namespace {
 
-uint32_t CaptureStack(RingWriter& ring) {
+// The Java frames of a Socket.close() in progress on this thread, taken at
+// its shutdown, for its close: the same Java frames (see
+// java::Walk's `closing`), so walked once. `cookie` 0: none.
+struct ClosingFrames {
+  uint64_t cookie;
+  int count;
+  wire::PyFrame frames[java::kMaxJavaFrames];
+};
+thread_local ClosingFrames t_closing __attribute__((tls_model("initial-exec")));
+
+// CaptureStack's work, with the Java frames `java_count` > 0 gives instead
+// of a walk; with `closing`, as java::Walk says it.
+uint32_t Capture(RingWriter& ring, const wire::PyFrame* java_frames,
+                 int java_count, bool* closing) {
   uint64_t frames[wire::kMaxFrames];
   SiteRef site;
   int count = ProgramFrames(frames, &site);
@@ -720,9 +727,18 @@ uint32_t CaptureStack(RingWriter& ring) {
                      ? python::Walk(ring, py, static_cast<int>(wire::kMaxPyFrames))
                      : 0;
   // In a JVM, a call the JDK's native code made for a Java method.
-  if (py_count == 0 && java::Active()) {
+  if (py_count == 0 && java_count > 0) {
+    std::memcpy(py, java_frames, sizeof(wire::PyFrame) * java_count);
+    py_count = java_count;
+  } else if (py_count == 0 && java::Active()) {
     py_count = java::Walk(ring, frames, count, py,
-                          static_cast<int>(wire::kMaxPyFrames));
+                          static_cast<int>(wire::kMaxPyFrames), closing);
+    if (closing != nullptr && *closing) {
+      // Its stack is the close's, which follows: see CaptureShutdownStack.
+      t_closing.count = py_count;
+      std::memcpy(t_closing.frames, py, sizeof(wire::PyFrame) * py_count);
+      return 0;
+    }
   }
   if (py_count == 0 && site.blob != 0 &&
       (site.blob >> 32) == ring.generation()) {
@@ -734,6 +750,28 @@ uint32_t CaptureStack(RingWriter& ring) {
     NoteSiteBlob(site, (uint64_t{ring.generation()} << 32) | offset);
   }
 #endif
+  return offset;
+}
+
+}  // namespace
+
+uint32_t CaptureStack(RingWriter& ring, uint64_t closing) {
+  if (closing != 0 && t_closing.cookie != 0) {
+    bool same = t_closing.cookie == closing;
+    t_closing.cookie = 0;
+    if (same && t_closing.count > 0) {
+      return Capture(ring, t_closing.frames, t_closing.count, nullptr);
+    }
+  }
+  return Capture(ring, nullptr, 0, nullptr);
+}
+
+uint32_t CaptureShutdownStack(RingWriter& ring, uint64_t cookie,
+                              bool* before_close) {
+  *before_close = false;
+  if (!java::Active()) return Capture(ring, nullptr, 0, nullptr);
+  uint32_t offset = Capture(ring, nullptr, 0, before_close);
+  if (*before_close) t_closing.cookie = cookie;
   return offset;
 }
 

@@ -27,12 +27,17 @@ void InitStacks();
 void MapStackTables();
 
 // Returns the blob offset of the current stack, or 0 if it could not be
-// recorded (arena full, unwinding failed).
-uint32_t CaptureStack(RingWriter& ring);
+// recorded (arena full, unwinding failed). `closing`: the cookie of the
+// socket a close is closing, if this is a close's stack.
+uint32_t CaptureStack(RingWriter& ring, uint64_t closing = 0);
 
-// Whether the shutdown() being recorded is a runtime's own on its way to a
-// close that follows in the same call (java::ClosingShutdown).
-bool ShutdownBeforeClose();
+// The stack of a shutdown() of the socket `cookie`, as CaptureStack gives
+// it; or, when it is a runtime's own on its way to a close that follows in
+// the same call (java::Walk's `closing`), 0 with *before_close set: that
+// close's stack stands for both, and is walked once (the shutdown's Java
+// frames are kept on this thread for it).
+uint32_t CaptureShutdownStack(RingWriter& ring, uint64_t cookie,
+                              bool* before_close);
 
 // The blob offset of a stack of these frames (written once per process, as
 // CaptureStack's are); 0 if the arena is full.
