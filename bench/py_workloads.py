@@ -9,8 +9,15 @@
       CONNECTIONS threads that each connect, send 16 bytes, read them back
       and close, for SECONDS; prints requests per second. With keep-alive,
       each thread keeps one connection and echoes over it.
+  py_workloads.py hold SOCKETS
+      SOCKETS / 2 loopback connections (both ends open); prints "ready"
+      once they are all made, then holds them until SIGTERM (the
+      collector's kernel sweeps over a large table). SOCKETS must fit in
+      RLIMIT_NOFILE's hard limit.
 """
 import os
+import resource
+import signal
 import socket
 import socketserver
 import sys
@@ -91,12 +98,38 @@ def echo_client(port, seconds, connections, keep_alive):
     print(sum(counts) / seconds)
 
 
+def hold(sockets):
+    pairs = sockets // 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < sockets + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, sockets + 64), hard))
+    # 20,000 connections a listener: well inside the ephemeral ports one
+    # destination can take.
+    listeners = []
+    for _ in range((pairs + 19999) // 20000):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4096)
+        listeners.append(srv)
+    held = []
+    for i in range(pairs):
+        srv = listeners[i // 20000]
+        c = socket.create_connection(srv.getsockname())
+        a, _ = srv.accept()
+        held += (c, a)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM})
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "lifecycle":
         lifecycle(int(sys.argv[2]), int(sys.argv[3]))
     elif what == "echo-server":
         echo_server(sys.argv[2])
+    elif what == "hold":
+        hold(int(sys.argv[2]))
     else:
         echo_client(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
                     len(sys.argv) > 5 and sys.argv[5] == "keep-alive")

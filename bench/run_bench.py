@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -644,6 +645,67 @@ def java(opts, tmp, results):
                 rps, per_cpu, collector_us)
 
 
+def sweep(opts, tmp, results):
+    """The collector's sweeps of the kernel's socket table (sock_diag)
+    while an audited Python process holds opts.sweep_sockets sockets
+    (loopback connections, both ends open): the CPU time of each sweep, the
+    kernel's walk of every TCP socket included, as the collector counts it
+    (`closeaudit status --json`, kernel_sweeps). The sweeps run on a thread
+    of the collector's own, never the one that drains the rings."""
+    if not os.access(PYTHON, os.X_OK):
+        log(f"sweep: {PYTHON} missing, skipped")
+        return
+    # As many processes as the descriptor limit asks for.
+    per_process = min(opts.sweep_sockets,
+                      (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100)
+                      // 2 * 2)
+    daemon = Daemon(opts.closeaudit, tmp, "sweep")
+    env = dict(os.environ, LD_PRELOAD=opts.lib, CLOSEAUDIT_SOCKET=daemon.sock)
+    holders = []
+    try:
+        left = opts.sweep_sockets
+        while left > 0:
+            n = min(left, per_process)
+            left -= n
+            holders.append(subprocess.Popen(
+                [PYTHON, PY_WORKLOADS, "hold", str(n)], env=env,
+                stdout=subprocess.PIPE, text=True))
+        for h in holders:
+            if h.stdout.readline().strip() != "ready":
+                raise RuntimeError("a holder of the sockets did not start")
+
+        def status():
+            out = subprocess.run([opts.closeaudit, "status", "--json",
+                                  daemon.dir], capture_output=True, text=True,
+                                 check=True).stdout
+            return json.loads(out)["kernel_sweeps"]
+
+        # From the first sweep that saw them all: what the rings still held
+        # when the holders said "ready" is drained within a sweep or two.
+        time.sleep(2)
+        first = status()
+        time.sleep(opts.sweep_seconds)
+        last = status()
+        with open("/proc/net/sockstat") as f:
+            tcp = next((l.strip() for l in f if l.startswith("TCP:")), "")
+    finally:
+        for h in holders:
+            h.send_signal(signal.SIGTERM)
+        for h in holders:
+            h.wait(timeout=60)
+        daemon.stop()
+    sweeps = last["count"] - first["count"]
+    v = {"sockets": opts.sweep_sockets, "sweeps": sweeps,
+         "cpu_ms_per_sweep": (last["cpu_ms"] - first["cpu_ms"]) / sweeps
+         if sweeps else None,
+         "max_cpu_ms": last["max_cpu_ms"], "sockstat": tcp}
+    results["sweep"] = v
+    log(f"sweep: {sweeps} sweeps in {opts.sweep_seconds} s over "
+        f"{opts.sweep_sockets} held sockets, "
+        f"{v['cpu_ms_per_sweep'] or 0:.1f} ms of CPU each "
+        f"(the costliest {v['max_cpu_ms']:.1f} ms); {tcp}")
+
+
 def fmt_row(what, target, measured, ok):
     """ok: True, False, or None for a row that is only a reference."""
     verdict = "" if ok is None else "met" if ok else "MISSED"
@@ -778,6 +840,13 @@ def table(results, opts):
     rows.append(fmt_row("collector memory per live socket (without stacks)",
                         "<= 1 KiB", f"{bps:.0f} B (peak RSS {i['peak_rss_kib'] / 1024:.0f} "
                         f"MiB at {opts.live} sockets)", bps <= 1024))
+    sw = results.get("sweep", {})
+    if sw.get("cpu_ms_per_sweep") is not None:
+        rows.append(fmt_row(f"a kernel sweep with {sw['sockets']} sockets held "
+                            "(collector CPU, off the draining thread)", "",
+                            f"{sw['cpu_ms_per_sweep']:.1f} ms (costliest "
+                            f"{sw['max_cpu_ms']:.1f} ms; {sw['sweeps']} sweeps)",
+                            None))
     other = ["", "| micro case | plain | with closeaudit | added (median; min..max) |",
              "|---|---|---|---|"]
     for name, v in m.items():
@@ -804,6 +873,11 @@ def main():
     ap.add_argument("--min-time", default="0.3")
     ap.add_argument("--events", type=int, default=2000000)
     ap.add_argument("--live", type=int, default=100000)
+    ap.add_argument("--sweep-sockets", type=int, default=100000,
+                    help="sockets held open while the kernel sweeps are timed")
+    # Once their first 200 ms are spent, sweeps this costly come some 15 s
+    # apart (docs/performance.md).
+    ap.add_argument("--sweep-seconds", type=int, default=40)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     ap.add_argument("--execs", type=int, default=300,
                     help="execs in one run of the exec loop")
@@ -812,19 +886,19 @@ def main():
     ap.add_argument("--starts", type=int, default=400,
                     help="process starts per variant, part by part")
     ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process",
-                                       "python", "node", "java"],
+                                       "python", "node", "java", "sweep"],
                     help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.closeaudit = os.path.join(opts.build, "collector", "closeaudit")
     opts.lib = os.path.join(opts.build, "shim", "libcloseaudit.so")
     results = {"micro": {}, "nginx": {}, "ingest": {}, "process": {},
-               "python": {}, "node": {}, "java": {}}
+               "python": {}, "node": {}, "java": {}, "sweep": {}}
     tmp = tempfile.mkdtemp(prefix="closeaudit-bench-")
     try:
         if opts.only:
             {"micro": micro, "nginx": nginx, "ingest": ingest, "python": python,
-             "node": node, "java": java,
+             "node": node, "java": java, "sweep": sweep,
              "process": lambda *a: (exec_loop(*a), start_parts(*a))}[
                  opts.only](opts, tmp, results)
             print(json.dumps(results, indent=1))
@@ -837,6 +911,7 @@ def main():
         node(opts, tmp, results)
         java(opts, tmp, results)
         ingest(opts, tmp, results)
+        sweep(opts, tmp, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],

@@ -77,9 +77,13 @@ std::string StatusJson(const LiveStatus& s) {
   return absl::StrFormat(
       "{\"uptime_s\":%.3f,\"processes\":[%s],\"open_sockets\":%d,"
       "\"close_wait\":%d,\"findings\":%d,\"finding_sockets\":[%s],"
-      "\"events\":%d,\"events_dropped\":%d}\n",
+      "\"events\":%d,\"events_dropped\":%d,\"kernel_sweeps\":{\"count\":%d,"
+      "\"cpu_ms\":%.3f,\"last_cpu_ms\":%.3f,\"max_cpu_ms\":%.3f,"
+      "\"last_sockets\":%d}}\n",
       s.uptime_s, absl::StrJoin(procs, ","), s.open_sockets, s.close_wait,
-      s.findings, absl::StrJoin(findings, ","), s.events, s.dropped);
+      s.findings, absl::StrJoin(findings, ","), s.events, s.dropped,
+      s.sweeps.sweeps, s.sweeps.cpu_ns / 1e6, s.sweeps.last_cpu_ns / 1e6,
+      s.sweeps.max_cpu_ns / 1e6, s.sweeps.last_sockets);
 }
 
 std::string MetricsText(
@@ -122,6 +126,14 @@ std::string MetricsText(
   family("closeaudit_events_dropped_total", "counter",
          "Events the audited processes could not hand over (ring full).");
   absl::StrAppend(&out, "closeaudit_events_dropped_total ", s.dropped, "\n");
+  family("closeaudit_kernel_sweeps_total", "counter",
+         "Sweeps of the kernel's socket table (sock_diag) so far.");
+  absl::StrAppend(&out, "closeaudit_kernel_sweeps_total ", s.sweeps.sweeps,
+                  "\n");
+  family("closeaudit_kernel_sweep_cpu_seconds_total", "counter",
+         "The CPU time of those sweeps, the kernel's share included.");
+  absl::StrAppend(&out, "closeaudit_kernel_sweep_cpu_seconds_total ",
+                  absl::StrFormat("%.6f", s.sweeps.cpu_ns / 1e9), "\n");
   return out;
 }
 

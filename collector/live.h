@@ -19,6 +19,15 @@ struct LiveProcess {
   int64_t close_wait = 0;  // of those, EOF seen and not closed
 };
 
+// The collector's sweeps of the kernel's socket table so far.
+struct SweepStats {
+  uint64_t sweeps = 0;
+  uint64_t cpu_ns = 0;       // the CPU time of all of them
+  uint64_t last_cpu_ns = 0;  // of the latest
+  uint64_t max_cpu_ns = 0;   // of the costliest
+  uint64_t last_sockets = 0;  // what the latest showed in CLOSE_WAIT or FIN_WAIT2
+};
+
 struct LiveStatus {
   double uptime_s = 0;
   std::vector<LiveProcess> processes;  // the ones still running
@@ -29,6 +38,7 @@ struct LiveStatus {
   std::map<std::pair<std::string, std::string>, int64_t> finding_sockets;
   uint64_t events = 0;
   uint64_t dropped = 0;
+  SweepStats sweeps;
 };
 
 // "3 processes · 120 open sockets · 4 in CLOSE_WAIT · 2 findings · 0 dropped"

@@ -191,8 +191,10 @@ void Session::Poll(int timeout_ms) {
   collector_.Poll(timeout_ms);
   if (control_) control_->Poll();
   if (metrics_) metrics_->Poll();
-  if (MonoNowNs() - last_sample_ns_ >= sample_interval_ns_) {
-    SampleKernel();
+  AdvanceSweep();
+  if (sweep_.step == Sweep::Step::kIdle &&
+      MonoNowNs() - last_sample_ns_ >= sample_interval_ns_) {
+    StartSweep();
   }
   FlushIfDue();
 }
@@ -217,52 +219,101 @@ uint64_t SweepBudget::NextIntervalNs(uint64_t now_ns, uint64_t cost_ns) {
 }
 
 void Session::SampleKernel() {
-  last_sample_ns_ = MonoNowNs();
-  uint64_t cpu_start = ThreadCpuNs();
-  SweepKernel();
-  sample_interval_ns_ =
-      sweep_budget_.NextIntervalNs(last_sample_ns_, ThreadCpuNs() - cpu_start);
+  FinishSweep();
+  StartSweep();
+  FinishSweep();
 }
 
-void Session::SweepKernel() {
+void Session::StartSweep() {
+  uint64_t now = MonoNowNs();
+  last_sample_ns_ = now;
   std::vector<uint32_t> pids = collector_.live_pids();
   if (watched_pid_ != 0 &&
       std::find(pids.begin(), pids.end(), watched_pid_) == pids.end()) {
     pids.push_back(watched_pid_);
   }
   if (pids.empty()) return;
-  absl::StatusOr<std::vector<KernelSocket>> sockets =
-      DumpTcpSockets(StateBit(kTcpCloseWait) | StateBit(kTcpFinWait2));
-  if (!sockets.ok()) {
+  sweep_ = Sweep{};
+  sweep_.step = Sweep::Step::kDump;
+  sweep_.pids = std::move(pids);
+  sweep_.started_ns = now;
+  sweeper_.Start([this] {
+    uint64_t cpu = ThreadCpuNs();
+    uint32_t mask = StateBit(kTcpCloseWait) | StateBit(kTcpFinWait2);
+    sweep_.sockets = options_.dump_kernel ? options_.dump_kernel(mask)
+                                          : DumpTcpSockets(mask);
+    sweep_.mono_ns = MonoNowNs();
+    sweep_.cpu_ns += ThreadCpuNs() - cpu;
+  });
+}
+
+void Session::AdvanceSweep() {
+  if (sweep_.step == Sweep::Step::kIdle || !sweeper_.Idle()) return;
+  if (sweep_.step == Sweep::Step::kDump && sweep_.sockets.ok()) {
+    // Which of them the shim never reported, looked for among the audited
+    // processes' descriptors: on the sweeper too, since a process may have
+    // very many.
+    for (const KernelSocket& k : *sweep_.sockets) {
+      if (!analyzer_.Tracks(k.cookie) && k.inode != 0) {
+        sweep_.untracked.insert(k.inode);
+      }
+    }
+    if (!sweep_.untracked.empty()) {
+      sweep_.step = Sweep::Step::kOwners;
+      sweeper_.Start([this] {
+        uint64_t cpu = ThreadCpuNs();
+        sweep_.owners = FindSocketOwners(sweep_.pids, sweep_.untracked);
+        sweep_.cpu_ns += ThreadCpuNs() - cpu;
+      });
+      return;
+    }
+  }
+  RecordSweep();
+  sweep_stats_.sweeps += 1;
+  sweep_stats_.cpu_ns += sweep_.cpu_ns;
+  sweep_stats_.last_cpu_ns = sweep_.cpu_ns;
+  sweep_stats_.max_cpu_ns = std::max(sweep_stats_.max_cpu_ns, sweep_.cpu_ns);
+  sample_interval_ns_ =
+      sweep_budget_.NextIntervalNs(sweep_.started_ns, sweep_.cpu_ns);
+  sweep_ = Sweep{};
+}
+
+void Session::FinishSweep() {
+  while (sweep_.step != Sweep::Step::kIdle) {
+    sweeper_.Wait();
+    AdvanceSweep();
+  }
+}
+
+void Session::RecordSweep() {
+  if (!sweep_.sockets.ok()) {
     if (!kernel_warned_) {
       kernel_warned_ = true;
       fprintf(stderr,
               "closeaudit: cannot read the kernel's socket table (%s); "
               "findings will be inferred from the program's calls only\n",
-              std::string(sockets.status().message()).c_str());
+              std::string(sweep_.sockets.status().message()).c_str());
     }
     return;
   }
-  uint64_t now = MonoNowNs();
+  sweep_stats_.last_sockets = sweep_.sockets->size();
   // A record with no socket marks the sweep itself, so that the timelines
   // know the kernel was asked then even when it showed nothing.
   KernelRecord sweep;
-  sweep.mono_ns = now;
+  sweep.mono_ns = sweep_.mono_ns;
   Sink(std::move(sweep));
-  absl::flat_hash_set<uint64_t> untracked;
-  for (const KernelSocket& k : *sockets) {
-    if (!analyzer_.Tracks(k.cookie) && k.inode != 0) untracked.insert(k.inode);
-  }
-  absl::flat_hash_map<uint64_t, std::vector<FdOwner>> owners;
-  if (!untracked.empty()) owners = FindSocketOwners(pids, untracked);
-  for (const KernelSocket& k : *sockets) {
+  for (const KernelSocket& k : *sweep_.sockets) {
     KernelRecord rec;
-    if (!analyzer_.Tracks(k.cookie)) {
-      auto it = owners.find(k.inode);
-      if (it == owners.end()) continue;  // not an audited process's socket
+    // Whether the shim reported it as of the dump: a socket it reported
+    // since (an accept drained after the dump) is no other process's.
+    if (sweep_.untracked.contains(k.inode) && !analyzer_.Tracks(k.cookie)) {
+      auto it = sweep_.owners.find(k.inode);
+      if (it == sweep_.owners.end()) continue;  // not an audited process's socket
       for (const FdOwner& o : it->second) rec.owners.emplace_back(o.pid, o.fd);
+    } else if (!analyzer_.Tracks(k.cookie)) {
+      continue;  // no file refers to it: no process holds it
     }
-    rec.mono_ns = now;
+    rec.mono_ns = sweep_.mono_ns;
     rec.cookie = k.cookie;
     rec.inode = k.inode;
     rec.state = k.state;
@@ -302,6 +353,7 @@ LiveStatus Session::Live() {
   if (live_ns_ != 0 && now - live_ns_ < 1'000'000'000) return live_;
   collector_.DrainAll();
   live_ = analyzer_.Live(now);
+  live_.sweeps = sweep_stats_;
   live_.dropped += collector_.live_dropped_events();
   // A process that exec'd takes its ring's count along until its exit
   // record: what was shown once stays counted.

@@ -15,8 +15,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "collector/analyzer.h"
 #include "collector/app_frames.h"
+#include "collector/background_job.h"
+#include "collector/kernel.h"
 #include "collector/live.h"
 #include "collector/module_finder.h"
 #include "collector/request_server.h"
@@ -60,6 +64,10 @@ struct SessionOptions {
   std::string metrics_listen;  // HOST:PORT to serve /metrics on, if set
   ReportFilter filter;  // applied to the reports this session writes
   AppRules app;  // which frames are the program's own; kept in the trace
+  // The kernel's answer to a sweep: DumpTcpSockets() if unset (tests give
+  // their own).
+  std::function<absl::StatusOr<std::vector<KernelSocket>>(uint32_t state_mask)>
+      dump_kernel;
 };
 
 class Session : private IngestSink {
@@ -86,9 +94,10 @@ class Session : private IngestSink {
   }
 
   // Asks the kernel which sockets of the audited processes sit in
-  // CLOSE_WAIT or FIN_WAIT2, and records what it says. Poll() does this
-  // as SweepBudget says; call it also just before the processes
-  // go away.
+  // CLOSE_WAIT or FIN_WAIT2, and records what it says, before returning
+  // (after the sweep in flight, if any). Poll() starts sweeps as
+  // SweepBudget says, on a thread of their own, and records each when it
+  // is done; call this just before the processes go away.
   void SampleKernel();
 
   // Also asks the kernel about the sockets of `pid` (0: none) until told
@@ -102,6 +111,8 @@ class Session : private IngestSink {
   absl::Status WriteSnapshot();
 
   const SessionOptions& options() const { return options_; }
+  // The kernel sweeps recorded so far.
+  const SweepStats& sweep_stats() const { return sweep_stats_; }
 
   // Counts as of now, for the status line, `closeaudit status` and /metrics.
   LiveStatus Live();
@@ -127,7 +138,12 @@ class Session : private IngestSink {
 
   void Sink(Record record);
   void FlushIfDue();
-  void SweepKernel();  // SampleKernel()'s work, which it times
+  // A kernel sweep, in steps: the dump and the search for the owners of
+  // sockets the shim never reported run on sweeper_; the rest here.
+  void StartSweep();
+  void AdvanceSweep();  // the next step, once sweeper_ is done with one
+  void FinishSweep();   // waits for the sweep in flight, if any
+  void RecordSweep();
 
   SessionOptions options_;
   Analyzer analyzer_;
@@ -137,6 +153,22 @@ class Session : private IngestSink {
   uint64_t last_sample_ns_ = 0;
   uint64_t sample_interval_ns_ = kKernelSampleMs * 1'000'000;
   SweepBudget sweep_budget_;
+  // The sweep in flight. While sweeper_ runs a step, only it touches the
+  // fields that step fills.
+  struct Sweep {
+    enum class Step { kIdle, kDump, kOwners };
+    Step step = Step::kIdle;
+    std::vector<uint32_t> pids;
+    uint64_t started_ns = 0;  // when it was asked for
+    uint64_t mono_ns = 0;     // when the kernel answered
+    uint64_t cpu_ns = 0;      // the sweeper's CPU time for it
+    absl::StatusOr<std::vector<KernelSocket>> sockets =
+        std::vector<KernelSocket>{};
+    absl::flat_hash_set<uint64_t> untracked;  // inodes
+    absl::flat_hash_map<uint64_t, std::vector<FdOwner>> owners;
+  };
+  Sweep sweep_;
+  SweepStats sweep_stats_;
 
   bool kernel_warned_ = false;
   uint32_t watched_pid_ = 0;
@@ -152,6 +184,8 @@ class Session : private IngestSink {
   ModuleFinder modules_;
   // The highest value each finding counter has shown on /metrics.
   std::map<std::pair<std::string, std::string>, int64_t> metrics_floor_;
+  // Last: ended (its job finished) before what its jobs write to.
+  BackgroundJob sweeper_;
 };
 
 // In a running session's directory: the path of its control socket.

@@ -1,5 +1,14 @@
 #include "collector/session.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -55,6 +64,85 @@ TEST(SweepBudget, NeverLongerThanTheCeiling) {
   }
   EXPECT_EQ(budget.NextIntervalNs(1'000'000 * kMs, UINT64_MAX),
             kKernelSampleMaxMs * kMs);
+}
+
+// A session in a directory of its own, whose kernel sweeps answer with
+// `dump`.
+struct SessionDir {
+  std::string dir;
+  explicit SessionDir() {
+    char tmpl[] = "/tmp/closeaudit-session-test-XXXXXX";
+    dir = mkdtemp(tmpl);
+  }
+  ~SessionDir() { std::system(("rm -rf " + dir).c_str()); }
+  SessionOptions Options() const {
+    SessionOptions o;
+    o.out_dir = dir + "/out";
+    o.socket_path = dir + "/collector.sock";
+    return o;
+  }
+};
+
+// A sweep waits on the kernel on a thread of its own: polling (draining)
+// goes on meanwhile, and SampleKernel() waits for it before its own.
+TEST(Session, AKernelSweepInFlightDoesNotHoldUpPolling) {
+  SessionDir d;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> dumps{0};
+  std::atomic<bool> answered{false};
+  SessionOptions o = d.Options();
+  o.dump_kernel = [&](uint32_t) -> absl::StatusOr<std::vector<KernelSocket>> {
+    // The first one waits (at most a while, so that a session that waited
+    // for it fails the test instead of hanging it).
+    if (dumps.fetch_add(1) == 0) {
+      released.wait_for(std::chrono::seconds(10));
+      answered = true;
+    }
+    KernelSocket k;
+    k.cookie = 77;
+    k.inode = 123456789;  // no descriptor of ours: nobody's
+    k.state = kTcpCloseWait;
+    return std::vector<KernelSocket>{k};
+  };
+  Session session(o);
+  ASSERT_TRUE(session.Start().ok());
+  session.WatchPid(static_cast<uint32_t>(getpid()));
+  session.Poll(0);  // the first sweep starts
+  for (int i = 0; i < 1000 && dumps.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(dumps.load(), 1);
+  for (int i = 0; i < 5; ++i) session.Poll(0);
+  EXPECT_FALSE(answered.load());
+  EXPECT_EQ(dumps.load(), 1);
+  EXPECT_EQ(session.sweep_stats().sweeps, 0u);
+  release.set_value();
+  session.SampleKernel();
+  EXPECT_TRUE(answered.load());
+  EXPECT_EQ(dumps.load(), 2);
+  EXPECT_EQ(session.sweep_stats().sweeps, 2u);
+  EXPECT_EQ(session.sweep_stats().last_sockets, 1u);
+  EXPECT_TRUE(session.Finish().ok());
+  EXPECT_EQ(session.sweep_stats().sweeps, 3u);
+}
+
+// A kernel that cannot be asked ends each sweep at once, with nothing
+// recorded, and the session goes on.
+TEST(Session, ASweepTheKernelRefusesEndsAndIsCounted) {
+  SessionDir d;
+  SessionOptions o = d.Options();
+  o.dump_kernel = [](uint32_t) -> absl::StatusOr<std::vector<KernelSocket>> {
+    return absl::PermissionDeniedError("no sock_diag here");
+  };
+  Session session(o);
+  ASSERT_TRUE(session.Start().ok());
+  session.WatchPid(static_cast<uint32_t>(getpid()));
+  session.SampleKernel();
+  session.SampleKernel();
+  EXPECT_EQ(session.sweep_stats().sweeps, 2u);
+  EXPECT_EQ(session.sweep_stats().last_sockets, 0u);
+  EXPECT_TRUE(session.Finish().ok());
 }
 
 }  // namespace

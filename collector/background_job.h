@@ -1,0 +1,48 @@
+// One job at a time on a thread of its own: the collector's kernel sweeps,
+// which on a machine with a large socket table take long enough to hold up
+// draining if they ran on the draining thread.
+//
+// The thread starts with the first job and blocks every signal, so that the
+// process's handlers run on the thread that waits in poll(). What a job
+// writes is the caller's to read once Idle() says it is done.
+#ifndef CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
+#define CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+namespace closeaudit {
+
+class BackgroundJob {
+ public:
+  BackgroundJob() = default;
+  BackgroundJob(const BackgroundJob&) = delete;
+  BackgroundJob& operator=(const BackgroundJob&) = delete;
+  // Waits for the job in flight, then ends the thread.
+  ~BackgroundJob();
+
+  // Runs `job` on the thread. Only while Idle().
+  void Start(std::function<void()> job);
+  // Whether no job is in flight; once true, the last job's writes are
+  // visible to the caller.
+  bool Idle() const { return !busy_.load(std::memory_order_acquire); }
+  // Waits until Idle().
+  void Wait();
+
+ private:
+  void Run();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;  // the next job, under mu_
+  bool stop_ = false;          // under mu_
+  std::atomic<bool> busy_{false};
+  std::thread thread_;
+};
+
+}  // namespace closeaudit
+
+#endif  // CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_

@@ -1,0 +1,67 @@
+#include "collector/background_job.h"
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace closeaudit {
+namespace {
+
+TEST(BackgroundJob, RunsEachJobAndSaysWhenItIsDone) {
+  BackgroundJob job;
+  EXPECT_TRUE(job.Idle());
+  int value = 0;  // written by the job, read after Wait()
+  for (int i = 1; i <= 3; ++i) {
+    job.Start([&value, i] { value += i; });
+    job.Wait();
+    EXPECT_TRUE(job.Idle());
+  }
+  EXPECT_EQ(value, 6);
+}
+
+TEST(BackgroundJob, IsBusyWhileItsJobRuns) {
+  BackgroundJob job;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  job.Start([released] { released.wait(); });
+  EXPECT_FALSE(job.Idle());
+  release.set_value();
+  job.Wait();
+  EXPECT_TRUE(job.Idle());
+}
+
+// The job in flight finishes before the thread ends.
+TEST(BackgroundJob, EndingWaitsForTheJobInFlight) {
+  std::atomic<bool> done{false};
+  {
+    BackgroundJob job;
+    job.Start([&done] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      done = true;
+    });
+  }
+  EXPECT_TRUE(done.load());
+}
+
+// Its thread takes no signal: they go to the threads that handle them.
+TEST(BackgroundJob, ItsThreadBlocksSignals) {
+  BackgroundJob job;
+  sigset_t mask;
+  sigemptyset(&mask);
+  job.Start([&mask] { pthread_sigmask(SIG_SETMASK, nullptr, &mask); });
+  job.Wait();
+  EXPECT_EQ(sigismember(&mask, SIGTERM), 1);
+  EXPECT_EQ(sigismember(&mask, SIGINT), 1);
+  EXPECT_EQ(sigismember(&mask, SIGUSR1), 1);
+  sigset_t mine;
+  pthread_sigmask(SIG_SETMASK, nullptr, &mine);
+  EXPECT_EQ(sigismember(&mine, SIGTERM), 0);  // the caller's is as it was
+}
+
+}  // namespace
+}  // namespace closeaudit
