@@ -704,9 +704,12 @@ namespace {
 
 // The Java frames of a Socket.close() in progress on this thread, taken at
 // its shutdown, for its close: the same Java frames (see
-// java::Walk's `closing`), so walked once. `cookie` 0: none.
+// java::Walk's `closing`), so walked once. `cookie` 0: none. The frames
+// name definitions in the arena of the ring of that `generation` (a fork
+// child's, or a reconnected process's, is another).
 struct ClosingFrames {
   uint64_t cookie;
+  uint32_t generation;
   int count;
   wire::PyFrame frames[java::kMaxJavaFrames];
 };
@@ -757,7 +760,8 @@ uint32_t Capture(RingWriter& ring, const wire::PyFrame* java_frames,
 
 uint32_t CaptureStack(RingWriter& ring, uint64_t closing) {
   if (closing != 0 && t_closing.cookie != 0) {
-    bool same = t_closing.cookie == closing;
+    bool same = t_closing.cookie == closing &&
+                t_closing.generation == ring.generation();
     t_closing.cookie = 0;
     if (same && t_closing.count > 0) {
       return Capture(ring, t_closing.frames, t_closing.count, nullptr);
@@ -771,7 +775,10 @@ uint32_t CaptureShutdownStack(RingWriter& ring, uint64_t cookie,
   *before_close = false;
   if (!java::Active()) return Capture(ring, nullptr, 0, nullptr);
   uint32_t offset = Capture(ring, nullptr, 0, before_close);
-  if (*before_close) t_closing.cookie = cookie;
+  if (*before_close) {
+    t_closing.cookie = cookie;
+    t_closing.generation = ring.generation();
+  }
   return offset;
 }
 
