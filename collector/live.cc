@@ -79,11 +79,12 @@ std::string StatusJson(const LiveStatus& s) {
       "\"close_wait\":%d,\"findings\":%d,\"finding_sockets\":[%s],"
       "\"events\":%d,\"events_dropped\":%d,\"kernel_sweeps\":{\"count\":%d,"
       "\"cpu_ms\":%.3f,\"last_cpu_ms\":%.3f,\"max_cpu_ms\":%.3f,"
-      "\"last_sockets\":%d}}\n",
+      "\"last_sockets\":%d},\"longest_turn_ms\":%.3f}\n",
       s.uptime_s, absl::StrJoin(procs, ","), s.open_sockets, s.close_wait,
       s.findings, absl::StrJoin(findings, ","), s.events, s.dropped,
       s.sweeps.sweeps, s.sweeps.cpu_ns / 1e6, s.sweeps.last_cpu_ns / 1e6,
-      s.sweeps.max_cpu_ns / 1e6, s.sweeps.last_sockets);
+      s.sweeps.max_cpu_ns / 1e6, s.sweeps.last_sockets,
+      s.longest_turn_ns / 1e6);
 }
 
 std::string MetricsText(

@@ -39,6 +39,10 @@ struct LiveStatus {
   uint64_t events = 0;
   uint64_t dropped = 0;
   SweepStats sweeps;
+  // The collector's longest turn of work between two waits on its rings
+  // (draining, recording kernel sweeps, answering status, writing
+  // snapshots): the longest the rings went unread.
+  uint64_t longest_turn_ns = 0;
 };
 
 // "3 processes · 120 open sockets · 4 in CLOSE_WAIT · 2 findings · 0 dropped"

@@ -52,6 +52,10 @@ class Collector {
   std::vector<uint32_t> live_pids() const;
   // Streams ever accepted.
   uint32_t streams_seen() const { return next_stream_ - 1; }
+  // The longest time between the end of one Poll()'s wait and the start of
+  // the next: all the work of one turn of the caller's loop, draining
+  // included, while the rings waited.
+  uint64_t longest_away_ns() const { return longest_away_ns_; }
   const std::string& socket_path() const { return socket_path_; }
 
  private:
@@ -69,6 +73,8 @@ class Collector {
   int listen_fd_ = -1;
   std::string socket_path_;
   uint32_t next_stream_ = 1;
+  uint64_t woke_ns_ = 0;  // when the latest Poll() stopped waiting
+  uint64_t longest_away_ns_ = 0;
   std::vector<std::unique_ptr<Pending>> pending_;
   std::vector<std::unique_ptr<Stream>> streams_;
   absl::flat_hash_map<pid_t, int> known_exits_;

@@ -354,6 +354,7 @@ LiveStatus Session::Live() {
   collector_.DrainAll();
   live_ = analyzer_.Live(now);
   live_.sweeps = sweep_stats_;
+  live_.longest_turn_ns = collector_.longest_away_ns();
   live_.dropped += collector_.live_dropped_events();
   // A process that exec'd takes its ring's count along until its exit
   // record: what was shown once stays counted.

@@ -1690,6 +1690,14 @@ def case_live(opts, tmp):
     pid = procs[0]["pid"]
     check(procs[0]["close_wait"] == 3 and procs[0]["open_sockets"] == 4,
           f"status of the server: {procs[0]}, expected 4 open, 3 CLOSE_WAIT")
+    # The kernel was swept (the first sweep comes with the command) and the
+    # sweep saw the three CLOSE_WAIT sockets; the collector's turns are
+    # counted.
+    sweeps = status["kernel_sweeps"]
+    check(sweeps["count"] >= 1 and sweeps["cpu_ms"] >= sweeps["last_cpu_ms"] >= 0
+          and sweeps["max_cpu_ms"] >= sweeps["last_cpu_ms"]
+          and status["longest_turn_ms"] > 0, f"kernel sweeps {sweeps}, "
+          f"longest turn {status['longest_turn_ms']}")
     check({"kind": "close_wait_leak", "severity": "error", "sockets": 3}
           in status["finding_sockets"], f"status findings {status}")
     table = closeaudit_cmd(opts, "status", tmp)
@@ -1710,6 +1718,9 @@ def case_live(opts, tmp):
     check(metric(fam, "closeaudit_events_received_total") > 0 and
           metric(fam, "closeaudit_events_dropped_total") == 0 and
           metric(fam, "closeaudit_processes") == 1, "event counters")
+    check(metric(fam, "closeaudit_kernel_sweeps_total") >= 1 and
+          fam["closeaudit_kernel_sweep_cpu_seconds_total"][0] == "counter",
+          "kernel sweep counters")
     check(fam["closeaudit_open_sockets"][0] == "gauge" and
           fam["closeaudit_finding_sockets_total"][0] == "counter", "types")
     check(http_get(mport, "/other")[0] == 404, "/other is not a 404")
