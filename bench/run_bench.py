@@ -647,8 +647,9 @@ def java(opts, tmp, results):
 
 def sweep(opts, tmp, results):
     """The collector's sweeps of the kernel's socket table (sock_diag)
-    while an audited Python process holds opts.sweep_sockets sockets
-    (loopback connections, both ends open): the CPU time of each sweep, the
+    while audited Python processes hold opts.sweep_sockets sockets
+    (loopback connections, both ends open; as many processes as the
+    descriptor limit asks for): the CPU time of each sweep, the
     kernel's walk of every TCP socket included, as the collector counts it
     (`closeaudit status --json`, kernel_sweeps). The sweeps run on a thread
     of the collector's own, never the one that drains the rings."""

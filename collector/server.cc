@@ -368,7 +368,9 @@ void Collector::Poll(int timeout_ms) {
     }
   }
   // Everything done since the last wait: the longest the rings waited.
-  if (woke_ns_ != 0) longest_away_ns_ = std::max(longest_away_ns_, MonoNs() - woke_ns_);
+  if (woke_ns_ != 0) {
+    longest_away_ns_ = std::max(longest_away_ns_, MonoNs() - woke_ns_);
+  }
   int n = ::poll(fds.data(), fds.size(), std::min(timeout_ms, kDrainIntervalMs));
   woke_ns_ = MonoNs();
   if (n < 0 && errno != EINTR) Log(absl::StrFormat("poll: %s", strerror(errno)));

@@ -304,14 +304,12 @@ void Session::RecordSweep() {
   Sink(std::move(sweep));
   for (const KernelSocket& k : *sweep_.sockets) {
     KernelRecord rec;
-    // Whether the shim reported it as of the dump: a socket it reported
-    // since (an accept drained after the dump) is no other process's.
-    if (sweep_.untracked.contains(k.inode) && !analyzer_.Tracks(k.cookie)) {
+    // One the shim reported since the dump (an accept drained meanwhile)
+    // is recorded as tracked.
+    if (!analyzer_.Tracks(k.cookie)) {
       auto it = sweep_.owners.find(k.inode);
       if (it == sweep_.owners.end()) continue;  // not an audited process's socket
       for (const FdOwner& o : it->second) rec.owners.emplace_back(o.pid, o.fd);
-    } else if (!analyzer_.Tracks(k.cookie)) {
-      continue;  // no file refers to it: no process holds it
     }
     rec.mono_ns = sweep_.mono_ns;
     rec.cookie = k.cookie;

@@ -773,7 +773,6 @@ uint32_t CaptureStack(RingWriter& ring, uint64_t closing) {
 uint32_t CaptureShutdownStack(RingWriter& ring, uint64_t cookie,
                               bool* before_close) {
   *before_close = false;
-  if (!java::Active()) return Capture(ring, nullptr, 0, nullptr);
   uint32_t offset = Capture(ring, nullptr, 0, before_close);
   if (*before_close) {
     t_closing.cookie = cookie;
