@@ -1,6 +1,8 @@
 #include "collector/background_job.h"
 
 #include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <utility>
 
@@ -39,6 +41,9 @@ void BackgroundJob::Wait() {
 }
 
 void BackgroundJob::Run() {
+  // Linux keeps a nice value per thread. If it cannot be set, the job
+  // still runs, at the process's priority.
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kJobNice);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || job_ != nullptr; });

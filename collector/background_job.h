@@ -3,7 +3,11 @@
 // draining if they ran on the draining thread.
 //
 // The thread starts with the first job and blocks every signal, so that the
-// process's handlers run on the thread that waits in poll(). What a job
+// process's handlers run on the thread that waits in poll(). It runs at the
+// lowest priority (nice kJobNice): a sweep is tens of ms of CPU on a busy
+// machine, and at the process's priority it took that from the audited
+// server on the same core, which showed in the server's p99 latency
+// (docs/performance.md). Nothing is lost by running it late. What a job
 // writes is the caller's to read once Idle() says it is done.
 #ifndef CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
 #define CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
@@ -15,6 +19,8 @@
 #include <thread>
 
 namespace closeaudit {
+
+inline constexpr int kJobNice = 19;
 
 class BackgroundJob {
  public:

@@ -1,8 +1,11 @@
 #include "collector/background_job.h"
 
 #include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <future>
 #include <thread>
@@ -61,6 +64,21 @@ TEST(BackgroundJob, ItsThreadBlocksSignals) {
   sigset_t mine;
   pthread_sigmask(SIG_SETMASK, nullptr, &mine);
   EXPECT_EQ(sigismember(&mine, SIGTERM), 0);  // the caller's is as it was
+}
+
+// Its thread yields the CPU to everything else; the caller's priority stays.
+TEST(BackgroundJob, ItsThreadRunsAtTheLowestPriority) {
+  errno = 0;
+  int mine = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  ASSERT_EQ(errno, 0);
+  BackgroundJob job;
+  int theirs = 0;
+  job.Start([&theirs] {
+    theirs = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  });
+  job.Wait();
+  EXPECT_EQ(theirs, kJobNice);
+  EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())), mine);
 }
 
 }  // namespace
