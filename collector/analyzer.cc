@@ -46,15 +46,26 @@ std::optional<uint32_t> Analyzer::SocketTable::IndexOf(uint64_t cookie) const {
 }
 
 Analyzer::Socket& Analyzer::SocketTable::Get(uint64_t cookie) {
+  if (ordered_.empty() || cookie > ordered_.back().cookie) return Add(cookie);
+  if (std::optional<uint32_t> i = IndexOf(cookie)) return At(*i);
+  return Add(cookie);
+}
+
+Analyzer::Socket& Analyzer::SocketTable::Add(uint64_t cookie) {
   if (ordered_.empty() || cookie > ordered_.back().cookie) {
-    ordered_.push_back({cookie, size_});  // certainly new
-  } else if (std::optional<uint32_t> i = IndexOf(cookie)) {
-    return At(*i);
+    ordered_.push_back({cookie, size_});
   } else {
     others_.emplace(cookie, size_);
   }
   if (size_ % kChunk == 0) chunks_.push_back(std::make_unique<Socket[]>(kChunk));
   return At(size_++);
+}
+
+std::vector<uint64_t> Analyzer::SocketTable::Cookies() const {
+  std::vector<uint64_t> cookies(size_);
+  for (const Entry& e : ordered_) cookies[e.index] = e.cookie;
+  for (const auto& [cookie, index] : others_) cookies[index] = cookie;
+  return cookies;
 }
 
 Analyzer::SocketDetail& Analyzer::DetailOf(Socket& socket) {
@@ -357,6 +368,7 @@ void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
       sock.shutdown_ns == 0 && !(e.state & wire::kStateUsed)) {
     reused_closes_.push_back(
         {stream_id, e.fd, cookie, stack, previous, e.mono_ns});
+    reuse_victims_.insert(cookie);
   }
   Hold* h = EndHold(stream, stream_id, e.fd, cookie, e.mono_ns, End::kClose);
   if (h == nullptr) {

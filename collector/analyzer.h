@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/container/node_hash_map.h"
 #include "collector/app_frames.h"
@@ -36,6 +37,9 @@ struct AnalyzerOptions {
   std::optional<uint64_t> grace_ns;
   // Added to the rules the run recorded (RunRecord::app).
   AppRules app;
+  // Once the registry holds this many sockets, Fold() lets go of the closed
+  // ones that can no longer change any finding; 0: never.
+  uint32_t fold_at = 16384;
 };
 
 class Analyzer {
@@ -48,7 +52,22 @@ class Analyzer {
   void Add(const EventRecord& record) {
     ++events_;
     OnEvent(record);
+    if (sockets_.size() >= next_fold_) Fold();
   }
+
+  // Folds every socket that can no longer change any finding into counts:
+  // one closed by its only holder, the process that made it, more than the
+  // grace period (and a second for stragglers) before the latest time seen,
+  // that is no candidate for any finding but time_wait. A time_wait one
+  // adds to its FIN stack's count, peers and start, past the first few of
+  // each stack, which stay as the finding's examples. The timelines keep
+  // what folded sockets were held per span of time. Add() calls it as the
+  // registry grows (AnalyzerOptions::fold_at); reports come out the same
+  // but for the examples chosen and the timelines' detail.
+  void Fold();
+  // The sockets the registry holds now, and those it let go.
+  uint32_t sockets_held() const { return sockets_.size(); }
+  int64_t sockets_folded() const { return folded_; }
 
   // The report as of `as_of` (CLOCK_MONOTONIC ns), by default the EndRecord's
   // time or, without one, the latest time seen.
@@ -75,6 +94,11 @@ class Analyzer {
   friend class FindingBuilder;
   static constexpr uint64_t kOpen = std::numeric_limits<uint64_t>::max();
   static constexpr uint32_t kNoModule = ~0u;
+  // Examples a finding shows at most.
+  static constexpr size_t kMaxExamples = 5;
+  // How long after the grace period a closed socket may still hear of
+  // itself from another process's late records: Fold() waits that too.
+  static constexpr uint64_t kFoldMarginNs = 1'000'000'000;
 
   struct NormFrame {
     uint32_t module;   // index into modules_; kNoModule if unknown;
@@ -175,6 +199,9 @@ class Analyzer {
     // process held it as tracked; 0 otherwise. What the Node.js agent says
     // once of a listening socket holds for every socket accepted from it.
     uint32_t listener = 0;
+    // Kept by Fold() as one of the first examples of its FIN stack's
+    // time_wait finding.
+    bool time_wait_example = false;
   };
 
   // The sockets the shim reported, in first-seen order, found by cookie.
@@ -192,6 +219,11 @@ class Analyzer {
     }
     // The socket with this cookie, added if it is new.
     Socket& Get(uint64_t cookie);
+    // Adds a socket with a cookie the table does not have.
+    Socket& Add(uint64_t cookie);
+    Socket& At(uint32_t i) { return chunks_[i / kChunk][i % kChunk]; }
+    // The cookie of each socket, by index.
+    std::vector<uint64_t> Cookies() const;
     bool contains(uint64_t cookie) const { return IndexOf(cookie).has_value(); }
     uint32_t size() const { return size_; }
     const Socket& operator[](uint32_t i) const {
@@ -225,8 +257,6 @@ class Analyzer {
       uint64_t cookie;
       uint32_t index;
     };
-    Socket& At(uint32_t i) { return chunks_[i / kChunk][i % kChunk]; }
-
     // Cookie -> index. The kernel hands out cookies from one counter, so new
     // sockets mostly arrive in increasing cookie order. Those are appended
     // to `ordered_`, which stays sorted and is searched from its end, where
@@ -305,6 +335,34 @@ class Analyzer {
     uint64_t ns = 0;
   };
 
+  // A socket that is a TCP connection (not a listener).
+  static bool ConnectedStream(const Socket& s) {
+    return (s.flags & wire::kFlagStream) &&
+           (s.state & wire::kStateConnected) &&
+           !(s.state & wire::kStateListening);
+  }
+
+  // What Fold() kept of the time_wait sockets of one FIN stack it let go.
+  struct TimeWaitFold {
+    int64_t count = 0;
+    uint64_t first_ns = kOpen;  // the earliest FIN
+    uint32_t first_stream = 0;
+    absl::flat_hash_map<std::string, int64_t> peers;  // host -> sockets
+  };
+  // What Fold() kept of a stream's sockets for its timeline: per span of
+  // `width` ns from `origin`, the ns the folded sockets were held, and held
+  // after the peer's EOF.
+  struct FoldedLoad {
+    uint64_t origin = 0;
+    uint64_t width = 0;
+    std::vector<uint64_t> open, close_wait;
+  };
+  // What a socket still means to the findings, for Fold().
+  enum class Fate : uint8_t { kKeep, kTimeWait, kNothing };
+  Fate FateOf(const Socket& s, uint64_t horizon, uint64_t grace) const;
+  // Adds a socket Fold() lets go to its stream's FoldedLoad.
+  void FoldIntoTimeline(const Socket& s);
+
   void OnProcess(const ProcessRecord& p);
   void OnEvent(const EventRecord& record);
   void OnKernel(const KernelRecord& k);
@@ -378,6 +436,18 @@ class Analyzer {
   std::vector<uint64_t> sweeps_;
   absl::flat_hash_map<std::pair<uint64_t, uint32_t>, uint32_t>
       kernel_close_wait_;
+
+  // What Fold() let go: how many sockets, the streams that held them, the
+  // time_wait ones by FIN stack, the time_wait examples kept per FIN stack,
+  // and the timelines' share.
+  uint32_t next_fold_ = options_.fold_at ? options_.fold_at : ~0u;
+  int64_t folded_ = 0;
+  absl::flat_hash_set<uint32_t> folded_streams_;
+  absl::flat_hash_map<uint32_t, TimeWaitFold> time_wait_folds_;
+  absl::flat_hash_map<uint32_t, uint32_t> time_wait_examples_;
+  absl::flat_hash_map<uint32_t, FoldedLoad> folded_load_;
+  // Sockets a reused_fd finding names (never folded).
+  absl::flat_hash_set<uint64_t> reuse_victims_;
 };
 
 }  // namespace closeaudit

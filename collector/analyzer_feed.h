@@ -174,6 +174,7 @@ class Feed {
     return analyzer_.Build(symbolizer, as_of);
   }
   const Analyzer& analyzer() const { return analyzer_; }
+  Analyzer& analyzer() { return analyzer_; }
 
  private:
   Analyzer analyzer_;

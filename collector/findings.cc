@@ -53,7 +53,7 @@ class FindingBuilder {
   }
 
  private:
-  static constexpr size_t kMaxExamples = 5;
+  static constexpr size_t kMaxExamples = Analyzer::kMaxExamples;
 
   // The frames of `stack`, each marked in_app or not. In a CPython process
   // the Python frames go where the interpreter ran them (memray's "hybrid
@@ -302,9 +302,7 @@ class FindingBuilder {
   }
 
   static bool ConnectedStream(const Socket& s) {
-    return (s.flags & wire::kFlagStream) &&
-           (s.state & wire::kStateConnected) &&
-           !(s.state & wire::kStateListening);
+    return Analyzer::ConnectedStream(s);
   }
   static bool AnyOpen(const Socket& s) {
     for (const Hold& h : s.holds) {
@@ -1614,6 +1612,14 @@ class FindingBuilder {
       if (fin == 0 || (s.eof_ns != 0 && s.eof_ns <= fin)) continue;
       groups[Canon(stack, 'c')].push_back(&s);
     }
+    // What Analyzer::Fold() kept of the sockets it let go, by FIN stack;
+    // each of those stacks kept its first sockets, above.
+    std::map<uint32_t, std::vector<const Analyzer::TimeWaitFold*>> folded;
+    for (const auto& [stack, fold] : a_.time_wait_folds_) {
+      uint32_t canon = Canon(stack, 'c');
+      groups[canon];
+      folded[canon].push_back(&fold);
+    }
     for (const auto& [stack, sockets] : groups) {
       Finding f;
       f.kind = "time_wait";
@@ -1621,9 +1627,17 @@ class FindingBuilder {
       f.count = static_cast<int64_t>(sockets.size());
       std::vector<Frame> close = Sym(stack, 'c');
       f.stacks.emplace_back("close", close);
-      f.stacks.emplace_back("created", Sym(Created(*sockets.front())));
+      f.stacks.emplace_back(
+          "created", Sym(sockets.empty() ? 0 : Created(*sockets.front())));
       // Views into the sockets' details: no string is made per socket.
       std::map<std::string_view, int64_t> peers;
+      if (auto it = folded.find(stack); it != folded.end()) {
+        for (const Analyzer::TimeWaitFold* fold : it->second) {
+          f.count += fold->count;
+          Began(f, fold->first_ns, Pid(fold->first_stream));
+          for (const auto& [peer, n] : fold->peers) peers[peer] += n;
+        }
+      }
       for (const Socket* sp : sockets) {
         const Socket& s = *sp;
         std::string_view peer = Detail(s).peer;
@@ -1703,6 +1717,7 @@ Report Analyzer::Build(Symbolizer& symbolizer,
     for (const Socket& s : sockets_) {
       for (const Hold& h : s.holds) with_sockets.insert(h.stream);
     }
+    with_sockets.insert(folded_streams_.begin(), folded_streams_.end());
     report.processes_with_sockets = static_cast<int64_t>(with_sockets.size());
     // A Node.js process without the agent: its reports stop at the event
     // loop, and the reader should know how to get the JavaScript.
@@ -1721,7 +1736,7 @@ Report Analyzer::Build(Symbolizer& symbolizer,
       }
     }
   }
-  report.sockets_tracked = static_cast<int64_t>(sockets_.size());
+  report.sockets_tracked = static_cast<int64_t>(sockets_.size()) + folded_;
   report.events = events_;
   report.events_dropped = dropped_;
   report.grace_ms = grace / 1000000;

@@ -15,6 +15,11 @@ constexpr size_t kMaxPoints = 400;
 // Processes drawn at most: the busiest, and every one where a finding began.
 constexpr size_t kMaxTimelines = 24;
 
+// Spans of a FoldedLoad: 10 ms at first, twice as long whenever a run
+// outgrows kMaxSpans of them.
+constexpr uint64_t kFoldedSpanNs = 10'000'000;
+constexpr size_t kMaxSpans = 8192;
+
 struct Delta {
   uint64_t ns;
   int32_t open;
@@ -82,9 +87,74 @@ void Analyzer::NoteKernelSample(const KernelRecord& k, const Socket* tracked) {
   }
 }
 
+void Analyzer::FoldIntoTimeline(const Socket& s) {
+  const Hold& h = s.holds.front();
+  FoldedLoad& load = folded_load_[h.stream];
+  if (load.width == 0) {
+    load.width = kFoldedSpanNs;
+    auto stream = streams_.find(h.stream);
+    load.origin = stream != streams_.end() ? stream->second.process.start_mono_ns
+                                           : h.from;
+    load.origin = std::min(load.origin, h.from);
+  }
+  uint64_t from = std::max(h.from, load.origin);
+  uint64_t to = std::max(h.to, from);
+  while ((to - load.origin) / load.width >= kMaxSpans) {
+    // Twice as long: each span adds up the two it replaces.
+    size_t n = (load.open.size() + 1) / 2;
+    for (size_t i = 0; i < n; ++i) {
+      load.open[i] = load.open[2 * i] +
+                     (2 * i + 1 < load.open.size() ? load.open[2 * i + 1] : 0);
+      load.close_wait[i] =
+          load.close_wait[2 * i] +
+          (2 * i + 1 < load.close_wait.size() ? load.close_wait[2 * i + 1] : 0);
+    }
+    load.open.resize(n);
+    load.close_wait.resize(n);
+    load.width *= 2;
+  }
+  auto add = [&load](std::vector<uint64_t>& spans, uint64_t a, uint64_t b) {
+    if (b <= a) return;
+    size_t last = (b - 1 - load.origin) / load.width;
+    if (load.open.size() <= last) {
+      load.open.resize(last + 1);
+      load.close_wait.resize(last + 1);
+    }
+    for (size_t i = (a - load.origin) / load.width; i <= last; ++i) {
+      uint64_t start = load.origin + i * load.width;
+      spans[i] += std::min(b, start + load.width) - std::max(a, start);
+    }
+  };
+  add(load.open, from, to);
+  bool can_close_wait = s.eof_ns != 0 && (s.flags & wire::kFlagStream) &&
+                        (s.flags & wire::kFlagInet);
+  if (can_close_wait) add(load.close_wait, std::max(s.eof_ns, from), to);
+}
+
 void Analyzer::BuildTimelines(Report& report, uint64_t end_ns) const {
   uint64_t base = run_.start_mono_ns;
   std::map<uint32_t, std::vector<Delta>> deltas;
+  // The folded sockets: how many were open on average over each span.
+  for (const auto& [stream, load] : folded_load_) {
+    std::vector<Delta>& d = deltas[stream];
+    int64_t open = 0, close_wait = 0;
+    for (size_t i = 0; i <= load.open.size(); ++i) {
+      uint64_t start = load.origin + i * load.width;
+      if (start > end_ns) break;
+      bool in = i < load.open.size();
+      auto mean = [&load](uint64_t held) {
+        return static_cast<int64_t>((held + load.width / 2) / load.width);
+      };
+      int64_t o = in ? mean(load.open[i]) : 0;
+      int64_t c = in ? mean(load.close_wait[i]) : 0;
+      if (o != open || c != close_wait) {
+        d.push_back({start, static_cast<int32_t>(o - open),
+                     static_cast<int32_t>(c - close_wait)});
+      }
+      open = o;
+      close_wait = c;
+    }
+  }
   for (const Socket& s : sockets_) {
     bool can_close_wait = s.eof_ns != 0 && (s.flags & wire::kFlagStream) &&
                           (s.flags & wire::kFlagInet);
