@@ -142,8 +142,8 @@ void Analyzer::BuildTimelines(Report& report, uint64_t end_ns) const {
       uint64_t start = load.origin + i * load.width;
       if (start > end_ns) break;
       bool in = i < load.open.size();
-      auto mean = [&load](uint64_t held) {
-        return static_cast<int64_t>((held + load.width / 2) / load.width);
+      auto mean = [width = load.width](uint64_t held) {
+        return static_cast<int64_t>((held + width / 2) / width);
       };
       int64_t o = in ? mean(load.open[i]) : 0;
       int64_t c = in ? mean(load.close_wait[i]) : 0;
