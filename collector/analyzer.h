@@ -96,8 +96,10 @@ class Analyzer {
   static constexpr uint32_t kNoModule = ~0u;
   // Examples a finding shows at most.
   static constexpr size_t kMaxExamples = 5;
-  // How long after the grace period a closed socket may still hear of
-  // itself from another process's late records: Fold() waits that too.
+  // How long after its close a socket may still hear of itself from
+  // another ring's late records, or from a kernel sweep begun before the
+  // close: Fold() waits that long. (The grace period needs no wait: every
+  // rule it is in can be read off a closed socket at once.)
   static constexpr uint64_t kFoldMarginNs = 1'000'000'000;
 
   struct NormFrame {
@@ -340,6 +342,42 @@ class Analyzer {
     return (s.flags & wire::kFlagStream) &&
            (s.state & wire::kStateConnected) &&
            !(s.state & wire::kStateListening);
+  }
+  // Whether a reference to the socket is still held.
+  static bool AnyOpen(const Socket& s) {
+    for (const Hold& h : s.holds) {
+      if (h.end == End::kOpen) return true;
+    }
+    return false;
+  }
+  // The close by the program that let the last reference go, if it was one.
+  static const Hold* FinalClose(const Socket& s) {
+    if (s.holds.empty() || AnyOpen(s)) return nullptr;
+    const Hold* last = &s.holds.front();
+    for (const Hold& h : s.holds) {
+      if (h.to > last->to) last = &h;
+    }
+    return last->end == End::kClose ? last : nullptr;
+  }
+  // This side's FIN on a TCP connection, when it went before the peer's
+  // (so this side is left in TIME_WAIT): a shutdown, else the close of the
+  // last reference. `ns` is 0 when there is none. time_wait's rule, and
+  // Fold()'s reading of it.
+  struct Fin {
+    uint64_t ns = 0;
+    uint32_t stack = 0;
+    uint32_t stream = 0;
+  };
+  static Fin FinFirst(const Socket& s) {
+    if (!ConnectedStream(s) || !(s.flags & wire::kFlagInet)) return {};
+    Fin fin;
+    if (s.shutdown_ns != 0) {
+      fin = {s.shutdown_ns, s.shutdown_stack, s.shutdown_stream};
+    } else if (const Hold* close = FinalClose(s)) {
+      fin = {close->to, close->close_stack, close->stream};
+    }
+    if (fin.ns == 0 || (s.eof_ns != 0 && s.eof_ns <= fin.ns)) return {};
+    return fin;
   }
 
   // What Fold() kept of the time_wait sockets of one FIN stack it let go.

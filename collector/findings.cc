@@ -301,29 +301,11 @@ class FindingBuilder {
     return s ? s->process.exe : "";
   }
 
-  static bool ConnectedStream(const Socket& s) {
-    return Analyzer::ConnectedStream(s);
-  }
-  static bool AnyOpen(const Socket& s) {
-    for (const Hold& h : s.holds) {
-      if (h.end == End::kOpen) return true;
-    }
-    return false;
-  }
   // When the last reference went (kOpen while one is still held).
   static uint64_t LastEnd(const Socket& s) {
     uint64_t last = 0;
     for (const Hold& h : s.holds) last = std::max(last, h.to);
     return last;
-  }
-  // The close by the program that let the last reference go, if it was one.
-  static const Hold* FinalClose(const Socket& s) {
-    if (s.holds.empty() || AnyOpen(s)) return nullptr;
-    const Hold* last = &s.holds.front();
-    for (const Hold& h : s.holds) {
-      if (h.to > last->to) last = &h;
-    }
-    return last->end == End::kClose ? last : nullptr;
   }
   // Whether the socket was still open at `t` (the end of the run counts as
   // open only if `t` is before it).
@@ -557,7 +539,7 @@ class FindingBuilder {
     };
     std::map<std::pair<uint32_t, uint32_t>, std::vector<Item>> groups;
     for (const Socket& s : a_.sockets_) {
-      if (!ConnectedStream(s)) continue;
+      if (!Analyzer::ConnectedStream(s)) continue;
       for (const Hold& h : s.holds) {
         if (h.end != End::kClose) continue;
         uint64_t t = h.to;
@@ -649,7 +631,7 @@ class FindingBuilder {
   bool FreedWithoutClose(const Socket& s) const {
     const SocketDetail& d = Detail(s);
     return d.freed_ns != 0 && d.bufferevent_stack != 0 && !d.close_on_free &&
-           FinalClose(s) == nullptr;
+           Analyzer::FinalClose(s) == nullptr;
   }
 
   // Whether any frame of the stack is in `language` ("java").
@@ -737,7 +719,7 @@ class FindingBuilder {
       int64_t closed_late = 0;
       for (const Socket* sp : sockets) {
         const Socket& s = *sp;
-        const Hold* final_close = FinalClose(s);
+        const Hold* final_close = Analyzer::FinalClose(s);
         if (final_close) ++closed_late;
         if (Detail(s).kernel_close_wait_ns) f.confirmed_by_kernel = true;
         if (f.examples.size() >= kMaxExamples) continue;
@@ -798,7 +780,7 @@ class FindingBuilder {
             "BEV_OPT_CLOSE_ON_FREE, so freeing it left the socket open",
             conns, told, Where(freed));
       } else if (closed_late == f.count) {
-        const Hold* last = FinalClose(first);
+        const Hold* last = Analyzer::FinalClose(first);
         std::vector<Frame> closed = last ? Sym(last->close_stack) : std::vector<Frame>();
         if (!closed.empty()) f.stacks.emplace_back("closed", closed);
         bool collected = ClosedByCollector(closed);
@@ -1075,7 +1057,7 @@ class FindingBuilder {
   // (sun.net.www.http.KeepAliveCache) closing an idle pooled connection,
   // the pool working as designed.
   bool ClosedByJdkPool(const Socket& s) {
-    const Hold* h = FinalClose(s);
+    const Hold* h = Analyzer::FinalClose(s);
     if (h == nullptr || h->close_stack == 0) return false;
     auto [it, inserted] = jdk_pool_close_.try_emplace(h->close_stack, false);
     if (inserted) {
@@ -1222,7 +1204,7 @@ class FindingBuilder {
         uint64_t until = s->holds.empty() ? end_ns_ : Until(*s);
         ex.age_ms = s->created_ns ? Ms(until - std::min(until, s->created_ns)) : 0;
         ex.eof_to_end_ms = Ms(until - std::min(until, d.kernel_close_wait_ns));
-        if (const Hold* h = FinalClose(*s); h != nullptr) {
+        if (const Hold* h = Analyzer::FinalClose(*s); h != nullptr) {
           ex.closed_after_ms = Ms(h->to - std::min(h->to, d.kernel_close_wait_ns));
         }
         ex.tcp_state = "CLOSE_WAIT";
@@ -1239,7 +1221,7 @@ class FindingBuilder {
         // The longest CLOSE_WAIT: until the cache's close, or the end.
         uint64_t longest = 0;
         for (const Socket* s : sockets) {
-          const Hold* h = FinalClose(*s);
+          const Hold* h = Analyzer::FinalClose(*s);
           uint64_t until = jdk_pool == JdkPool::kAtEnd ? Until(*s)
                            : h != nullptr             ? h->to
                                                       : 0;
@@ -1263,7 +1245,7 @@ class FindingBuilder {
               "then), or make sure each body is read to its end and its "
               "stream closed, or conn.disconnect() called.";
         } else {
-          if (const Hold* h = FinalClose(first); h != nullptr) {
+          if (const Hold* h = Analyzer::FinalClose(first); h != nullptr) {
             f.stacks.emplace_back("close", Sym(h->close_stack));
           }
           f.message = absl::StrFormat(
@@ -1331,7 +1313,7 @@ class FindingBuilder {
   void FinWait2Held(Report& report) {
     std::map<std::pair<uint32_t, uint32_t>, std::vector<const Socket*>> groups;
     for (const Socket& s : a_.sockets_) {
-      if (s.shutdown_ns == 0 || !ConnectedStream(s)) continue;
+      if (s.shutdown_ns == 0 || !Analyzer::ConnectedStream(s)) continue;
       uint64_t deadline = s.shutdown_ns + grace_;
       if (s.eof_ns != 0 && s.eof_ns <= deadline) continue;  // the peer answered
       if (!HeldAt(s, deadline)) continue;
@@ -1393,7 +1375,7 @@ class FindingBuilder {
   void AbortiveCloses(Report& report) {
     std::map<std::pair<uint32_t, uint32_t>, std::vector<const Socket*>> groups;
     for (const Socket& s : a_.sockets_) {
-      const Hold* h = FinalClose(s);
+      const Hold* h = Analyzer::FinalClose(s);
       if (h == nullptr || !(h->close_state & wire::kStateLinger0)) continue;
       groups[{Canon(s.linger_stack, 'l'), Canon(h->close_stack, 'c')}].push_back(&s);
       abortive_.insert(&s);
@@ -1408,13 +1390,13 @@ class FindingBuilder {
       f.stacks.emplace_back("close", close);
       f.stacks.emplace_back("created", Sym(Created(*sockets.front())));
       for (const Socket* sp : sockets) {
-        const Hold* h = FinalClose(*sp);
+        const Hold* h = Analyzer::FinalClose(*sp);
         Began(f, h->to, Pid(h->stream));
       }
       for (const Socket* sp : sockets) {
         if (f.examples.size() >= kMaxExamples) break;
         const Socket& s = *sp;
-        const Hold* h = FinalClose(s);
+        const Hold* h = Analyzer::FinalClose(s);
         Example ex = BaseExample(s, h->stream, h->fd);
         if (h->unsent) ex.unsent_bytes = static_cast<int64_t>(h->unsent - 1);
         f.examples.push_back(ex);
@@ -1460,7 +1442,7 @@ class FindingBuilder {
       if (const Stream* old = StreamOf(n.exec_from)) exec_stack = old->exec_stack;
       if (exec_stack == 0) exec_stack = ForkStackFor(id);
       for (const Socket& s : a_.sockets_) {
-        if (!ConnectedStream(s) || s.eof_stream == id || s.shutdown_stream == id) {
+        if (!Analyzer::ConnectedStream(s) || s.eof_stream == id || s.shutdown_stream == id) {
           continue;
         }
         // A Unix socket the parent made rather than accepted (a socketpair)
@@ -1593,24 +1575,13 @@ class FindingBuilder {
   void TimeWait(Report& report) {
     std::map<uint32_t, std::vector<const Socket*>> groups;
     for (const Socket& s : a_.sockets_) {
-      if (!ConnectedStream(s) || !(s.flags & wire::kFlagInet)) continue;
       if (fork_held_.contains(&s) || fin_wait2_.contains(&s) ||
           abortive_.contains(&s) || Detail(s).kernel_close_wait_ns != 0) {
         continue;
       }
-      // This side's FIN: a shutdown, or the close of the last reference.
-      const Hold* close = FinalClose(s);
-      uint64_t fin = 0;
-      uint32_t stack = 0;
-      if (s.shutdown_ns) {
-        fin = s.shutdown_ns;
-        stack = s.shutdown_stack;
-      } else if (close) {
-        fin = close->to;
-        stack = close->close_stack;
-      }
-      if (fin == 0 || (s.eof_ns != 0 && s.eof_ns <= fin)) continue;
-      groups[Canon(stack, 'c')].push_back(&s);
+      Analyzer::Fin fin = Analyzer::FinFirst(s);
+      if (fin.ns == 0) continue;
+      groups[Canon(fin.stack, 'c')].push_back(&s);
     }
     // What Analyzer::Fold() kept of the sockets it let go, by FIN stack;
     // each of those stacks kept its first sockets, above.
@@ -1642,12 +1613,9 @@ class FindingBuilder {
         const Socket& s = *sp;
         std::string_view peer = Detail(s).peer;
         ++peers[peer.empty() ? "unknown" : peer.substr(0, peer.rfind(':'))];
-        const Hold* closed = FinalClose(s);
-        if (s.shutdown_ns) {
-          Began(f, s.shutdown_ns, Pid(s.shutdown_stream));
-        } else if (closed) {
-          Began(f, closed->to, Pid(closed->stream));
-        }
+        Analyzer::Fin fin = Analyzer::FinFirst(s);
+        Began(f, fin.ns, Pid(fin.stream));
+        const Hold* closed = Analyzer::FinalClose(s);
         if (f.examples.size() < kMaxExamples) {
           f.examples.push_back(BaseExample(
               s, closed ? closed->stream : s.creator_stream,

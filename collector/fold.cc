@@ -54,10 +54,7 @@ Analyzer::Fate Analyzer::FateOf(const Socket& s, uint64_t horizon,
     if (!answered && h.from <= deadline && h.to > deadline) return Fate::kKeep;
   }
   // time_wait: this side's FIN went first.
-  if (ConnectedStream(s) && (s.flags & wire::kFlagInet)) {
-    uint64_t fin = s.shutdown_ns ? s.shutdown_ns : h.to;
-    if (fin != 0 && !(s.eof_ns != 0 && s.eof_ns <= fin)) return Fate::kTimeWait;
-  }
+  if (FinFirst(s).ns != 0) return Fate::kTimeWait;
   // fork_held and exec_inherited need a second hold; bad_close keeps its
   // own records (Fold() keeps the sockets reused_fd names).
   return Fate::kNothing;
@@ -76,11 +73,11 @@ void Analyzer::Fold() {
                            2ull * sockets_.size(), options_.fold_at, ~0u));
   };
   const uint64_t now = std::max(latest_ns_, have_end_ ? end_ns_ : 0);
-  if (unaudited_ || now <= grace + kFoldMarginNs) {
+  if (unaudited_ || now <= kFoldMarginNs) {
     next();
     return;
   }
-  const uint64_t horizon = now - grace - kFoldMarginNs;
+  const uint64_t horizon = now - kFoldMarginNs;
   std::vector<uint64_t> cookies = sockets_.Cookies();
   SocketTable kept;
   std::vector<SocketDetail> details;
@@ -91,10 +88,9 @@ void Analyzer::Fold() {
     Socket& s = sockets_.At(i);
     Fate fate = reuse_victims_.contains(cookies[i]) ? Fate::kKeep
                                                     : FateOf(s, horizon, grace);
-    uint32_t fin_stack = 0;
+    const Fin fin = fate == Fate::kTimeWait ? FinFirst(s) : Fin{};
     if (fate == Fate::kTimeWait) {
-      fin_stack = s.shutdown_ns ? s.shutdown_stack : s.holds.front().close_stack;
-      uint32_t& examples = time_wait_examples_[fin_stack];
+      uint32_t& examples = time_wait_examples_[fin.stack];
       if (examples < kMaxExamples) {
         ++examples;
         s.time_wait_example = true;
@@ -116,12 +112,11 @@ void Analyzer::Fold() {
     folded_streams_.insert(h.stream);
     FoldIntoTimeline(s);
     if (fate != Fate::kTimeWait) continue;
-    TimeWaitFold& t = time_wait_folds_[fin_stack];
+    TimeWaitFold& t = time_wait_folds_[fin.stack];
     ++t.count;
-    uint64_t fin = s.shutdown_ns ? s.shutdown_ns : h.to;
-    if (fin < t.first_ns) {
-      t.first_ns = fin;
-      t.first_stream = s.shutdown_ns ? s.shutdown_stream : h.stream;
+    if (fin.ns < t.first_ns) {
+      t.first_ns = fin.ns;
+      t.first_stream = fin.stream;
     }
     std::string_view peer = details_[s.detail].peer;
     ++t.peers[std::string(peer.empty() ? "unknown" : peer.substr(0, peer.rfind(':')))];

@@ -202,8 +202,8 @@ TEST(Fold, LiveCountsAgree) {
   EXPECT_EQ(b.close_wait, a.close_wait);
 }
 
-// Nothing folds while it may still matter: within the grace period, and in
-// a run that could not be audited.
+// Nothing folds while a late record may still come of it: within a second
+// of its close.
 TEST(Fold, KeepsWhatIsRecent) {
   Feed run(kSec, FoldAt(0));
   run.Process(1, 100);
@@ -213,8 +213,8 @@ TEST(Fold, KeepsWhatIsRecent) {
     run.Event(1, wire::EventType::kClose, 5, 200 + i, kT0 + i * kMs + 1, 0,
               kCloseRef, 0, 0, kConnected);
   }
-  // 1.5 s after the last close: within the grace and the margin.
-  run.Add(ExitRecord{1, kT0 + 1600 * kMs, 0, 0, 0, 0});
+  // 0.9 s after the last close: within the margin.
+  run.Add(ExitRecord{1, kT0 + 1000 * kMs, 0, 0, 0, 0});
   Analyzer& a = run.analyzer();
   a.Fold();
   EXPECT_EQ(a.sockets_folded(), 0);
