@@ -15,13 +15,15 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+import nginx_load
+from nginx_load import free_port, pin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,12 +35,6 @@ def log(msg):
 def median_spread(values):
     values = sorted(values)
     return statistics.median(values), values[0], values[-1]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid):
@@ -154,52 +150,10 @@ def micro(opts, tmp, results):
             f"added {statistics.median(added):.0f} ns")
 
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-master_process on;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 100000;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ return 200 "hello\\n"; }}
-  }}
-}}
-"""
-
-
-def pin(core):
-    """A prefix that runs a command on one core, when there are two."""
-    return ["taskset", "-c", str(core)] if (os.cpu_count() or 1) >= 2 else []
-
-
 def wrk(port, seconds, close):
-    # wrk on the first core, nginx's worker on the second (see nginx()).
-    cmd = pin(0) + ["wrk", "-t1", "-c32", f"-d{seconds}s",
-           "--latency"]
-    if close:
-        cmd += ["-H", "Connection: close"]
-    cmd.append(f"http://127.0.0.1:{port}/")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = p99 = None
-    for line in out.splitlines():
-        parts = line.split()
-        if line.startswith("Requests/sec:"):
-            rps = float(parts[1])
-        if parts and parts[0] == "99%":
-            v = parts[1]
-            p99 = (float(v[:-2]) * 1000 if v.endswith("ms") else
-                   float(v[:-2]) if v.endswith("us") else float(v[:-1]) * 1e6)
-    return rps, p99
+    """(requests per second, p99 in us)."""
+    r = nginx_load.wrk(port, seconds, close)
+    return r["rps"], r["p99_us"]
 
 
 def nginx(opts, tmp, results):
@@ -209,30 +163,15 @@ def nginx(opts, tmp, results):
             for mode in ("plain", "shim"):
                 port = free_port()
                 d = tempfile.mkdtemp(dir=tmp)
-                conf = os.path.join(d, "nginx.conf")
-                with open(conf, "w") as f:
-                    f.write(NGINX_CONF.format(tmp=d, port=port))
                 env, daemon = run_env(opts, tmp, mode,
                                       f"nginx-{workload}-{pair}")
-                proc = subprocess.Popen(pin(1) + ["nginx", "-c", conf, "-p", d],
+                proc = subprocess.Popen(nginx_load.nginx_argv(d, port),
                                         env=env,
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-                deadline = time.monotonic() + 10
-                while True:
-                    try:
-                        socket.create_connection(("127.0.0.1", port), 1).close()
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            raise RuntimeError("nginx did not start")
-                        time.sleep(0.05)
+                nginx_load.wait_listening(port, proc)
                 rps, p99 = wrk(port, opts.seconds, close)
-                proc.send_signal(signal.SIGQUIT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                nginx_load.stop_nginx(d, proc)
                 if daemon:
                     daemon.stop()
                 samples[mode].append((rps, p99))
@@ -645,6 +584,38 @@ def java(opts, tmp, results):
                 rps, per_cpu, collector_us)
 
 
+# What the collector kept per connection before it folded closed sockets
+# (docs/performance.md): the slope a soak's growth is judged against.
+UNFOLDED_BYTES_PER_CONNECTION = 265
+
+
+def soak(opts, tmp, results):
+    """nginx under closeaudit run for opts.soak_seconds, a connection per
+    request (bench/soak.py): the collector's RSS and trace over time, and
+    the report's counts against nginx's."""
+    out = os.path.join(tmp, "soak.json")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "soak.py"),
+         "--closeaudit", opts.closeaudit, "--seconds", str(opts.soak_seconds),
+         "--settle", str(min(60, opts.soak_seconds // 3)), "--json", out],
+        capture_output=True, text=True)
+    if proc.returncode == 77:
+        log(f"soak: {proc.stdout.strip()}")
+        return
+    sys.stderr.write(proc.stderr)
+    if not os.path.exists(out):
+        raise RuntimeError("the soak did not finish")
+    with open(out) as f:
+        v = json.load(f)
+    results["soak"] = v
+    log(f"soak: {v['wrk']['requests']} connections in {v['seconds']} s; "
+        f"collector RSS {v['rss_first_kib'] / 1024:.0f} -> peak "
+        f"{v['rss_peak_kib'] / 1024:.0f} MiB, last {v['rss_last_kib'] / 1024:.0f} "
+        f"MiB; growth {v['growth_bytes_per_connection']:.2f} B per connection "
+        f"after the first minute; trace {v['trace_bytes'] / 2**20:.0f} MiB; "
+        f"{'; '.join(v['failures']) or 'counts exact'}")
+
+
 def sweep(opts, tmp, results):
     """The collector's sweeps of the kernel's socket table (sock_diag)
     while audited Python processes hold opts.sweep_sockets sockets
@@ -849,6 +820,23 @@ def table(results, opts):
     rows.append(fmt_row("collector memory per live socket (without stacks)",
                         "<= 1 KiB", f"{bps:.0f} B (peak RSS {i['peak_rss_kib'] / 1024:.0f} "
                         f"MiB at {opts.live} sockets)", bps <= 1024))
+    so = results.get("soak")
+    if so:
+        g = so["growth_bytes_per_connection"]
+        limit = UNFOLDED_BYTES_PER_CONNECTION / 100
+        rows.append(fmt_row(
+            f"collector RSS, {so['seconds']} s of nginx Connection: close "
+            f"({so['wrk']['requests'] / 1e6:.1f} M connections)",
+            "< 256 MiB; growth after the first minute < 1% of keeping every "
+            f"socket ({limit:.2f} B per connection)",
+            f"peak {so['rss_peak_kib'] / 1024:.0f} MiB, last "
+            f"{so['rss_last_kib'] / 1024:.0f} MiB; growth {g:.2f} B per "
+            f"connection; counts {'exact' if not so['failures'] else 'WRONG'}",
+            so["rss_peak_kib"] < 256 * 1024 and g < limit and not so["failures"]))
+        rows.append(fmt_row("trace size, same soak", "(none set yet)",
+                            f"{so['trace_bytes'] / 2**20:.0f} MiB, "
+                            f"{so['trace_bytes_per_connection']:.1f} B per "
+                            "connection", None))
     sw = results.get("sweep", {})
     if sw.get("cpu_ms_per_sweep") is not None:
         rows.append(fmt_row(f"a kernel sweep with {sw['sockets']} sockets held "
@@ -894,8 +882,11 @@ def main():
                     help="interleaved runs of the exec loop, each way")
     ap.add_argument("--starts", type=int, default=400,
                     help="process starts per variant, part by part")
+    ap.add_argument("--soak-seconds", type=int, default=600,
+                    help="how long the soak's load lasts")
     ap.add_argument("--only", choices=["micro", "nginx", "ingest", "process",
-                                       "python", "node", "java", "sweep"],
+                                       "python", "node", "java", "sweep",
+                                       "soak"],
                     help="run one suite and print its log (no table)")
     opts = ap.parse_args()
     opts.build = os.path.abspath(opts.build)
@@ -907,7 +898,7 @@ def main():
     try:
         if opts.only:
             {"micro": micro, "nginx": nginx, "ingest": ingest, "python": python,
-             "node": node, "java": java, "sweep": sweep,
+             "node": node, "java": java, "sweep": sweep, "soak": soak,
              "process": lambda *a: (exec_loop(*a), start_parts(*a))}[
                  opts.only](opts, tmp, results)
             print(json.dumps(results, indent=1))
@@ -921,6 +912,7 @@ def main():
         java(opts, tmp, results)
         ingest(opts, tmp, results)
         sweep(opts, tmp, results)
+        soak(opts, tmp, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""A soak: nginx (one worker) under `closeaudit run`, wrk making one
+connection per request (Connection: close) for --seconds at full rate.
+
+Every --every seconds it samples the collector's RSS and the size of its
+trace. At the end it stops nginx gracefully and compares the report with
+nginx's own counts (stub_status):
+  - time_wait's count must lie between the answers wrk read and the
+    requests nginx answered: nginx closes first after each answer, so each
+    one leaves a socket of nginx's in TIME_WAIT (but for those wrk, at its
+    end, closed first);
+  - sockets_tracked must equal nginx's accepted connections plus nginx's own
+    sockets that are not connections (its listener, its channels);
+  - no event may be lost, wrk must see no error, and no finding may be
+    above info.
+Growth is the least-squares slope of RSS over the samples after --settle
+seconds, per connection made.
+
+Prints one JSON object. The limits (--max-rss-mib, --max-growth) make it a
+test: it exits 1 naming what did not hold. scripts/bench --only soak runs it
+for 10 minutes; the test suite for one, with generous limits.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nginx_load  # noqa: E402
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def slope(points):
+    """The least-squares slope of y over x; None with fewer than 2 points."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def soak(opts, tmp):
+    d = os.path.join(tmp, "nginx")
+    out = os.path.join(tmp, "out")
+    os.makedirs(d)
+    port = nginx_load.free_port()
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    # `run` is the collector; nginx (under taskset) its command.
+    run = subprocess.Popen(
+        [opts.closeaudit, "run", "--out", out, "--format", "json", "--"]
+        + nginx_load.nginx_argv(d, port),
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(tmp, "run.log"), "w"))
+    nginx_load.wait_listening(port, run)
+    samples = []
+    trace = os.path.join(out, "trace.catrace")
+    start = time.monotonic()
+    load = {}
+    driver = threading.Thread(target=lambda: load.update(
+        nginx_load.wrk(port, opts.seconds, close=True)))
+    driver.start()
+    while driver.is_alive():
+        t = time.monotonic() - start
+        size = os.path.getsize(trace) if os.path.exists(trace) else 0
+        samples.append({"s": round(t, 1), "rss_kib": rss_kib(run.pid),
+                        "trace_bytes": size})
+        driver.join(opts.every)
+    if not load:
+        raise RuntimeError("wrk failed")
+    counts = nginx_load.stub_status(port)
+    # `run` exits once nginx has, with the report written.
+    status = nginx_load.stop_nginx(d, run, timeout=600)
+    if status != 0:
+        raise RuntimeError(f"closeaudit run exited with {status}")
+    with open(os.path.join(out, "report.json")) as f:
+        report = json.load(f)
+    return samples, load, counts, report
+
+
+def judge(opts, samples, load, counts, report):
+    summary = report["summary"]
+    findings = report.get("findings", [])
+    time_wait = sum(f["count"] for f in findings if f["kind"] == "time_wait")
+    connections = counts["accepts"]
+    settled = [(s["s"], s["rss_kib"] * 1024) for s in samples
+               if s["s"] >= opts.settle]
+    per_second = slope(settled)
+    rate = load["requests"] / opts.seconds
+    result = {
+        "seconds": opts.seconds,
+        "wrk": load,
+        "nginx": counts,
+        "report": {k: summary.get(k) for k in
+                   ("sockets_tracked", "events", "events_dropped")},
+        "time_wait": time_wait,
+        "findings": sorted({f"{f['kind']}:{f['severity']}" for f in findings}),
+        "rss_first_kib": samples[0]["rss_kib"] if samples else None,
+        "rss_peak_kib": max((s["rss_kib"] for s in samples), default=None),
+        "rss_last_kib": samples[-1]["rss_kib"] if samples else None,
+        "growth_bytes_per_connection":
+            per_second / rate if per_second is not None and rate else None,
+        "trace_bytes": samples[-1]["trace_bytes"] if samples else None,
+        "trace_bytes_per_connection":
+            samples[-1]["trace_bytes"] / connections if samples else None,
+        "samples": samples,
+    }
+    failures = []
+    if load["errors"]:
+        failures.append(f"wrk saw {load['errors']} errors")
+    if summary.get("events_dropped"):
+        failures.append(f"{summary['events_dropped']} events were dropped")
+    # Every answer wrk read left a socket in TIME_WAIT; so did the requests
+    # nginx answered after wrk, stopping, had closed its end, unless nginx
+    # read that end's EOF before its own close.
+    if not load["requests"] <= time_wait <= counts["requests"]:
+        failures.append(f"time_wait counts {time_wait} sockets, not between "
+                        f"the {load['requests']} answers wrk read and the "
+                        f"{counts['requests']} requests nginx answered")
+    own = summary["sockets_tracked"] - connections
+    if not 1 <= own <= opts.own_sockets:
+        failures.append(f"sockets_tracked {summary['sockets_tracked']} is not "
+                        f"nginx's {connections} connections plus 1 to "
+                        f"{opts.own_sockets} sockets of its own")
+    above = [f for f in result["findings"] if not f.endswith(":info")]
+    if above:
+        failures.append(f"findings above info: {', '.join(above)}")
+    if opts.max_rss_mib and result["rss_peak_kib"] > opts.max_rss_mib * 1024:
+        failures.append(f"the collector's RSS reached "
+                        f"{result['rss_peak_kib'] / 1024:.0f} MiB "
+                        f"(limit {opts.max_rss_mib} MiB)")
+    g = result["growth_bytes_per_connection"]
+    if opts.max_growth is not None and (g is None or g > opts.max_growth):
+        failures.append(f"after {opts.settle} s the collector grew "
+                        f"{'?' if g is None else f'{g:.2f}'} B per connection "
+                        f"(limit {opts.max_growth})")
+    result["failures"] = failures
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--closeaudit", required=True)
+    ap.add_argument("--seconds", type=int, default=600)
+    ap.add_argument("--every", type=float, default=5)
+    ap.add_argument("--settle", type=float, default=60,
+                    help="growth is measured after this many seconds")
+    ap.add_argument("--own-sockets", type=int, default=16,
+                    help="the most sockets nginx makes that are not "
+                         "connections")
+    ap.add_argument("--max-rss-mib", type=float)
+    ap.add_argument("--max-growth", type=float,
+                    help="bytes of RSS per connection after --settle")
+    ap.add_argument("--json", help="also write the result here")
+    opts = ap.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"soak: skipped, {tool} is not installed "
+                  f"(apt-get install nginx-light wrk)")
+            sys.exit(77)
+    tmp = tempfile.mkdtemp(prefix="closeaudit-soak-")
+    try:
+        result = judge(opts, *soak(opts, tmp))
+    except Exception:
+        for name in ("run.log", "nginx/nginx-error.log"):
+            path = os.path.join(tmp, name)
+            if os.path.exists(path):
+                with open(path) as f:
+                    sys.stderr.write(f"--- {name}\n{f.read()[-4000:]}")
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = json.dumps(result, indent=1)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            f.write(text + "\n")
+    brief = {k: v for k, v in result.items() if k != "samples"}
+    print(json.dumps(brief, indent=1))
+    for failure in result["failures"]:
+        print(f"soak: FAILED: {failure}", file=sys.stderr)
+    sys.exit(1 if result["failures"] else 0)
+
+
+if __name__ == "__main__":
+    main()
