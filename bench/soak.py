@@ -2,8 +2,9 @@
 """A soak: nginx (one worker) under `closeaudit run`, wrk making one
 connection per request (Connection: close) for --seconds at full rate.
 
-Every --every seconds it samples the collector's RSS and the size of its
-trace. At the end it stops nginx gracefully and compares the report with
+Every --every seconds it samples the collector's RSS, the size of its
+trace and how long `closeaudit status` takes; once, early on, it has the
+collector write a snapshot of its reports. At the end it stops nginx gracefully and compares the report with
 nginx's own counts (stub_status):
   - time_wait's count must lie between the answers wrk read and the
     requests nginx answered: nginx closes first after each answer, so each
@@ -32,6 +33,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nginx_load  # noqa: E402
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
 
 
 def rss_kib(pid):
@@ -76,11 +82,19 @@ def soak(opts, tmp):
     driver = threading.Thread(target=lambda: load.update(
         nginx_load.wrk(port, opts.seconds, close=True)))
     driver.start()
+    snapshot_s = None
     while driver.is_alive():
         t = time.monotonic() - start
         size = os.path.getsize(trace) if os.path.exists(trace) else 0
-        samples.append({"s": round(t, 1), "rss_kib": rss_kib(run.pid),
-                        "trace_bytes": size})
+        sample = {"s": round(t, 1), "rss_kib": rss_kib(run.pid),
+                  "trace_bytes": size, "status_ms": timed(
+                      [opts.closeaudit, "status", "--json", out]) * 1000}
+        samples.append(sample)
+        # A snapshot, made while draining goes on; before growth is
+        # measured, since its first symbolizes (and maps) the program's
+        # objects once for the run.
+        if snapshot_s is None and t >= min(opts.seconds, opts.settle) / 2:
+            snapshot_s = timed([opts.closeaudit, "snapshot", out])
         driver.join(opts.every)
     if not load:
         raise RuntimeError("wrk failed")
@@ -91,10 +105,18 @@ def soak(opts, tmp):
         raise RuntimeError(f"closeaudit run exited with {status}")
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
-    return samples, load, counts, report
+    return samples, load, counts, report, snapshot_s
 
 
-def judge(opts, samples, load, counts, report):
+def timed(argv):
+    """Runs a closeaudit request; the seconds it took. Raises if it failed."""
+    began = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    return time.monotonic() - began
+
+
+def judge(opts, samples, load, counts, report, snapshot_s):
     summary = report["summary"]
     findings = report.get("findings", [])
     time_wait = sum(f["count"] for f in findings if f["kind"] == "time_wait")
@@ -116,6 +138,13 @@ def judge(opts, samples, load, counts, report):
         "rss_last_kib": samples[-1]["rss_kib"] if samples else None,
         "growth_bytes_per_connection":
             per_second / rate if per_second is not None and rate else None,
+        "snapshot_s": snapshot_s,
+        # `closeaudit status` over the first and the last fifth of the run:
+        # it must not slow down as the run ages.
+        "status_ms_first": median(s["status_ms"] for s in samples
+                                  if s["s"] <= opts.seconds / 5),
+        "status_ms_last": median(s["status_ms"] for s in samples
+                                 if s["s"] >= opts.seconds * 4 / 5),
         "trace_bytes": samples[-1]["trace_bytes"] if samples else None,
         "trace_bytes_per_connection":
             samples[-1]["trace_bytes"] / connections if samples else None,

@@ -56,8 +56,8 @@ class Analyzer {
   }
 
   // Folds every socket that can no longer change any finding into counts:
-  // one closed by its only holder, the process that made it, more than the
-  // grace period (and a second for stragglers) before the latest time seen,
+  // one closed by its only holder, the process that made it, more than a
+  // second (kFoldMarginNs, for stragglers) before the latest time seen,
   // that is no candidate for any finding but time_wait. A time_wait one
   // adds to its FIN stack's count, peers and start, past the first few of
   // each stack, which stay as the finding's examples. The timelines keep

@@ -43,7 +43,7 @@ void BackgroundJob::Wait() {
 void BackgroundJob::Run() {
   // Linux keeps a nice value per thread. If it cannot be set, the job
   // still runs, at the process's priority.
-  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kJobNice);
+  if (nice_) (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), *nice_);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || job_ != nullptr; });

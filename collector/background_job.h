@@ -1,14 +1,14 @@
 // One job at a time on a thread of its own: the collector's kernel sweeps,
 // which on a machine with a large socket table take long enough to hold up
-// draining if they ran on the draining thread.
+// draining if they ran on the draining thread, and its snapshots.
 //
 // The thread starts with the first job and blocks every signal, so that the
-// process's handlers run on the thread that waits in poll(). It runs at the
-// lowest priority (nice kJobNice): a sweep is tens of ms of CPU on a busy
-// machine, and at the process's priority it took that from the audited
-// server on the same core, which showed in the server's p99 latency
-// (docs/performance.md). Nothing is lost by running it late. What a job
-// writes is the caller's to read once Idle() says it is done.
+// process's handlers run on the thread that waits in poll(). By default it
+// runs at the lowest priority (nice kJobNice): a sweep is tens of ms of CPU
+// on a busy machine, and at the process's priority it took that from the
+// audited server on the same core, which showed in the server's p99 latency
+// (docs/performance.md). Nothing is lost by running a sweep late. What a
+// job writes is the caller's to read once Idle() says it is done.
 #ifndef CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
 #define CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
 
@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace closeaudit {
@@ -24,7 +25,9 @@ inline constexpr int kJobNice = 19;
 
 class BackgroundJob {
  public:
-  BackgroundJob() = default;
+  // `nice`: the thread's nice value; nullopt keeps the process's (a job
+  // someone waits for: a snapshot).
+  explicit BackgroundJob(std::optional<int> nice = kJobNice) : nice_(nice) {}
   BackgroundJob(const BackgroundJob&) = delete;
   BackgroundJob& operator=(const BackgroundJob&) = delete;
   // Waits for the job in flight, then ends the thread.
@@ -41,6 +44,7 @@ class BackgroundJob {
  private:
   void Run();
 
+  const std::optional<int> nice_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::function<void()> job_;  // the next job, under mu_

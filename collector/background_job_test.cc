@@ -81,5 +81,19 @@ TEST(BackgroundJob, ItsThreadRunsAtTheLowestPriority) {
   EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())), mine);
 }
 
+// A job someone waits for may keep the process's priority.
+TEST(BackgroundJob, WithoutANiceValueItsThreadKeepsTheCallersPriority) {
+  errno = 0;
+  int mine = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  ASSERT_EQ(errno, 0);
+  BackgroundJob job(std::nullopt);
+  int theirs = 100;
+  job.Start([&theirs] {
+    theirs = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  });
+  job.Wait();
+  EXPECT_EQ(theirs, mine);
+}
+
 }  // namespace
 }  // namespace closeaudit

@@ -18,10 +18,13 @@ std::atomic<bool> g_snapshot{false};
 void OnStop(int) { g_stop.store(true); }
 void OnSnapshot(int) { g_snapshot.store(true); }
 
+// The reports as of now, written while draining goes on.
 void WriteSnapshot(Session& session) {
-  if (absl::Status s = session.WriteSnapshot(); !s.ok()) {
-    fprintf(stderr, "closeaudit daemon: %s\n", std::string(s.message()).c_str());
-  }
+  session.StartSnapshot([](absl::Status s) {
+    if (!s.ok()) {
+      fprintf(stderr, "closeaudit daemon: %s\n", std::string(s.message()).c_str());
+    }
+  });
 }
 
 // True if some process accepts connections on path (another daemon).

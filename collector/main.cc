@@ -197,14 +197,14 @@ void InstallSignalHandlers() {
 // SIGUSR1: the reports as of now, the run going on.
 void SnapshotIfAsked(Session& session) {
   if (!g_snapshot.exchange(false)) return;
-  absl::Status s = session.WriteSnapshot();
-  if (s.ok()) {
-    fprintf(stderr, "\ncloseaudit: snapshot written to %s\n",
-            session.options().out_dir.c_str());
-  } else {
-    fprintf(stderr, "\ncloseaudit: snapshot failed: %s\n",
-            std::string(s.message()).c_str());
-  }
+  session.StartSnapshot([dir = session.options().out_dir](absl::Status s) {
+    if (s.ok()) {
+      fprintf(stderr, "\ncloseaudit: snapshot written to %s\n", dir.c_str());
+    } else {
+      fprintf(stderr, "\ncloseaudit: snapshot failed: %s\n",
+              std::string(s.message()).c_str());
+    }
+  });
 }
 
 // The one status line `closeaudit run` keeps up to date on a terminal:

@@ -21,6 +21,8 @@ namespace {
 
 constexpr size_t kMaxRequest = 8 << 10;
 constexpr uint64_t kRequestTimeoutNs = 2'000'000'000;
+// For an answer the handler gives later (`closeaudit snapshot` waits 60 s).
+constexpr uint64_t kLaterAnswerTimeoutNs = 120'000'000'000;
 constexpr size_t kMaxConns = 32;
 
 uint64_t NowNs() {
@@ -130,12 +132,29 @@ void RequestServer::Accept() {
     }
     Conn c;
     c.fd = fd;
+    c.id = next_id_++;
     c.deadline_ns = NowNs() + kRequestTimeoutNs;
     conns_.push_back(std::move(c));
   }
 }
 
+void RequestServer::Answer(uint64_t id, std::string answer) {
+  for (Conn& c : conns_) {
+    if (c.id != id || !c.waiting) continue;
+    c.waiting = false;
+    c.out = std::move(answer);
+    c.answered = true;
+    c.deadline_ns = NowNs() + kRequestTimeoutNs;  // to take the answer
+    return;
+  }
+}
+
 bool RequestServer::Serve(Conn& c, short revents) {
+  if (c.waiting) {
+    // The client asked once; anything more it sends is not read. It may
+    // hang up, or give up waiting.
+    return !(revents & (POLLHUP | POLLERR)) && NowNs() < c.deadline_ns;
+  }
   if (!c.answered && (revents & (POLLIN | POLLHUP | POLLERR))) {
     char buf[2048];
     for (;;) {
@@ -152,9 +171,22 @@ bool RequestServer::Serve(Conn& c, short revents) {
     }
     size_t end = c.in.find(terminator_);
     if (end != std::string::npos) {
-      c.out = handler_(std::string_view(c.in).substr(0, end));
-      c.answered = true;
-      c.deadline_ns = NowNs() + kRequestTimeoutNs;  // to take the answer
+      std::weak_ptr<RequestServer*> self = self_;
+      Reply later = [self, id = c.id](std::string answer) {
+        if (std::shared_ptr<RequestServer*> server = self.lock()) {
+          (*server)->Answer(id, std::move(answer));
+        }
+      };
+      // Waiting already, in case the handler calls `later` before it returns.
+      c.waiting = true;
+      c.deadline_ns = NowNs() + kLaterAnswerTimeoutNs;
+      std::optional<std::string> now =
+          handler_(std::string_view(c.in).substr(0, end), std::move(later));
+      if (now) {
+        Answer(c.id, std::move(*now));
+      } else if (c.waiting) {
+        return true;
+      }
     }
   }
   if (c.answered) {
@@ -176,7 +208,11 @@ void RequestServer::Poll() {
   std::vector<pollfd> fds;
   fds.push_back({listen_fd_, POLLIN, 0});
   for (const Conn& c : conns_) {
-    fds.push_back({c.fd, static_cast<short>(c.answered ? POLLOUT : POLLIN), 0});
+    // A connection waiting for a later answer is only watched for hang-ups.
+    fds.push_back({c.fd, static_cast<short>(c.answered  ? POLLOUT
+                                            : c.waiting ? 0
+                                                        : POLLIN),
+                   0});
   }
   if (::poll(fds.data(), fds.size(), 0) < 0) return;
   size_t existing = conns_.size();

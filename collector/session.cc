@@ -1,5 +1,7 @@
 #include "collector/session.h"
 
+#include <malloc.h>
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -152,7 +154,7 @@ void Session::Sink(Record record) {
     for (ModuleRecord& m : modules_.Find(*stack)) {
       Record found = std::move(m);
       trace_.Append(found);
-      analyzer_.Add(found);
+      Analyze(std::move(found));
     }
   } else if (std::holds_alternative<ExitRecord>(record)) {
     uint32_t stream = std::get<ExitRecord>(record).stream;
@@ -163,8 +165,16 @@ void Session::Sink(Record record) {
   }
   modules_.Note(record);
   trace_.Append(record);
-  analyzer_.Add(record);
+  Analyze(std::move(record));
   FlushIfDue();
+}
+
+void Session::Analyze(Record record) {
+  if (snapshot_.busy) {
+    snapshot_.deferred.push_back(std::move(record));
+  } else {
+    analyzer_.Add(record);
+  }
 }
 
 // Events come in batches, and OnBatchEnd() flushes: no clock read per event.
@@ -175,7 +185,12 @@ void Session::OnEvent(const EventRecord& record) {
     modules_.Retire(record.stream);
   }
   trace_.Append(record);
-  analyzer_.Add(record);
+  if (snapshot_.busy) {
+    snapshot_.deferred.push_back(record);
+    ++snapshot_.deferred_events;
+  } else {
+    analyzer_.Add(record);
+  }
 }
 
 void Session::FlushIfDue() {
@@ -191,6 +206,7 @@ void Session::Poll(int timeout_ms) {
   collector_.Poll(timeout_ms);
   if (control_) control_->Poll();
   if (metrics_) metrics_->Poll();
+  AdvanceSnapshot();
   AdvanceSweep();
   if (sweep_.step == Sweep::Step::kIdle &&
       MonoNowNs() - last_sample_ns_ >= sample_interval_ns_) {
@@ -324,6 +340,8 @@ void Session::RecordSweep() {
 }
 
 absl::StatusOr<Report> Session::Finish() {
+  FinishSnapshots();
+  if (control_) control_->Poll();  // the answers to `closeaudit snapshot`
   StopServing();
   collector_.DrainAll();
   SampleKernel();
@@ -338,12 +356,58 @@ absl::StatusOr<Report> Session::Finish() {
   return report;
 }
 
-absl::Status Session::WriteSnapshot() {
+void Session::StartSnapshot(std::function<void(absl::Status)> done) {
+  snapshot_.next.push_back(std::move(done));
+  if (!snapshot_.busy) BeginSnapshot();
+}
+
+void Session::BeginSnapshot() {
+  std::vector<std::function<void(absl::Status)>> asked;
+  asked.swap(snapshot_.next);
   collector_.DrainAll();
-  if (absl::Status s = trace_.Flush(); !s.ok()) return s;
-  Report report = analyzer_.Build(symbolizer_, MonoNowNs());
-  ApplyFilter(options_.filter, report);
-  return WriteReports(report, options_.out_dir, options_.json_path);
+  if (absl::Status s = trace_.Flush(); !s.ok()) {
+    for (auto& done : asked) done(s);
+    return;
+  }
+  snapshot_.busy = true;
+  snapshot_.waiting = std::move(asked);
+  reporter_.Start([this, as_of = MonoNowNs()] {
+    if (options_.on_snapshot) options_.on_snapshot();
+    Report report = analyzer_.Build(symbolizer_, as_of);
+    ApplyFilter(options_.filter, report);
+    snapshot_.status = WriteReports(report, options_.out_dir, options_.json_path);
+    report = Report{};
+    // This thread's malloc arena would otherwise keep the pages the report
+    // used until the next snapshot, for nothing.
+    malloc_trim(0);
+  });
+}
+
+void Session::AdvanceSnapshot() {
+  if (!snapshot_.busy || !reporter_.Idle()) return;
+  snapshot_.busy = false;
+  std::vector<Record> deferred;
+  deferred.swap(snapshot_.deferred);
+  snapshot_.deferred_events = 0;
+  for (const Record& record : deferred) analyzer_.Add(record);
+  std::vector<std::function<void(absl::Status)>> waiting;
+  waiting.swap(snapshot_.waiting);
+  for (auto& done : waiting) done(snapshot_.status);
+  if (!snapshot_.next.empty()) BeginSnapshot();
+}
+
+void Session::FinishSnapshots() {
+  while (snapshot_.busy) {
+    reporter_.Wait();
+    AdvanceSnapshot();
+  }
+}
+
+absl::Status Session::WriteSnapshot() {
+  absl::Status result;
+  StartSnapshot([&result](absl::Status s) { result = std::move(s); });
+  FinishSnapshots();
+  return result;
 }
 
 LiveStatus Session::Live() {
@@ -351,6 +415,7 @@ LiveStatus Session::Live() {
   if (live_ns_ != 0 && now - live_ns_ < 1'000'000'000) return live_;
   collector_.DrainAll();
   live_ = analyzer_.Live(now);
+  live_.events += snapshot_.deferred_events;
   live_.sweeps = sweep_stats_;
   live_.longest_turn_ns = collector_.longest_away_ns();
   live_.dropped += collector_.live_dropped_events();
@@ -372,25 +437,33 @@ void Session::StopServing() {
 
 absl::Status Session::ServeControl(const std::string& path) {
   control_ = std::make_unique<RequestServer>(
-      "\n", [this](std::string_view r) { return Control(r); });
+      "\n", [this](std::string_view r, RequestServer::Reply later) {
+        return Control(r, std::move(later));
+      });
   return control_->ListenUnix(path);
 }
 
 absl::StatusOr<std::string> Session::ServeMetrics(const std::string& host_port) {
   metrics_ = std::make_unique<RequestServer>(
-      "\r\n\r\n", [this](std::string_view r) { return Http(r); });
+      "\r\n\r\n", [this](std::string_view r, RequestServer::Reply) {
+        return std::optional<std::string>(Http(r));
+      });
   return metrics_->ListenTcp(host_port);
 }
 
 // One line in, the answer out: "status", "status json" or "snapshot".
-std::string Session::Control(std::string_view request) {
+std::optional<std::string> Session::Control(std::string_view request,
+                                            RequestServer::Reply later) {
   if (!request.empty() && request.back() == '\r') request.remove_suffix(1);
   if (request == "status") return StatusTable(Live());
   if (request == "status json") return StatusJson(Live());
   if (request == "snapshot") {
-    absl::Status s = WriteSnapshot();
-    return s.ok() ? absl::StrCat("reports written to ", options_.out_dir, "\n")
-                  : absl::StrCat("error: ", s.message(), "\n");
+    // Answered once the reports are written; draining goes on meanwhile.
+    StartSnapshot([this, later = std::move(later)](absl::Status s) {
+      later(s.ok() ? absl::StrCat("reports written to ", options_.out_dir, "\n")
+                   : absl::StrCat("error: ", s.message(), "\n"));
+    });
+    return std::nullopt;
   }
   return absl::StrCat("error: unknown request '", std::string(request),
                       "' (status, status json, snapshot)\n");

@@ -68,6 +68,8 @@ struct SessionOptions {
   // their own).
   std::function<absl::StatusOr<std::vector<KernelSocket>>(uint32_t state_mask)>
       dump_kernel;
+  // Tests: called on a snapshot's thread before it makes the report.
+  std::function<void()> on_snapshot;
 };
 
 class Session : private IngestSink {
@@ -107,7 +109,14 @@ class Session : private IngestSink {
   void WatchPid(uint32_t pid) { watched_pid_ = pid; }
 
   // Writes the reports as of now without ending the session (the daemon
-  // does this whenever its last traced process has gone).
+  // does this whenever its last traced process has gone), on a thread of
+  // its own: draining goes on meanwhile, and what arrives is analyzed once
+  // the report is made. `done` is called with the outcome from Poll() or
+  // FinishSnapshots(). One asked for while another is being made follows it.
+  void StartSnapshot(std::function<void(absl::Status)> done);
+  // Waits for every snapshot asked for so far.
+  void FinishSnapshots();
+  // The same, done: the reports are written when it returns.
   absl::Status WriteSnapshot();
 
   const SessionOptions& options() const { return options_; }
@@ -128,7 +137,8 @@ class Session : private IngestSink {
   void StopServing();
 
  private:
-  std::string Control(std::string_view request);
+  std::optional<std::string> Control(std::string_view request,
+                                     RequestServer::Reply later);
   std::string Http(std::string_view request);
 
   // What the collector drains: into the trace and the analyzer.
@@ -137,7 +147,11 @@ class Session : private IngestSink {
   void OnBatchEnd() override { FlushIfDue(); }
 
   void Sink(Record record);
+  // To the analyzer, or kept for it while a snapshot reads it.
+  void Analyze(Record record);
   void FlushIfDue();
+  void BeginSnapshot();    // the snapshots asked for, once none is in flight
+  void AdvanceSnapshot();  // once reporter_ is done with one
   // A kernel sweep, in steps: the dump and the search for the owners of
   // sockets the shim never reported run on sweeper_; the rest here.
   void StartSweep();
@@ -184,8 +198,21 @@ class Session : private IngestSink {
   ModuleFinder modules_;
   // The highest value each finding counter has shown on /metrics.
   std::map<std::pair<std::string, std::string>, int64_t> metrics_floor_;
-  // Last: ended (its job finished) before what its jobs write to.
+  // The snapshot in flight: while it is, reporter_ reads analyzer_ and
+  // symbolizer_, and nothing else touches them but to read.
+  struct Snapshots {
+    bool busy = false;
+    absl::Status status;  // the one in flight's, once reporter_ is done
+    std::vector<std::function<void(absl::Status)>> waiting;  // for it
+    std::vector<std::function<void(absl::Status)>> next;     // for the next
+    std::vector<Record> deferred;  // arrived while busy, for analyzer_
+    int64_t deferred_events = 0;
+  };
+  Snapshots snapshot_;
+  // Last: ended (their jobs finished) before what their jobs write to.
   BackgroundJob sweeper_;
+  // At the process's priority: what arrives while it runs waits for it.
+  BackgroundJob reporter_{std::nullopt};
 };
 
 // In a running session's directory: the path of its control socket.

@@ -83,20 +83,28 @@ struct SessionDir {
   }
 };
 
+// What a background job waits on, so that a test sees what goes on
+// meanwhile: at most a while, so that a session that waited for the job
+// fails the test instead of hanging it.
+struct Gate {
+  std::promise<void> opened;
+  std::shared_future<void> open = opened.get_future().share();
+  void Wait() { open.wait_for(std::chrono::seconds(10)); }
+  void Open() { opened.set_value(); }
+};
+
 // A sweep waits on the kernel on a thread of its own: polling (draining)
 // goes on meanwhile, and SampleKernel() waits for it before its own.
 TEST(Session, AKernelSweepInFlightDoesNotHoldUpPolling) {
   SessionDir d;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
+  Gate gate;
   std::atomic<int> dumps{0};
   std::atomic<bool> answered{false};
   SessionOptions o = d.Options();
   o.dump_kernel = [&](uint32_t) -> absl::StatusOr<std::vector<KernelSocket>> {
-    // The first one waits (at most a while, so that a session that waited
-    // for it fails the test instead of hanging it).
+    // The first one waits.
     if (dumps.fetch_add(1) == 0) {
-      released.wait_for(std::chrono::seconds(10));
+      gate.Wait();
       answered = true;
     }
     KernelSocket k;
@@ -117,7 +125,7 @@ TEST(Session, AKernelSweepInFlightDoesNotHoldUpPolling) {
   EXPECT_FALSE(answered.load());
   EXPECT_EQ(dumps.load(), 1);
   EXPECT_EQ(session.sweep_stats().sweeps, 0u);
-  release.set_value();
+  gate.Open();
   session.SampleKernel();
   EXPECT_TRUE(answered.load());
   EXPECT_EQ(dumps.load(), 2);
@@ -142,6 +150,66 @@ TEST(Session, ASweepTheKernelRefusesEndsAndIsCounted) {
   session.SampleKernel();
   EXPECT_EQ(session.sweep_stats().sweeps, 2u);
   EXPECT_EQ(session.sweep_stats().last_sockets, 0u);
+  EXPECT_TRUE(session.Finish().ok());
+}
+
+std::string ReadFile(const std::string& path) {
+  std::string text;
+  if (FILE* f = fopen(path.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+    fclose(f);
+  }
+  return text;
+}
+
+// A snapshot is made on a thread of its own: polling (draining) goes on
+// meanwhile, and what arrives then reaches the analyzer once it is made,
+// in order, so that it is in the next report and not in this one.
+TEST(Session, ASnapshotInFlightDoesNotHoldUpPolling) {
+  SessionDir d;
+  Gate gate;
+  std::atomic<int> started{0};
+  SessionOptions o = d.Options();
+  o.on_snapshot = [&] {
+    if (started.fetch_add(1) == 0) gate.Wait();  // the first one
+  };
+  Session session(o);
+  ASSERT_TRUE(session.Start().ok());
+  session.AddWarning("before the snapshot");
+  std::vector<absl::Status> done;
+  session.StartSnapshot([&done](absl::Status s) { done.push_back(s); });
+  for (int i = 0; i < 1000 && started.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(started.load(), 1);
+  session.AddWarning("during the snapshot");
+  // A second one asked for meanwhile follows the first.
+  session.StartSnapshot([&done](absl::Status s) { done.push_back(s); });
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) session.Poll(0);
+  LiveStatus live = session.Live();  // reads beside the snapshot's thread
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_TRUE(done.empty());
+  EXPECT_EQ(started.load(), 1);
+  EXPECT_EQ(live.findings, 0);
+
+  gate.Open();
+  for (int i = 0; i < 1000 && done.empty(); ++i) session.Poll(5);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].ok()) << done[0];
+  // The first snapshot: as of its start.
+  std::string first = ReadFile(o.out_dir + "/report.json");
+  EXPECT_NE(first.find("before the snapshot"), std::string::npos) << first;
+  EXPECT_EQ(first.find("during the snapshot"), std::string::npos) << first;
+
+  session.FinishSnapshots();
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_TRUE(done[1].ok()) << done[1];
+  EXPECT_EQ(started.load(), 2);
+  std::string second = ReadFile(o.out_dir + "/report.json");
+  EXPECT_NE(second.find("during the snapshot"), std::string::npos) << second;
   EXPECT_TRUE(session.Finish().ok());
 }
 
