@@ -561,59 +561,71 @@ absl::Status TraceWriter::Flush() {
 
 namespace {
 
-// Reads frames from bytes[off...]; returns false (with *warning set) at the
-// first damaged one. `where` names the container in warnings. Batches (see
-// TraceWriter::Flush) are opened once, never nested.
-bool ReadFrames(std::string_view bytes, size_t off, const std::string& where,
-                bool allow_batch, size_t* count,
-                const std::function<void(const Record&)>& fn,
-                std::string* warning) {
-  while (off < bytes.size()) {
-    if (bytes.size() - off < 8) {
+// How a run of frames ended: all read, the bytes ran out in the middle of
+// a frame and more may come (the file is read a piece at a time), or
+// damage (described in the warning).
+enum class FramesEnd { kDone, kMore, kDamaged };
+
+// Reads frames from bytes[*off...], moving *off past each one read; `base`
+// is where bytes start in the file, for the warnings, and `where` names the
+// container. Batches (see TraceWriter::Flush) are opened once, never nested.
+FramesEnd ReadFrames(std::string_view bytes, size_t base, size_t* off,
+                     const std::string& where, bool allow_batch, bool more,
+                     size_t* count, const std::function<void(const Record&)>& fn,
+                     std::string* warning) {
+  while (*off < bytes.size()) {
+    const size_t at = base + *off;
+    if (bytes.size() - *off < 8) {
+      if (more) return FramesEnd::kMore;
       *warning = absl::StrFormat(
           "trace is truncated after %d records (a partial frame header at "
           "byte %d%s); the report covers what came before",
-          *count, off, where);
-      return false;
+          *count, at, where);
+      return FramesEnd::kDamaged;
     }
     uint32_t len, crc;
-    std::memcpy(&len, bytes.data() + off, 4);
-    std::memcpy(&crc, bytes.data() + off + 4, 4);
-    if (len > kMaxTraceFrame || bytes.size() - off - 8 < len) {
+    std::memcpy(&len, bytes.data() + *off, 4);
+    std::memcpy(&crc, bytes.data() + *off + 4, 4);
+    if (len <= kMaxTraceFrame && bytes.size() - *off - 8 < len && more) {
+      return FramesEnd::kMore;
+    }
+    if (len > kMaxTraceFrame || bytes.size() - *off - 8 < len) {
       *warning = absl::StrFormat(
           "trace is truncated or damaged after %d records (frame at byte %d%s "
           "claims %d bytes); the report covers what came before",
-          *count, off, where, len);
-      return false;
+          *count, at, where, len);
+      return FramesEnd::kDamaged;
     }
-    std::string_view payload = bytes.substr(off + 8, len);
+    std::string_view payload = bytes.substr(*off + 8, len);
     if (Crc32c(payload) != crc) {
       *warning = absl::StrFormat(
           "trace is corrupt after %d records (checksum mismatch at byte %d%s); "
           "the report covers what came before",
-          *count, off, where);
-      return false;
+          *count, at, where);
+      return FramesEnd::kDamaged;
     }
     if (!payload.empty() && static_cast<uint8_t>(payload[0]) == kBatchKind) {
       std::string inner;
       std::string error;
+      size_t inner_off = 0;
       if (!allow_batch) {
         error = "a compressed block inside another";
       } else if (!Decompress(payload.substr(1), &inner, &error)) {
         // error says why
-      } else if (!ReadFrames(inner, 0,
-                             absl::StrFormat(" of the compressed block at %d", off),
-                             false, count, fn, warning)) {
-        return false;
+      } else if (ReadFrames(inner, 0, &inner_off,
+                            absl::StrFormat(" of the compressed block at %d", at),
+                            false, false, count, fn,
+                            warning) != FramesEnd::kDone) {
+        return FramesEnd::kDamaged;
       }
       if (!error.empty()) {
         *warning = absl::StrFormat(
             "trace block at byte %d%s cannot be read (%s); the report covers "
             "what came before",
-            off, where, error);
-        return false;
+            at, where, error);
+        return FramesEnd::kDamaged;
       }
-      off += 8 + len;
+      *off += 8 + len;
       continue;
     }
     absl::StatusOr<Record> record = DecodeRecord(payload);
@@ -621,15 +633,18 @@ bool ReadFrames(std::string_view bytes, size_t off, const std::string& where,
       *warning = absl::StrFormat(
           "trace record %d at byte %d%s cannot be decoded (%s); the report "
           "covers what came before",
-          *count, off, where, record.status().message());
-      return false;
+          *count, at, where, record.status().message());
+      return FramesEnd::kDamaged;
     }
     fn(*record);
-    off += 8 + len;
+    *off += 8 + len;
     ++*count;
   }
-  return true;
+  return FramesEnd::kDone;
 }
+
+constexpr char kBadMagic[] =
+    "not a closeaudit trace (bad magic); nothing was read";
 
 }  // namespace
 
@@ -638,11 +653,12 @@ void ReadTraceBytes(std::string_view bytes,
                     std::string* warning) {
   if (bytes.size() < sizeof(kTraceMagic) ||
       std::memcmp(bytes.data(), kTraceMagic, sizeof(kTraceMagic)) != 0) {
-    *warning = "not a closeaudit trace (bad magic); nothing was read";
+    *warning = kBadMagic;
     return;
   }
   size_t count = 0;
-  ReadFrames(bytes, sizeof(kTraceMagic), "", true, &count, fn, warning);
+  size_t off = sizeof(kTraceMagic);
+  ReadFrames(bytes, 0, &off, "", true, false, &count, fn, warning);
 }
 
 absl::Status ReadTrace(const std::string& path,
@@ -650,21 +666,52 @@ absl::Status ReadTrace(const std::string& path,
                        std::string* warning) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "open trace " + path);
-  std::string bytes;
-  char buf[1 << 16];
+  // A piece at a time: what is held is at most one frame and one piece,
+  // whatever the trace's size.
+  constexpr size_t kPiece = 1 << 20;
+  std::string bytes;  // the file from `base` on, as far as read
+  size_t base = 0;
+  size_t off = 0;  // in bytes: the next frame
+  size_t count = 0;
+  bool eof = false;
+  bool magic = false;
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int saved = errno;
-      ::close(fd);
-      return absl::ErrnoToStatus(saved, "read trace " + path);
+    if (!eof) {
+      size_t had = bytes.size();
+      bytes.resize(had + kPiece);
+      ssize_t n;
+      do {
+        n = ::read(fd, bytes.data() + had, kPiece);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) {
+        int saved = errno;
+        ::close(fd);
+        return absl::ErrnoToStatus(saved, "read trace " + path);
+      }
+      bytes.resize(had + static_cast<size_t>(n));
+      eof = n == 0;
     }
-    if (n == 0) break;
-    bytes.append(buf, static_cast<size_t>(n));
+    if (!magic) {
+      if (bytes.size() < sizeof(kTraceMagic) && !eof) continue;
+      if (bytes.size() < sizeof(kTraceMagic) ||
+          std::memcmp(bytes.data(), kTraceMagic, sizeof(kTraceMagic)) != 0) {
+        *warning = kBadMagic;
+        break;
+      }
+      magic = true;
+      off = sizeof(kTraceMagic);
+    }
+    // Without `more`, the end of the bytes is the end of the trace.
+    if (ReadFrames(bytes, base, &off, "", true, !eof, &count, fn, warning) ==
+            FramesEnd::kDamaged ||
+        eof) {
+      break;
+    }
+    bytes.erase(0, off);
+    base += off;
+    off = 0;
   }
   ::close(fd);
-  ReadTraceBytes(bytes, fn, warning);
   return absl::OkStatus();
 }
 

@@ -59,9 +59,10 @@ class TraceWriter {
   std::string path_;
 };
 
-// Calls fn for each record of the trace at path. Returns an error only if the
-// file cannot be read at all; a damaged tail ends the read early and is
-// described in *warning.
+// Calls fn for each record of the trace at path, reading the file a piece at
+// a time (what it holds is at most a frame and a piece, whatever the
+// trace's size). Returns an error only if the file cannot be read at all; a
+// damaged tail ends the read early and is described in *warning.
 absl::Status ReadTrace(const std::string& path,
                        const std::function<void(const Record&)>& fn,
                        std::string* warning);

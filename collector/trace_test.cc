@@ -703,5 +703,93 @@ TEST(TraceBlock, GarbageInsideAValidChecksumIsRejected) {
   EXPECT_THAT(warning, HasSubstr("cannot be read"));
 }
 
+// A trace is read from disk a piece at a time: one several pieces long,
+// plain frames and compressed blocks mixed, reads as the same bytes do from
+// memory, and so does every kind of damage past the first piece, with the
+// same warning, naming the same byte.
+TEST(Trace, ALargeFileReadsAsItsBytesDo) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::string path = dir.File("trace");
+  std::vector<Record> events = ManyEvents(80000);
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(path).ok());
+    for (size_t i = 0; i < events.size(); ++i) {
+      w.Append(events[i]);
+      // Small flushes go out plain, large ones as blocks.
+      if (i % 20000 < 15000 ? i % 40 == 39 : i % 2500 == 2499) {
+        ASSERT_TRUE(w.Flush().ok());
+      }
+    }
+  }
+  const std::string full = Slurp(path);
+  ASSERT_GT(full.size(), 3u << 20);
+  auto from_disk = [&](const std::string& bytes, std::string* warning) {
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << bytes;
+    }
+    std::vector<Record> got;
+    warning->clear();
+    EXPECT_TRUE(
+        ReadTrace(path, [&](const Record& r) { got.push_back(r); }, warning).ok());
+    return got;
+  };
+  std::string warning;
+  ExpectSameList(from_disk(full, &warning), events);
+  EXPECT_THAT(warning, IsEmpty());
+
+  const size_t cuts[] = {(1u << 20) - 3, (1u << 20) + 5, full.size() / 2,
+                         full.size() - 1};
+  for (size_t at : cuts) {
+    SCOPED_TRACE(at);
+    std::string want_warning, got_warning;
+    std::string flipped = full;
+    flipped[at] ^= 0x40;
+    std::vector<Record> want = ReadBytes(flipped, &want_warning);
+    EXPECT_EQ(from_disk(flipped, &got_warning).size(), want.size());
+    EXPECT_EQ(got_warning, want_warning);
+    EXPECT_THAT(got_warning, Not(IsEmpty()));
+    std::string cut = full.substr(0, at);
+    want = ReadBytes(cut, &want_warning);
+    EXPECT_EQ(from_disk(cut, &got_warning).size(), want.size());
+    EXPECT_EQ(got_warning, want_warning);
+    EXPECT_THAT(got_warning, HasSubstr("truncated"));
+  }
+}
+
+// A frame that ends exactly where a piece of the file does is followed by
+// the rest.
+TEST(Trace, AFrameEndingWhereAPieceEndsIsFollowedByTheRest) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  std::vector<Record> events = ManyEvents(20000);
+  const size_t event_frame = Frame(EncodeRecord(events[0])).size();
+  const size_t empty_note = Frame(EncodeRecord(NoteRecord{})).size();
+  constexpr size_t kPiece = 1 << 20;  // ReadTrace's
+  const size_t before = 13000;
+  std::vector<Record> records;
+  records.push_back(NoteRecord{std::string(
+      kPiece - sizeof(kTraceMagic) - before * event_frame - empty_note, 'x')});
+  records.insert(records.end(), events.begin(), events.end());
+  std::string bytes = TraceBytes(records);
+  ASSERT_EQ(TraceBytes(std::vector<Record>(records.begin(),
+                                           records.begin() + 1 + before))
+                .size(),
+            kPiece);
+  std::string path = dir.File("trace");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << bytes;
+  }
+  std::vector<Record> got;
+  std::string warning;
+  ASSERT_TRUE(
+      ReadTrace(path, [&](const Record& r) { got.push_back(r); }, &warning).ok());
+  EXPECT_THAT(warning, IsEmpty());
+  ExpectSameList(got, records);
+}
+
 }  // namespace
 }  // namespace closeaudit
