@@ -153,6 +153,8 @@ void Analyzer::Add(const Record& record) {
   } else if (const auto* end = std::get_if<EndRecord>(&record)) {
     have_end_ = true;
     end_ns_ = end->mono_ns;
+  } else if (const auto* fold = std::get_if<FoldRecord>(&record)) {
+    OnFold(*fold);
   }
 }
 
@@ -293,6 +295,7 @@ Analyzer::Socket& Analyzer::OpenHold(Stream& stream, uint32_t stream_id, int fd,
     // The number was reused without a close we saw (a raw syscall, say):
     // the old socket is no longer held here.
     EndHold(stream, stream_id, fd, it->second, ns, End::kReuse);
+    sock.took_a_held_number = true;
   } else if (it != stream.fds.end()) {
     return sock;  // already held under this fd
   }

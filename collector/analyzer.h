@@ -68,6 +68,30 @@ class Analyzer {
   // The sockets the registry holds now, and those it let go.
   uint32_t sockets_held() const { return sockets_.size(); }
   int64_t sockets_folded() const { return folded_; }
+  // What the sockets Fold() let go add to the report, and the bad_close
+  // state of the streams still running, for a compacted trace (which drops
+  // those sockets' `events`). Adding the records to an Analyzer that has
+  // read the rest of the compacted part restores it.
+  std::vector<FoldRecord> FoldRecords(int64_t events) const;
+  // Names stacks (this analyzer's ids) for a trace: by a stream's arena
+  // offset for one, in `stream` if it has one there. {0, 0}: none.
+  class StackNames {
+   public:
+    std::pair<uint32_t, uint32_t> operator()(uint32_t stack, uint32_t stream) const;
+
+   private:
+    friend class Analyzer;
+    absl::flat_hash_map<std::pair<uint32_t, uint32_t>, uint32_t> in_stream_;
+    absl::flat_hash_map<uint32_t, std::pair<uint32_t, uint32_t>> anywhere_;
+  };
+  StackNames NameStacks() const;
+  // The latest close of `fd` in `stream` as bad_close keeps it, if there is
+  // one; its `ref` is the stack's id here (for NameStacks()).
+  std::optional<FoldRecord::LastClose> LastCloseOf(uint32_t stream, int fd) const;
+  // The grace period sockets were folded with (FoldRecord) before this
+  // trace was compacted, if it was: a report with a shorter one cannot
+  // judge them again.
+  std::optional<uint64_t> compacted_grace() const { return compacted_grace_; }
 
   // The report as of `as_of` (CLOCK_MONOTONIC ns), by default the EndRecord's
   // time or, without one, the latest time seen.
@@ -204,6 +228,10 @@ class Analyzer {
     // Kept by Fold() as one of the first examples of its FIN stack's
     // time_wait finding.
     bool time_wait_example = false;
+    // It took a number another socket was still held under (End::kReuse):
+    // its records end that other hold, so Fold() keeps it, and a compacted
+    // trace its records.
+    bool took_a_held_number = false;
   };
 
   // The sockets the shim reported, in first-seen order, found by cookie.
@@ -400,6 +428,8 @@ class Analyzer {
   Fate FateOf(const Socket& s, uint64_t horizon, uint64_t grace) const;
   // Adds a socket Fold() lets go to its stream's FoldedLoad.
   void FoldIntoTimeline(const Socket& s);
+  static void WidenLoad(FoldedLoad& load, uint64_t to);
+  static void MergeLoad(FoldedLoad& into, const FoldedLoad& from);
 
   void OnProcess(const ProcessRecord& p);
   void OnEvent(const EventRecord& record);
@@ -479,6 +509,9 @@ class Analyzer {
   // time_wait ones by FIN stack, the time_wait examples kept per FIN stack,
   // and the timelines' share.
   uint32_t next_fold_ = options_.fold_at ? options_.fold_at : ~0u;
+  void OnFold(const FoldRecord& f);
+  std::optional<uint64_t> compacted_grace_;
+  int64_t compacted_events_ = 0;  // events FoldRecords said were dropped
   int64_t folded_ = 0;
   absl::flat_hash_set<uint32_t> folded_streams_;
   absl::flat_hash_map<uint32_t, TimeWaitFold> time_wait_folds_;

@@ -54,8 +54,15 @@ inline constexpr uint8_t kTcp = wire::kFlagStream | wire::kFlagInet;
 class Feed {
  public:
   explicit Feed(uint64_t grace_ns = kSec, AnalyzerOptions options = {})
-      : analyzer_(options) {
-    analyzer_.Add(RunRecord{grace_ns, kT0, 1'700'000'000 * kSec, "test-host", {}, {}});
+      : analyzer_(options),
+        run_{grace_ns, kT0, 1'700'000'000 * kSec, "test-host", {}, {}} {
+    analyzer_.Add(run_);
+  }
+  // From now on, also appends every record to *tap (the run record first),
+  // to be written to a trace.
+  void Tap(std::vector<Record>* tap) {
+    tap_ = tap;
+    tap_->push_back(run_);
   }
 
   // A process image with the fake module loaded at `bias` (ASLR) from
@@ -71,8 +78,8 @@ class Feed {
     p.start_mono_ns = kT0;
     p.exe = std::move(exe);
     p.argv = std::move(argv);
-    analyzer_.Add(p);
-    analyzer_.Add(ModuleRecord{stream, bias, kModStart - kBias + bias,
+    Put(p);
+    Put(ModuleRecord{stream, bias, kModStart - kBias + bias,
                                kModEnd - kBias + bias, std::move(module_path),
                                std::move(build_id)});
     auto at = [bias](const std::vector<uint64_t>& frames) {
@@ -80,10 +87,10 @@ class Feed {
       for (uint64_t ip : frames) out.push_back(ip - kBias + bias);
       return out;
     };
-    analyzer_.Add(StackRecord{stream, kAcceptRef, at(kAcceptFrames), {}});
-    analyzer_.Add(StackRecord{stream, kEofRef, at(kEofFrames), {}});
-    analyzer_.Add(StackRecord{stream, kEofRef2, at(kEofFrames2), {}});
-    analyzer_.Add(StackRecord{stream, kCloseRef, at(kCloseFrames), {}});
+    Put(StackRecord{stream, kAcceptRef, at(kAcceptFrames), {}});
+    Put(StackRecord{stream, kEofRef, at(kEofFrames), {}});
+    Put(StackRecord{stream, kEofRef2, at(kEofFrames2), {}});
+    Put(StackRecord{stream, kCloseRef, at(kCloseFrames), {}});
   }
 
   void Event(uint32_t stream, wire::EventType type, int fd, uint64_t cookie,
@@ -103,7 +110,7 @@ class Feed {
     r.event.blob = blob;
     r.event.aux = aux;
     r.event.arg = arg;
-    analyzer_.Add(r);
+    Put(r);
   }
   void Accept(uint32_t stream, int fd, uint64_t cookie, uint64_t t,
               uint8_t flags = kTcp) {
@@ -145,11 +152,11 @@ class Feed {
   void Exit(uint32_t stream, uint64_t t, int32_t status = 0,
             uint64_t dropped = 0, uint64_t torn = 0,
             uint64_t dropped_blobs = 0) {
-    analyzer_.Add(ExitRecord{stream, t, status, dropped, dropped_blobs, torn});
+    Put(ExitRecord{stream, t, status, dropped, dropped_blobs, torn});
   }
-  void End(uint64_t t) { analyzer_.Add(EndRecord{t}); }
+  void End(uint64_t t) { Put(EndRecord{t}); }
   // Any other record, as it is.
-  void Add(const Record& record) { analyzer_.Add(record); }
+  void Add(const Record& record) { Put(record); }
   // A kernel sample of one socket; `owners` only for sockets the shim never
   // reported.
   void Kernel(uint64_t t, uint64_t cookie, uint64_t inode, int state,
@@ -163,10 +170,19 @@ class Feed {
     k.local = std::move(local);
     k.peer = std::move(peer);
     k.owners = std::move(owners);
-    analyzer_.Add(k);
+    Put(k);
   }
   void Note(std::string text, bool unaudited) {
-    analyzer_.Add(NoteRecord{std::move(text), unaudited});
+    Put(NoteRecord{std::move(text), unaudited});
+  }
+
+  void Put(const EventRecord& r) {
+    if (tap_) tap_->push_back(r);
+    analyzer_.Add(r);
+  }
+  void Put(const Record& r) {
+    if (tap_) tap_->push_back(r);
+    analyzer_.Add(r);
   }
 
   Report Build(std::optional<uint64_t> as_of = std::nullopt) {
@@ -178,6 +194,8 @@ class Feed {
 
  private:
   Analyzer analyzer_;
+  RunRecord run_;
+  std::vector<Record>* tap_ = nullptr;
   uint64_t seq_ = 0;
 };
 

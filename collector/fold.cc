@@ -9,6 +9,7 @@
 // it, with nothing the kernel showed of it. Everything rarer stays.
 #include <algorithm>
 #include <string>
+#include <tuple>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -19,7 +20,9 @@ namespace closeaudit {
 
 Analyzer::Fate Analyzer::FateOf(const Socket& s, uint64_t horizon,
                                 uint64_t grace) const {
-  if (s.holds.size() != 1 || s.time_wait_example) return Fate::kKeep;
+  if (s.holds.size() != 1 || s.time_wait_example || s.took_a_held_number) {
+    return Fate::kKeep;
+  }
   const Hold& h = s.holds.front();
   // Closed by the process that made it, long enough ago that no record of
   // another process can still be on its way.
@@ -128,6 +131,127 @@ void Analyzer::Fold() {
   sockets_ = std::move(kept);
   details_ = std::move(details);
   next();
+}
+
+std::pair<uint32_t, uint32_t> Analyzer::StackNames::operator()(
+    uint32_t stack, uint32_t stream) const {
+  if (stack == 0) return {0, 0};
+  if (auto it = in_stream_.find(std::pair(stream, stack)); it != in_stream_.end()) {
+    return {stream, it->second};
+  }
+  auto it = anywhere_.find(stack);
+  return it != anywhere_.end() ? it->second : std::pair<uint32_t, uint32_t>{0, 0};
+}
+
+Analyzer::StackNames Analyzer::NameStacks() const {
+  StackNames names;
+  for (uint32_t id : stream_order_) {
+    for (const auto& [ref, stack] : streams_.at(id).stacks) {
+      names.in_stream_.try_emplace(std::pair(id, stack), ref);
+      names.anywhere_.try_emplace(stack, id, ref);
+    }
+  }
+  return names;
+}
+
+std::optional<FoldRecord::LastClose> Analyzer::LastCloseOf(uint32_t stream,
+                                                           int fd) const {
+  auto s = streams_.find(stream);
+  if (s == streams_.end()) return std::nullopt;
+  auto it = s->second.last_close.find(fd);
+  if (it == s->second.last_close.end()) return std::nullopt;
+  const Stream::LastClose& c = it->second;
+  return FoldRecord::LastClose{stream, fd, c.cookie, c.ns, c.stack, c.tid, c.reopened};
+}
+
+std::vector<FoldRecord> Analyzer::FoldRecords(int64_t events) const {
+  const StackNames name = NameStacks();
+  // Split so that no record comes near a frame's limit.
+  constexpr size_t kRecordBytes = 256 << 10;
+  std::vector<FoldRecord> out(1);
+  size_t bytes = 0;
+  auto room = [&](size_t more) -> FoldRecord& {
+    if (bytes + more > kRecordBytes) {
+      out.emplace_back();
+      bytes = 0;
+    }
+    bytes += more;
+    return out.back();
+  };
+  FoldRecord& head = out.front();
+  head.grace_ns = options_.grace_ns.value_or(run_.grace_ns);
+  head.latest_ns = latest_ns_;
+  head.sockets = folded_;
+  head.events = compacted_events_ + events;
+  head.streams.assign(folded_streams_.begin(), folded_streams_.end());
+  std::sort(head.streams.begin(), head.streams.end());
+  bytes = head.streams.size() * 4;
+  for (const auto& [stack, fold] : time_wait_folds_) {
+    FoldRecord::TimeWait tw;
+    std::tie(tw.stream, tw.ref) = name(stack, fold.first_stream);
+    tw.count = fold.count;
+    tw.first_ns = fold.first_ns;
+    tw.first_stream = fold.first_stream;
+    size_t size = 32;
+    for (const auto& [host, n] : fold.peers) {
+      tw.peers.emplace_back(host, n);
+      size += 12 + host.size();
+    }
+    std::sort(tw.peers.begin(), tw.peers.end());
+    room(size).time_wait.push_back(std::move(tw));
+  }
+  for (const auto& [stream, load] : folded_load_) {
+    room(24 + 16 * load.open.size())
+        .loads.push_back({stream, load.origin, load.width, load.open,
+                          load.close_wait});
+  }
+  for (uint32_t id : stream_order_) {
+    const Stream& s = streams_.at(id);
+    if (s.exited || s.replaced) continue;
+    for (const auto& [fd, c] : s.last_close) {
+      room(33).last_closes.push_back(
+          {id, fd, c.cookie, c.ns, name(c.stack, id).second, c.tid, c.reopened});
+    }
+  }
+  return out;
+}
+
+void Analyzer::OnFold(const FoldRecord& f) {
+  if (f.grace_ns != 0) compacted_grace_ = f.grace_ns;
+  latest_ns_ = std::max(latest_ns_, f.latest_ns);
+  folded_ += f.sockets;
+  events_ += f.events;
+  compacted_events_ += f.events;
+  folded_streams_.insert(f.streams.begin(), f.streams.end());
+  auto stack_of = [this](uint32_t stream, uint32_t ref) -> uint32_t {
+    auto s = streams_.find(stream);
+    if (s == streams_.end()) return 0;
+    auto it = s->second.stacks.find(ref);
+    return it != s->second.stacks.end() ? it->second : 0;
+  };
+  for (const FoldRecord::TimeWait& tw : f.time_wait) {
+    TimeWaitFold& t = time_wait_folds_[stack_of(tw.stream, tw.ref)];
+    t.count += tw.count;
+    if (tw.first_ns < t.first_ns) {
+      t.first_ns = tw.first_ns;
+      t.first_stream = tw.first_stream;
+    }
+    for (const auto& [host, n] : tw.peers) t.peers[host] += n;
+  }
+  for (const FoldRecord::Load& l : f.loads) {
+    MergeLoad(folded_load_[l.stream], {l.origin, l.width, l.open, l.close_wait});
+  }
+  // The state the compacted part left, whatever its kept records made of it.
+  for (const FoldRecord::LastClose& c : f.last_closes) {
+    auto s = streams_.find(c.stream);
+    if (s == streams_.end()) continue;
+    Stream::LastClose& last = s->second.last_close[c.fd];
+    last.cookie = c.cookie;
+    last.ns = c.ns;
+    last.stack = stack_of(c.stream, c.ref);
+    last.tid = c.tid;
+    last.reopened = c.reopened;
+  }
 }
 
 }  // namespace closeaudit

@@ -1,16 +1,22 @@
 // Analyzer::Fold(): a run whose registry folds as it goes reports what the
 // same run reports with every socket kept.
+#include <stdlib.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "collector/analyzer.h"
 #include "collector/analyzer_feed.h"
+#include "collector/compact.h"
+#include "collector/trace.h"
 #include "collector/report.h"
 #include "common/wire.h"
 #include "gmock/gmock.h"
@@ -43,7 +49,7 @@ void Address(Feed& run, int fd, uint64_t cookie, uint8_t peer) {
 
 // A server that accepts a connection every 10 ms for `seconds`, each of them
 // one of ten stories, two of which (the server's close first) add up to
-// time_wait. The grace period is 1 s.
+// time_wait; and now and then a double close. The grace period is 1 s.
 void Serve(Feed& run, int seconds) {
   run.Process(1, 100);
   uint64_t cookie = 1000;
@@ -52,6 +58,12 @@ void Serve(Feed& run, int seconds) {
   for (int i = 0; i < n; ++i) {
     uint64_t t = kT0 + static_cast<uint64_t>(i) * step;
     int fd = 10 + i % 50;
+    if (i % 1000 == 500) {
+      // Now and then the last connection's number closed a second time
+      // (bad_close), once its socket is gone.
+      run.Event(1, wire::EventType::kCloseUntracked, 10 + (i - 1) % 50, 0, t, 0,
+                kCloseRef);
+    }
     ++cookie;
     run.Event(1, wire::EventType::kAccept, fd, cookie, t, kTcp, kAcceptRef, 3,
               0, kConnected);
@@ -228,6 +240,92 @@ TEST(Fold, KeepsWhatIsRecent) {
   EXPECT_EQ(r.findings[0].count, 100);
   EXPECT_EQ(r.findings[0].examples.size(), 5u);
   EXPECT_EQ(r.sockets_tracked, 100);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+Report ReportOf(const std::string& trace, std::string* warning) {
+  Analyzer analyzer;
+  EXPECT_TRUE(ReadTrace(trace, [&](const Record& r) { analyzer.Add(r); }, warning)
+                  .ok());
+  Symbolizer symbolizer;
+  return analyzer.Build(symbolizer);
+}
+
+// A trace compacted part-way, as the collector does when its trace reaches
+// --trace-limit (the compacted part, then the rest as it was), reports
+// what the whole trace reports; and so after a second compaction, which
+// reads the first's FoldRecords.
+TEST(Fold, ACompactedTraceReportsWhatTheWholeOneDoes) {
+  std::vector<Record> records;
+  Feed run(kSec, FoldAt(0));
+  run.Tap(&records);
+  Serve(run, 60);
+  char tmpl[] = "/tmp/closeaudit-fold-test-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string whole = dir + "/whole", first = dir + "/first",
+                    second = dir + "/second";
+  uint64_t prefix = 0;
+  {
+    TraceWriter w;
+    ASSERT_TRUE(w.Open(whole).ok());
+    // Compacted just before a double close, whose socket's records are in
+    // the compacted part.
+    size_t cut = records.size() * 2 / 5;
+    while (cut < records.size() &&
+           !(std::holds_alternative<EventRecord>(records[cut]) &&
+             std::get<EventRecord>(records[cut]).event.type ==
+                 wire::EventType::kCloseUntracked)) {
+      ++cut;
+    }
+    ASSERT_LT(cut, records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (i == cut) {
+        ASSERT_TRUE(w.Flush().ok());
+        prefix = Slurp(whole).size();
+      }
+      w.Append(records[i]);
+    }
+  }
+  const std::string bytes = Slurp(whole);
+  absl::StatusOr<CompactStats> one = CompactTrace(whole, prefix, first, FoldAt(256));
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->warning, "");
+  EXPECT_GT(one->sockets_folded, 1500);
+  EXPECT_LT(one->bytes_out * 4, one->bytes_in);
+  {
+    std::ofstream out(first, std::ios::binary | std::ios::app);
+    out << bytes.substr(prefix);
+  }
+  absl::StatusOr<CompactStats> two =
+      CompactTrace(first, Slurp(first).size(), second, FoldAt(256));
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_GT(two->sockets_folded, 5000);
+  EXPECT_LT(two->bytes_out * 4, bytes.size());
+
+  std::string warning;
+  Report a = ReportOf(whole, &warning);
+  EXPECT_EQ(warning, "");
+  ASSERT_EQ(a.sockets_tracked, 6000);
+  std::vector<std::string> kinds;
+  for (const Finding& f : a.findings) kinds.push_back(f.kind);
+  EXPECT_THAT(kinds, ::testing::Contains("bad_close"));
+  for (const std::string& compacted : {first, second}) {
+    SCOPED_TRACE(compacted);
+    Report b = ReportOf(compacted, &warning);
+    EXPECT_EQ(warning, "");
+    EXPECT_THAT(Findings(b), ::testing::ElementsAreArray(Findings(a)));
+    EXPECT_EQ(b.sockets_tracked, a.sockets_tracked);
+    EXPECT_EQ(b.events, a.events);
+    EXPECT_EQ(b.processes_with_sockets, a.processes_with_sockets);
+    ASSERT_EQ(b.timelines.size(), 1u);
+    EXPECT_EQ(b.timelines[0].points.back().open, a.timelines[0].points.back().open);
+    EXPECT_GT(Peak(b), 0);
+  }
+  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace

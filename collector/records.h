@@ -129,9 +129,60 @@ struct EndRecord {
   uint64_t mono_ns = 0;
 };
 
+// What sockets a compacted trace no longer holds added to the report
+// (Analyzer::Fold(): sockets closed and judged), written by the compaction
+// in place of their records. A compaction may write several, and what they
+// hold adds up: the scalars are in the first, the lists are split.
+struct FoldRecord {
+  uint64_t grace_ns = 0;   // the grace period they were judged with
+  uint64_t latest_ns = 0;  // the latest time the compacted part had seen
+  int64_t sockets = 0;
+  int64_t events = 0;      // the events of theirs the trace no longer has
+  std::vector<uint32_t> streams;  // the process images that held them
+  // time_wait sockets by the stack of their FIN, named by a stream's arena
+  // offset for it.
+  struct TimeWait {
+    uint32_t stream = 0;
+    uint32_t ref = 0;
+    int64_t count = 0;
+    uint64_t first_ns = 0;  // the earliest FIN, and its stream
+    uint32_t first_stream = 0;
+    std::vector<std::pair<std::string, int64_t>> peers;  // host -> sockets
+
+    bool operator==(const TimeWait&) const = default;
+  };
+  std::vector<TimeWait> time_wait;
+  // A stream's timeline share: per span of `width` ns from `origin`, the ns
+  // its folded sockets were held, and held after the peer's EOF.
+  struct Load {
+    uint32_t stream = 0;
+    uint64_t origin = 0;
+    uint64_t width = 0;
+    std::vector<uint64_t> open, close_wait;
+
+    bool operator==(const Load&) const = default;
+  };
+  std::vector<Load> loads;
+  // The latest close of each fd number of the streams still running (for
+  // bad_close), as the compacted part left them.
+  struct LastClose {
+    uint32_t stream = 0;
+    int32_t fd = 0;
+    uint64_t cookie = 0;
+    uint64_t ns = 0;
+    uint32_t ref = 0;  // the close's stack, by the stream's arena offset
+    uint32_t tid = 0;
+    bool reopened = false;
+
+    bool operator==(const LastClose&) const = default;
+  };
+  std::vector<LastClose> last_closes;
+  bool operator==(const FoldRecord&) const = default;
+};
+
 using Record = std::variant<RunRecord, ProcessRecord, ModuleRecord, StackRecord,
                             EventRecord, ExitRecord, EndRecord, KernelRecord,
-                            NoteRecord, PyCodeRecord>;
+                            NoteRecord, PyCodeRecord, FoldRecord>;
 
 }  // namespace closeaudit
 

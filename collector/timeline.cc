@@ -87,20 +87,10 @@ void Analyzer::NoteKernelSample(const KernelRecord& k, const Socket* tracked) {
   }
 }
 
-void Analyzer::FoldIntoTimeline(const Socket& s) {
-  const Hold& h = s.holds.front();
-  FoldedLoad& load = folded_load_[h.stream];
-  if (load.width == 0) {
-    load.width = kFoldedSpanNs;
-    auto stream = streams_.find(h.stream);
-    load.origin = stream != streams_.end() ? stream->second.process.start_mono_ns
-                                           : h.from;
-    load.origin = std::min(load.origin, h.from);
-  }
-  uint64_t from = std::max(h.from, load.origin);
-  uint64_t to = std::max(h.to, from);
-  while ((to - load.origin) / load.width >= kMaxSpans) {
-    // Twice as long: each span adds up the two it replaces.
+// Spans twice as long until `to` falls in one of kMaxSpans: each span adds
+// up the two it replaces.
+void Analyzer::WidenLoad(FoldedLoad& load, uint64_t to) {
+  while (to > load.origin && (to - load.origin) / load.width >= kMaxSpans) {
     size_t n = (load.open.size() + 1) / 2;
     for (size_t i = 0; i < n; ++i) {
       load.open[i] = load.open[2 * i] +
@@ -113,6 +103,58 @@ void Analyzer::FoldIntoTimeline(const Socket& s) {
     load.close_wait.resize(n);
     load.width *= 2;
   }
+}
+
+// Adds `from` to `into`: each of from's spans spread evenly over the spans
+// of `into` it overlaps (the same spans, when both start together and one's
+// width is a multiple of the other's, as they are within a run).
+void Analyzer::MergeLoad(FoldedLoad& into, const FoldedLoad& from) {
+  if (from.width == 0 || from.open.empty()) return;
+  if (into.width == 0) {
+    into = from;
+    return;
+  }
+  const uint64_t end = from.origin + from.width * from.open.size();
+  if (end <= into.origin) return;
+  WidenLoad(into, end);
+  size_t last = (end - 1 - into.origin) / into.width;
+  if (into.open.size() <= last) {
+    into.open.resize(last + 1);
+    into.close_wait.resize(last + 1);
+  }
+  for (size_t i = 0; i < from.open.size(); ++i) {
+    uint64_t a = from.origin + i * from.width;
+    uint64_t b = a + from.width;
+    uint64_t lo = std::max(a, into.origin);
+    if (b <= lo) continue;
+    for (size_t j = (lo - into.origin) / into.width;
+         j < into.open.size() && into.origin + j * into.width < b; ++j) {
+      uint64_t start = into.origin + j * into.width;
+      double share = static_cast<double>(std::min(b, start + into.width) -
+                                         std::max(lo, start)) /
+                     static_cast<double>(from.width);
+      into.open[j] += static_cast<uint64_t>(share * static_cast<double>(from.open[i]));
+      if (i < from.close_wait.size()) {
+        into.close_wait[j] +=
+            static_cast<uint64_t>(share * static_cast<double>(from.close_wait[i]));
+      }
+    }
+  }
+}
+
+void Analyzer::FoldIntoTimeline(const Socket& s) {
+  const Hold& h = s.holds.front();
+  FoldedLoad& load = folded_load_[h.stream];
+  if (load.width == 0) {
+    load.width = kFoldedSpanNs;
+    auto stream = streams_.find(h.stream);
+    load.origin = stream != streams_.end() ? stream->second.process.start_mono_ns
+                                           : h.from;
+    load.origin = std::min(load.origin, h.from);
+  }
+  uint64_t from = std::max(h.from, load.origin);
+  uint64_t to = std::max(h.to, from);
+  WidenLoad(load, to);
   auto add = [&load](std::vector<uint64_t>& spans, uint64_t a, uint64_t b) {
     if (b <= a) return;
     size_t last = (b - 1 - load.origin) / load.width;

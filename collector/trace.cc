@@ -5,6 +5,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -24,6 +25,7 @@ enum class Kind : uint8_t {
   kKernel = 8,
   kNote = 9,
   kPyCode = 10,
+  kFold = 11,
 };
 
 // Appends a payload (its kind byte, then the fields) to *out.
@@ -76,6 +78,11 @@ class Reader {
   }
   bool ok() const { return ok_; }
   bool done() const { return in_.empty(); }
+  size_t left() const { return in_.size(); }
+  void Fail() {
+    ok_ = false;
+    in_ = {};
+  }
 
  private:
   std::string_view in_;
@@ -322,6 +329,49 @@ struct Encoder {
     Writer w(Kind::kEnd, out);
     w.Put(r.mono_ns);
   }
+  void operator()(const FoldRecord& r) const {
+    Writer w(Kind::kFold, out);
+    w.Put(r.grace_ns);
+    w.Put(r.latest_ns);
+    w.Put(r.sockets);
+    w.Put(r.events);
+    w.Put<uint32_t>(static_cast<uint32_t>(r.streams.size()));
+    for (uint32_t s : r.streams) w.Put(s);
+    w.Put<uint32_t>(static_cast<uint32_t>(r.time_wait.size()));
+    for (const FoldRecord::TimeWait& tw : r.time_wait) {
+      w.Put(tw.stream);
+      w.Put(tw.ref);
+      w.Put(tw.count);
+      w.Put(tw.first_ns);
+      w.Put(tw.first_stream);
+      w.Put<uint32_t>(static_cast<uint32_t>(tw.peers.size()));
+      for (const auto& [host, n] : tw.peers) {
+        w.PutString(host);
+        w.Put(n);
+      }
+    }
+    w.Put<uint32_t>(static_cast<uint32_t>(r.loads.size()));
+    for (const FoldRecord::Load& l : r.loads) {
+      w.Put(l.stream);
+      w.Put(l.origin);
+      w.Put(l.width);
+      w.Put<uint32_t>(static_cast<uint32_t>(l.open.size()));
+      for (size_t i = 0; i < l.open.size(); ++i) {
+        w.Put(l.open[i]);
+        w.Put(i < l.close_wait.size() ? l.close_wait[i] : 0);
+      }
+    }
+    w.Put<uint32_t>(static_cast<uint32_t>(r.last_closes.size()));
+    for (const FoldRecord::LastClose& c : r.last_closes) {
+      w.Put(c.stream);
+      w.Put(c.fd);
+      w.Put(c.cookie);
+      w.Put(c.ns);
+      w.Put(c.ref);
+      w.Put(c.tid);
+      w.Put<uint8_t>(c.reopened ? 1 : 0);
+    }
+  }
 };
 
 }  // namespace
@@ -481,6 +531,61 @@ absl::StatusOr<Record> DecodeRecord(std::string_view payload) {
       EndRecord v;
       v.mono_ns = r.Get<uint64_t>();
       out = v;
+      break;
+    }
+    case Kind::kFold: {
+      FoldRecord v;
+      v.grace_ns = r.Get<uint64_t>();
+      v.latest_ns = r.Get<uint64_t>();
+      v.sockets = r.Get<int64_t>();
+      v.events = r.Get<int64_t>();
+      // A list's length never claims more than the bytes left could hold.
+      auto count = [&r](size_t each) {
+        uint32_t n = r.Get<uint32_t>();
+        if (static_cast<uint64_t>(n) * each > r.left()) r.Fail();
+        return r.ok() ? n : 0;
+      };
+      for (uint32_t i = 0, n = count(4); i < n; ++i) {
+        v.streams.push_back(r.Get<uint32_t>());
+      }
+      for (uint32_t i = 0, n = count(32); i < n && r.ok(); ++i) {
+        FoldRecord::TimeWait& tw = v.time_wait.emplace_back();
+        tw.stream = r.Get<uint32_t>();
+        tw.ref = r.Get<uint32_t>();
+        tw.count = r.Get<int64_t>();
+        tw.first_ns = r.Get<uint64_t>();
+        tw.first_stream = r.Get<uint32_t>();
+        for (uint32_t j = 0, m = count(12); j < m && r.ok(); ++j) {
+          std::string host = r.GetString(kMaxEndpoint);
+          tw.peers.emplace_back(std::move(host), r.Get<int64_t>());
+        }
+      }
+      for (uint32_t i = 0, n = count(24); i < n && r.ok(); ++i) {
+        FoldRecord::Load& l = v.loads.emplace_back();
+        l.stream = r.Get<uint32_t>();
+        l.origin = r.Get<uint64_t>();
+        l.width = r.Get<uint64_t>();
+        for (uint32_t j = 0, m = count(16); j < m && r.ok(); ++j) {
+          l.open.push_back(r.Get<uint64_t>());
+          l.close_wait.push_back(r.Get<uint64_t>());
+        }
+        if (r.ok() && l.width == 0 && !l.open.empty()) {
+          return absl::DataLossError("a timeline's spans of no width");
+        }
+      }
+      for (uint32_t i = 0, n = count(33); i < n && r.ok(); ++i) {
+        FoldRecord::LastClose& c = v.last_closes.emplace_back();
+        c.stream = r.Get<uint32_t>();
+        c.fd = r.Get<int32_t>();
+        c.cookie = r.Get<uint64_t>();
+        c.ns = r.Get<uint64_t>();
+        c.ref = r.Get<uint32_t>();
+        c.tid = r.Get<uint32_t>();
+        uint8_t reopened = r.Get<uint8_t>();
+        if (reopened > 1) return absl::DataLossError("a flag is neither 0 nor 1");
+        c.reopened = reopened == 1;
+      }
+      out = std::move(v);
       break;
     }
     default:
@@ -663,7 +768,7 @@ void ReadTraceBytes(std::string_view bytes,
 
 absl::Status ReadTrace(const std::string& path,
                        const std::function<void(const Record&)>& fn,
-                       std::string* warning) {
+                       std::string* warning, uint64_t limit) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "open trace " + path);
   // A piece at a time: what is held is at most one frame and one piece,
@@ -678,11 +783,13 @@ absl::Status ReadTrace(const std::string& path,
   for (;;) {
     if (!eof) {
       size_t had = bytes.size();
-      bytes.resize(had + kPiece);
-      ssize_t n;
-      do {
-        n = ::read(fd, bytes.data() + had, kPiece);
-      } while (n < 0 && errno == EINTR);
+      size_t want = static_cast<size_t>(
+          std::min<uint64_t>(kPiece, limit - std::min<uint64_t>(limit, base + had)));
+      bytes.resize(had + want);
+      ssize_t n = 0;
+      while (want > 0 && (n = ::read(fd, bytes.data() + had, want)) < 0 &&
+             errno == EINTR) {
+      }
       if (n < 0) {
         int saved = errno;
         ::close(fd);

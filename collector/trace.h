@@ -63,9 +63,12 @@ class TraceWriter {
 // a time (what it holds is at most a frame and a piece, whatever the
 // trace's size). Returns an error only if the file cannot be read at all; a
 // damaged tail ends the read early and is described in *warning.
+// With `limit`, only the file's first `limit` bytes are read (a trace still
+// being written to, up to a point it flushed).
 absl::Status ReadTrace(const std::string& path,
                        const std::function<void(const Record&)>& fn,
-                       std::string* warning);
+                       std::string* warning,
+                       uint64_t limit = ~uint64_t{0});
 
 // The same over bytes already in memory (used by ReadTrace and the fuzzer).
 void ReadTraceBytes(std::string_view bytes,

@@ -105,6 +105,19 @@ std::vector<Record> Samples() {
   k.recv_queue = 1;
   out.push_back(k);
   out.push_back(NoteRecord{"a note \xff", true});
+  FoldRecord f;
+  f.grace_ns = 5'000'000'000;
+  f.latest_ns = 9'000'000'000;
+  f.sockets = 123456;
+  f.events = 370000;
+  f.streams = {1, 3};
+  f.time_wait.push_back({3, 192, 1200, 7'000'000'000, 1, {{"10.0.0.2", 1000}, {"[::1]", 200}}});
+  f.time_wait.push_back({1, 8, 5, 8'000'000'000, 3, {}});
+  f.loads.push_back({3, 6'000'000'000, 10'000'000, {1, 2, 3}, {0, 1, 0}});
+  f.loads.push_back({1, 6'000'000'000, 20'000'000, {}, {}});
+  f.last_closes.push_back({3, 7, 0xc00c1e, 8'500'000'000, 192, 4001, true});
+  f.last_closes.push_back({3, -1, 0, 0, 0, 0, false});
+  out.push_back(f);
   return out;
 }
 
@@ -121,6 +134,9 @@ void ExpectSame(const Record& got, const Record& want) {
   ASSERT_EQ(got.index(), want.index());
   struct Check {
     const Record& want;
+    void operator()(const FoldRecord& g) const {
+      EXPECT_TRUE(g == std::get<FoldRecord>(want)) << "a FoldRecord differs";
+    }
     void operator()(const RunRecord& g) const {
       const auto& w = std::get<RunRecord>(want);
       EXPECT_EQ(g.grace_ns, w.grace_ns);
@@ -310,7 +326,7 @@ TEST(TraceRecord, RejectsEmpty) {
 
 TEST(TraceRecord, RejectsUnknownKind) {
   std::string bytes = EncodeRecord(EndRecord{1});
-  for (int kind : {0, 11, 12, 0x7f, 0x80, 0xff}) {
+  for (int kind : {0, 12, 13, 0x7f, 0x80, 0xff}) {
     bytes[0] = static_cast<char>(kind);
     absl::StatusOr<Record> r = DecodeRecord(bytes);
     EXPECT_FALSE(r.ok()) << kind;

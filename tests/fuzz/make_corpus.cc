@@ -174,6 +174,16 @@ std::vector<Record> SampleRecords() {
   k.owners = {{4242, 5}, {4243, 5}};
   records.push_back(k);
   records.push_back(ExitRecord{1, 10000, 0, 1, 2, 3});
+  FoldRecord f;  // what a compaction writes
+  f.grace_ns = 5'000'000'000;
+  f.latest_ns = 10500;
+  f.sockets = 3;
+  f.events = 9;
+  f.streams = {1};
+  f.time_wait.push_back({1, 8, 3, 2500, 1, {{"127.0.0.1", 3}}});
+  f.loads.push_back({1, 1000, 10'000'000, {4000}, {1000}});
+  f.last_closes.push_back({1, 5, 0xc00c1f, 2600, 8, 4242, false});
+  records.push_back(f);
   records.push_back(EndRecord{11000});
   return records;
 }
