@@ -13,7 +13,9 @@ nginx's own counts (stub_status):
   - sockets_tracked must equal nginx's accepted connections plus nginx's own
     sockets that are not connections (its listener, its channels);
   - no event may be lost, wrk must see no error, and no finding may be
-    above info.
+    above info;
+  - `closeaudit report` must make the same counts again from the trace
+    (compacted on the way, with --trace-limit).
 Growth is the least-squares slope of RSS over the samples after --settle
 seconds, per connection made.
 
@@ -69,9 +71,10 @@ def soak(opts, tmp):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     # `run` is the collector; nginx (under taskset) its command.
+    limit = ["--trace-limit", opts.trace_limit] if opts.trace_limit else []
     run = subprocess.Popen(
-        [opts.closeaudit, "run", "--out", out, "--format", "json", "--"]
-        + nginx_load.nginx_argv(d, port),
+        [opts.closeaudit, "run", "--out", out, "--format", "json"] + limit
+        + ["--"] + nginx_load.nginx_argv(d, port),
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=open(os.path.join(tmp, "run.log"), "w"))
     nginx_load.wait_listening(port, run)
@@ -79,7 +82,7 @@ def soak(opts, tmp):
     trace = os.path.join(out, "trace.catrace")
     start = time.monotonic()
     load = {}
-    driver = threading.Thread(target=lambda: load.update(
+    driver = threading.Thread(daemon=True, target=lambda: load.update(
         nginx_load.wrk(port, opts.seconds, close=True)))
     driver.start()
     snapshot_s = None
@@ -87,8 +90,12 @@ def soak(opts, tmp):
         t = time.monotonic() - start
         size = os.path.getsize(trace) if os.path.exists(trace) else 0
         sample = {"s": round(t, 1), "rss_kib": rss_kib(run.pid),
-                  "trace_bytes": size, "status_ms": timed(
-                      [opts.closeaudit, "status", "--json", out]) * 1000}
+                  "trace_bytes": size}
+        try:
+            sample["status_ms"] = timed(
+                [opts.closeaudit, "status", "--json", out]) * 1000
+        except RuntimeError as e:
+            sample["status_error"] = str(e)
         samples.append(sample)
         # A snapshot, made while draining goes on; before growth is
         # measured, since its first symbolizes (and maps) the program's
@@ -105,14 +112,22 @@ def soak(opts, tmp):
         raise RuntimeError(f"closeaudit run exited with {status}")
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
+    # The same report again from the trace, as `closeaudit report` makes it.
+    again = subprocess.run([opts.closeaudit, "report", out, "--format", "json"],
+                           capture_output=True, text=True, check=True)
+    report["regenerated"] = json.loads(again.stdout)
+    report["trace_bytes_end"] = os.path.getsize(trace)
     return samples, load, counts, report, snapshot_s
 
 
 def timed(argv):
     """Runs a closeaudit request; the seconds it took. Raises if it failed."""
     began = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])} failed ({done.returncode}): "
+                           f"{done.stderr.strip()}")
     return time.monotonic() - began
 
 
@@ -142,9 +157,12 @@ def judge(opts, samples, load, counts, report, snapshot_s):
         # `closeaudit status` over the first and the last fifth of the run:
         # it must not slow down as the run ages.
         "status_ms_first": median(s["status_ms"] for s in samples
-                                  if s["s"] <= opts.seconds / 5),
+                                  if s["s"] <= opts.seconds / 5 and "status_ms" in s),
         "status_ms_last": median(s["status_ms"] for s in samples
-                                 if s["s"] >= opts.seconds * 4 / 5),
+                                 if s["s"] >= opts.seconds * 4 / 5 and "status_ms" in s),
+        # A status the collector did not answer (it said why).
+        "status_errors": [f"{s['s']} s: {s['status_error']}" for s in samples
+                          if "status_error" in s],
         "trace_bytes": samples[-1]["trace_bytes"] if samples else None,
         "trace_bytes_per_connection":
             samples[-1]["trace_bytes"] / connections if samples else None,
@@ -167,6 +185,19 @@ def judge(opts, samples, load, counts, report, snapshot_s):
         failures.append(f"sockets_tracked {summary['sockets_tracked']} is not "
                         f"nginx's {connections} connections plus 1 to "
                         f"{opts.own_sockets} sockets of its own")
+    def counts_of(r):
+        return ({k: r["summary"].get(k) for k in ("sockets_tracked", "events")},
+                sorted((f["kind"], f["severity"], f["count"])
+                       for f in r.get("findings", [])))
+    if counts_of(report["regenerated"]) != counts_of(report):
+        failures.append(f"the report made again from the trace differs: "
+                        f"{counts_of(report['regenerated'])} against "
+                        f"{counts_of(report)}")
+    result["trace_bytes_max"] = max(
+        [s["trace_bytes"] for s in samples] + [report["trace_bytes_end"]])
+    if opts.max_trace_mib and result["trace_bytes_max"] > opts.max_trace_mib * 2**20:
+        failures.append(f"the trace reached {result['trace_bytes_max'] / 2**20:.0f} "
+                        f"MiB (limit {opts.max_trace_mib} MiB)")
     above = [f for f in result["findings"] if not f.endswith(":info")]
     if above:
         failures.append(f"findings above info: {', '.join(above)}")
@@ -196,6 +227,9 @@ def main():
     ap.add_argument("--max-rss-mib", type=float)
     ap.add_argument("--max-growth", type=float,
                     help="bytes of RSS per connection after --settle")
+    ap.add_argument("--trace-limit", help="closeaudit run's --trace-limit")
+    ap.add_argument("--max-trace-mib", type=float,
+                    help="the most the trace may take at any sample")
     ap.add_argument("--json", help="also write the result here")
     opts = ap.parse_args()
     for tool in ("nginx", "wrk"):

@@ -512,6 +512,7 @@ class Analyzer {
   void OnFold(const FoldRecord& f);
   std::optional<uint64_t> compacted_grace_;
   int64_t compacted_events_ = 0;  // events FoldRecords said were dropped
+  int64_t compacted_sockets_ = 0;  // sockets they said were folded
   int64_t folded_ = 0;
   absl::flat_hash_set<uint32_t> folded_streams_;
   absl::flat_hash_map<uint32_t, TimeWaitFold> time_wait_folds_;

@@ -44,6 +44,16 @@ struct Kept {
   Record record;
 };
 
+// A socket's records while the analyzer holds it, kept small: a busy
+// server's last second of connections is held at once.
+struct SocketRecords {
+  std::vector<std::pair<uint64_t, EventRecord>> events;
+  // What its closes read of bad_close's state (FoldRecord::LastClose, its
+  // `ref` a stack id until written).
+  std::vector<std::pair<uint64_t, FoldRecord::LastClose>> reads;
+  std::vector<Kept> other;  // kernel samples
+};
+
 }  // namespace
 
 absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix,
@@ -53,7 +63,7 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
   Analyzer analyzer(options);
   // The records of the sockets the analyzer holds, until it lets go of
   // them; and the rest, which stay.
-  absl::flat_hash_map<uint64_t, std::vector<Kept>> by_socket;
+  absl::flat_hash_map<uint64_t, SocketRecords> by_socket;
   std::vector<Kept> rest;
   int64_t folded = 0;
   int64_t dropped_events = 0;
@@ -63,11 +73,14 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
         ++it;
         continue;
       }
-      for (const Kept& k : it->second) {
-        dropped_events += std::holds_alternative<EventRecord>(k.record);
-      }
+      dropped_events += static_cast<int64_t>(it->second.events.size());
       by_socket.erase(it++);
     }
+  };
+  auto read_as_record = [](const FoldRecord::LastClose& c) {
+    FoldRecord f;
+    f.last_closes.push_back(c);
+    return Record(std::move(f));
   };
   uint64_t order = 0;
   absl::Status read = ReadTrace(
@@ -87,15 +100,18 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
         // An earlier compaction's: what it says is in the new ones.
         if (std::holds_alternative<FoldRecord>(r)) return;
         uint64_t cookie = CookieOf(r);
-        std::vector<Kept>& to = cookie != 0 && analyzer.Tracks(cookie)
-                                    ? by_socket[cookie]
-                                    : rest;
-        if (read_before) {
-          FoldRecord f;
-          f.last_closes.push_back(*read_before);
-          to.push_back({order++, std::move(f)});
+        if (cookie != 0 && analyzer.Tracks(cookie)) {
+          SocketRecords& to = by_socket[cookie];
+          if (read_before) to.reads.emplace_back(order++, *read_before);
+          if (const auto* e = std::get_if<EventRecord>(&r)) {
+            to.events.emplace_back(order++, *e);
+          } else {
+            to.other.push_back({order++, r});
+          }
+        } else {
+          if (read_before) rest.push_back({order++, read_as_record(*read_before)});
+          rest.push_back({order++, r});
         }
-        to.push_back({order++, r});
         if (analyzer.sockets_folded() != folded) {
           folded = analyzer.sockets_folded();
           let_go();
@@ -108,7 +124,9 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
   stats.sockets_folded = analyzer.sockets_folded();
 
   for (auto& [cookie, records] : by_socket) {
-    for (Kept& k : records) rest.push_back(std::move(k));
+    for (auto& [at, e] : records.events) rest.push_back({at, e});
+    for (auto& [at, c] : records.reads) rest.push_back({at, read_as_record(c)});
+    for (Kept& k : records.other) rest.push_back(std::move(k));
   }
   by_socket.clear();
   std::sort(rest.begin(), rest.end(),

@@ -1733,6 +1733,15 @@ Report Analyzer::Build(Symbolizer& symbolizer,
     }
   }
   report.warnings = notes_;
+  if (compacted_grace_ && grace < *compacted_grace_) {
+    report.warnings.push_back(absl::StrCat(
+        "this trace was compacted: ", compacted_sockets_,
+        " sockets closed before then are kept only as counts, judged with "
+        "the run's grace period of ", *compacted_grace_ / 1'000'000,
+        " ms; a grace of ", grace / 1'000'000,
+        " ms cannot judge them again, so what it would add among them is "
+        "missing (the rest are judged with it)"));
+  }
   for (const std::string& n : runtime_notes_) report.warnings.push_back(n);
   for (std::string& n : node_notes) {
     if (std::find(report.warnings.begin(), report.warnings.end(), n) ==

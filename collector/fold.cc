@@ -222,6 +222,7 @@ void Analyzer::OnFold(const FoldRecord& f) {
   folded_ += f.sockets;
   events_ += f.events;
   compacted_events_ += f.events;
+  compacted_sockets_ += f.sockets;
   folded_streams_.insert(f.streams.begin(), f.streams.end());
   auto stack_of = [this](uint32_t stream, uint32_t ref) -> uint32_t {
     auto s = streams_.find(stream);

@@ -26,6 +26,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -64,6 +67,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "while the run lasts");
 ABSL_FLAG(std::string, host, "",
           "the machine's name in the reports (default: its hostname)");
+ABSL_FLAG(std::string, trace_limit, "1G",
+          "run and daemon: compact the trace when it reaches this size "
+          "(bytes, or with K, M, G or T; 0: never)");
 ABSL_FLAG(int, error_exitcode, 0,
           "run: exit with this status (1-255) when the report has a finding "
           "that --min-severity and --kind keep; 0: always the command's own "
@@ -101,7 +107,9 @@ constexpr char kUsage[] =
     "  closeaudit snapshot [DIR]\n"
     "      have a running collector write its reports now (or send it "
     "SIGUSR1)\n"
-    "  run and daemon also take --metrics-listen HOST:PORT (Prometheus)\n"
+    "  run and daemon also take --metrics-listen HOST:PORT (Prometheus),\n"
+    "      and --trace-limit SIZE (default 1G; 0: none): the trace is\n"
+    "      compacted when it reaches it\n"
     "  closeaudit --version\n"
     "      print closeaudit's version (also: closeaudit version)\n";
 
@@ -430,6 +438,48 @@ absl::StatusOr<AnalyzerOptions> ReanalysisOptions() {
   return options;
 }
 
+// --trace-limit: "0", a number of bytes, or one with K, M, G or T (KiB,
+// MiB, ... ; "MiB", "MB" and "M" all mean 2^20).
+absl::StatusOr<uint64_t> TraceLimitFromFlag() {
+  std::string text = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_trace_limit));
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--trace-limit '", absl::GetFlag(FLAGS_trace_limit),
+        "': give a size such as 512M or 2G, or 0 for no limit"));
+  };
+  for (absl::string_view unit : {"IB", "B"}) {
+    if (text.size() > unit.size() && absl::EndsWith(text, unit) &&
+        !absl::ascii_isdigit(static_cast<unsigned char>(text[text.size() - unit.size() - 1]))) {
+      text.resize(text.size() - unit.size());
+      break;
+    }
+  }
+  int shift = 0;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': shift = 10; break;
+      case 'M': shift = 20; break;
+      case 'G': shift = 30; break;
+      case 'T': shift = 40; break;
+      default: break;
+    }
+    if (shift != 0) text.pop_back();
+  }
+  uint64_t n = 0;
+  if (text.empty() || !absl::SimpleAtoi(text, &n) || (n >> (64 - shift - 1)) != 0) {
+    return bad();
+  }
+  uint64_t limit = n << shift;
+  // Below a few MiB every flush would start a compaction.
+  constexpr uint64_t kMinimum = uint64_t{4} << 20;
+  if (limit != 0 && limit < kMinimum) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--trace-limit ", absl::GetFlag(FLAGS_trace_limit),
+        " is too small: 4M at least, or 0 for no limit"));
+  }
+  return limit;
+}
+
 absl::StatusOr<SessionOptions> OptionsFromFlags() {
   // Bad --format, --min-severity or --kind fail before anything runs.
   if (absl::Status s = RenderAs(Report{}, absl::GetFlag(FLAGS_format)).status();
@@ -450,6 +500,9 @@ absl::StatusOr<SessionOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError("--grace must not be negative");
   }
   options.grace_ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(grace));
+  absl::StatusOr<uint64_t> limit = TraceLimitFromFlag();
+  if (!limit.ok()) return limit.status();
+  options.trace_limit = *limit;
   options.json_path = absl::GetFlag(FLAGS_json);
   options.out_dir = absl::GetFlag(FLAGS_out);
   if (options.out_dir.empty()) {
@@ -565,6 +618,9 @@ int CmdDaemon() {
   }
   options.host = absl::GetFlag(FLAGS_host);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  absl::StatusOr<uint64_t> limit = TraceLimitFromFlag();
+  if (!limit.ok()) return Fail(limit.status());
+  options.trace_limit = *limit;
   return RunDaemon(options, absl::GetFlag(FLAGS_idle),
                    !absl::GetFlag(FLAGS_foreground));
 }

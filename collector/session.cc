@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,6 +29,45 @@ uint64_t MonoNowNs() {
 }
 
 namespace {
+
+// Appends the bytes of `from` past `offset` to the file `to`.
+absl::Status AppendFileTail(const std::string& from, uint64_t offset,
+                            const std::string& to) {
+  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return absl::ErrnoToStatus(errno, "open " + from);
+  int out = ::open(to.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (out < 0) {
+    absl::Status s = absl::ErrnoToStatus(errno, "open " + to);
+    ::close(in);
+    return s;
+  }
+  absl::Status status;
+  off_t at = static_cast<off_t>(offset);
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::pread(in, buf, sizeof(buf), at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      status = absl::ErrnoToStatus(errno, "read " + from);
+      break;
+    }
+    if (n == 0) break;
+    at += n;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(out, buf + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        status = absl::ErrnoToStatus(errno, "write " + to);
+        break;
+      }
+      done += w;
+    }
+    if (!status.ok()) break;
+  }
+  ::close(in);
+  ::close(out);
+  return status;
+}
 
 uint64_t RealNowNs() {
   timespec ts;
@@ -103,6 +143,8 @@ Session::Session(SessionOptions options)
 
 absl::Status Session::Start() {
   if (absl::Status s = MakeDirs(options_.out_dir); !s.ok()) return s;
+  // An earlier run's compaction that never took the trace's place.
+  ::unlink((options_.out_dir + "/" + kTraceFileName + ".compact").c_str());
   if (absl::Status s = trace_.Open(options_.out_dir + "/" + kTraceFileName);
       !s.ok()) {
     return s;
@@ -200,6 +242,74 @@ void Session::FlushIfDue() {
   if (absl::Status s = trace_.Flush(); !s.ok()) {
     fprintf(stderr, "closeaudit: %s\n", std::string(s.message()).c_str());
   }
+  MaybeCompact();
+}
+
+constexpr uint32_t kCompactionFoldAt = 2048;
+
+void Session::MaybeCompact() {
+  if (options_.trace_limit == 0 || compaction_.busy || !trace_.is_open()) return;
+  uint64_t at = std::max(options_.trace_limit, compaction_.next_at);
+  if (trace_.size() < at) return;
+  // What has been flushed is whole frames; what comes meanwhile is copied
+  // after the compacted part when it is done.
+  compaction_.busy = true;
+  compaction_.prefix = trace_.size();
+  const std::string path = options_.out_dir + "/" + kTraceFileName;
+  compactor_.Start([this, path, prefix = compaction_.prefix] {
+    // Its own registry, folded often: it holds the records of what it
+    // holds until it lets go of them.
+    AnalyzerOptions options;
+    options.fold_at = kCompactionFoldAt;
+    compaction_.result = CompactTrace(path, prefix, path + ".compact", options);
+    malloc_trim(0);  // what it used, back to the system
+  });
+}
+
+void Session::AdvanceCompaction() {
+  if (!compaction_.busy || !compactor_.Idle()) return;
+  compaction_.busy = false;
+  const std::string path = options_.out_dir + "/" + kTraceFileName;
+  const std::string compacted = path + ".compact";
+  absl::Status s = compaction_.result.status();
+  if (s.ok()) s = trace_.Flush();
+  // The records that came while it ran, after the compacted part; then the
+  // compacted trace takes the old one's place in one rename.
+  if (s.ok()) s = AppendFileTail(path, compaction_.prefix, compacted);
+  if (s.ok() && ::rename(compacted.c_str(), path.c_str()) != 0) {
+    s = absl::ErrnoToStatus(errno, "rename " + compacted);
+  }
+  if (!s.ok()) {
+    ::unlink(compacted.c_str());
+    options_.trace_limit = 0;
+    fprintf(stderr,
+            "closeaudit: could not compact the trace (%s); it grows without "
+            "a limit from now on\n",
+            std::string(s.message()).c_str());
+    return;
+  }
+  if (absl::Status r = trace_.Reopen(path); !r.ok()) {
+    fprintf(stderr, "closeaudit: %s; the trace ends here\n",
+            std::string(r.message()).c_str());
+    return;
+  }
+  ++compaction_.done;
+  // What stays (open sockets and the findings' own) may itself be large:
+  // the next one when the trace has doubled, and the reader told once.
+  compaction_.next_at = 2 * trace_.size();
+  if (trace_.size() > options_.trace_limit / 2 && !compaction_.warned) {
+    compaction_.warned = true;
+    AddWarning(absl::StrCat(
+        "the trace's open sockets and findings alone take ",
+        trace_.size() >> 20, " MiB after compaction, more than half of "
+        "--trace-limit: it will pass the limit"));
+  }
+}
+
+void Session::FinishCompaction() {
+  if (!compaction_.busy) return;
+  compactor_.Wait();
+  AdvanceCompaction();
 }
 
 void Session::Poll(int timeout_ms) {
@@ -207,6 +317,7 @@ void Session::Poll(int timeout_ms) {
   if (control_) control_->Poll();
   if (metrics_) metrics_->Poll();
   AdvanceSnapshot();
+  AdvanceCompaction();
   AdvanceSweep();
   if (sweep_.step == Sweep::Step::kIdle &&
       MonoNowNs() - last_sample_ns_ >= sample_interval_ns_) {
@@ -341,6 +452,7 @@ void Session::RecordSweep() {
 
 absl::StatusOr<Report> Session::Finish() {
   FinishSnapshots();
+  FinishCompaction();
   if (control_) control_->Poll();  // the answers to `closeaudit snapshot`
   StopServing();
   collector_.DrainAll();

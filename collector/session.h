@@ -20,6 +20,7 @@
 #include "collector/analyzer.h"
 #include "collector/app_frames.h"
 #include "collector/background_job.h"
+#include "collector/compact.h"
 #include "collector/kernel.h"
 #include "collector/live.h"
 #include "collector/module_finder.h"
@@ -31,6 +32,7 @@
 namespace closeaudit {
 
 inline constexpr char kTraceFileName[] = "trace.catrace";
+inline constexpr uint64_t kDefaultTraceLimit = uint64_t{1} << 30;
 inline constexpr uint64_t kKernelSampleMs = 500;
 inline constexpr uint64_t kKernelSampleMaxMs = 30'000;
 
@@ -70,6 +72,9 @@ struct SessionOptions {
       dump_kernel;
   // Tests: called on a snapshot's thread before it makes the report.
   std::function<void()> on_snapshot;
+  // When the trace reaches this size, it is compacted (collector/compact.h)
+  // on a thread of its own; 0: never. docs/wire-format.md, "Compaction".
+  uint64_t trace_limit = kDefaultTraceLimit;
 };
 
 class Session : private IngestSink {
@@ -152,6 +157,9 @@ class Session : private IngestSink {
   void FlushIfDue();
   void BeginSnapshot();    // the snapshots asked for, once none is in flight
   void AdvanceSnapshot();  // once reporter_ is done with one
+  void MaybeCompact();       // starts a compaction if the trace is too large
+  void AdvanceCompaction();  // puts the compacted trace in place, once done
+  void FinishCompaction();   // waits for the one in flight, if any
   // A kernel sweep, in steps: the dump and the search for the owners of
   // sockets the shim never reported run on sweeper_; the rest here.
   void StartSweep();
@@ -209,7 +217,19 @@ class Session : private IngestSink {
     int64_t deferred_events = 0;
   };
   Snapshots snapshot_;
+  // The compaction in flight: compactor_ reads the trace up to `prefix`
+  // and writes the compacted part beside it.
+  struct Compaction {
+    bool busy = false;
+    uint64_t prefix = 0;
+    uint64_t next_at = 0;  // the trace size that starts the next; 0: limit
+    absl::StatusOr<CompactStats> result = CompactStats{};
+    int64_t done = 0;
+    bool warned = false;
+  };
+  Compaction compaction_;
   // Last: ended (their jobs finished) before what their jobs write to.
+  BackgroundJob compactor_;
   BackgroundJob sweeper_;
   // At the process's priority: what arrives while it runs waits for it.
   BackgroundJob reporter_{std::nullopt};

@@ -1,6 +1,7 @@
 #include "collector/trace.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zstd.h>
@@ -608,8 +609,26 @@ absl::Status TraceWriter::Open(const std::string& path) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd_ < 0) return absl::ErrnoToStatus(errno, "create trace " + path);
   path_ = path;
+  size_ = 0;
   buffer_.assign(kTraceMagic, sizeof(kTraceMagic));
   return Flush();
+}
+
+absl::Status TraceWriter::Reopen(const std::string& path) {
+  if (absl::Status s = Flush(); !s.ok()) return s;
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "open trace " + path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    absl::Status s = absl::ErrnoToStatus(errno, "stat trace " + path);
+    ::close(fd);
+    return s;
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  path_ = path;
+  size_ = static_cast<uint64_t>(st.st_size);
+  return absl::OkStatus();
 }
 
 void TraceWriter::Append(const Record& record) {
@@ -659,6 +678,7 @@ absl::Status TraceWriter::Flush() {
       return absl::ErrnoToStatus(errno, "write trace " + path_);
     }
     done += static_cast<size_t>(n);
+    size_ += static_cast<uint64_t>(n);
   }
   buffer_.clear();
   return absl::OkStatus();

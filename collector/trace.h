@@ -40,6 +40,11 @@ class TraceWriter {
   TraceWriter& operator=(const TraceWriter&) = delete;
 
   absl::Status Open(const std::string& path);
+  // Appends to the trace at `path` from now on (one that a compaction put
+  // there), flushing to the old file first.
+  absl::Status Reopen(const std::string& path);
+  // The bytes handed to the kernel so far (the file's size).
+  uint64_t size() const { return size_; }
   void Append(const Record& record);
   // The same for an event, without wrapping it in a Record.
   void Append(const EventRecord& record);
@@ -57,6 +62,7 @@ class TraceWriter {
   std::unique_ptr<char[]> scratch_;  // a compressed batch, being made
   size_t scratch_size_ = 0;
   std::string path_;
+  uint64_t size_ = 0;
 };
 
 // Calls fn for each record of the trace at path, reading the file a piece at
