@@ -248,7 +248,10 @@ void Session::FlushIfDue() {
 constexpr uint32_t kCompactionFoldAt = 2048;
 
 void Session::MaybeCompact() {
-  if (options_.trace_limit == 0 || compaction_.busy || !trace_.is_open()) return;
+  if (options_.trace_limit == 0 || compaction_.busy || !trace_.is_open() ||
+      !trace_.flushed()) {
+    return;
+  }
   uint64_t at = std::max(options_.trace_limit, compaction_.next_at);
   if (trace_.size() < at) return;
   // What has been flushed is whole frames; what comes meanwhile is copied
@@ -272,6 +275,10 @@ void Session::AdvanceCompaction() {
   const std::string path = options_.out_dir + "/" + kTraceFileName;
   const std::string compacted = path + ".compact";
   absl::Status s = compaction_.result.status();
+  // Damage in the part it read: the reports say where; the trace stays.
+  if (s.ok() && !compaction_.result->warning.empty()) {
+    s = absl::DataLossError(compaction_.result->warning);
+  }
   if (s.ok()) s = trace_.Flush();
   // The records that came while it ran, after the compacted part; then the
   // compacted trace takes the old one's place in one rename.
@@ -453,6 +460,7 @@ void Session::RecordSweep() {
 absl::StatusOr<Report> Session::Finish() {
   FinishSnapshots();
   FinishCompaction();
+  options_.trace_limit = 0;  // none started on the way out
   if (control_) control_->Poll();  // the answers to `closeaudit snapshot`
   StopServing();
   collector_.DrainAll();

@@ -127,6 +127,8 @@ class Session : private IngestSink {
   const SessionOptions& options() const { return options_; }
   // The kernel sweeps recorded so far.
   const SweepStats& sweep_stats() const { return sweep_stats_; }
+  // The compactions of the trace that took its place so far.
+  int64_t compactions() const { return compaction_.done; }
 
   // Counts as of now, for the status line, `closeaudit status` and /metrics.
   LiveStatus Live();

@@ -1,6 +1,7 @@
 #include "collector/session.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -215,6 +216,55 @@ TEST(Session, ASnapshotInFlightDoesNotHoldUpPolling) {
   EXPECT_NE(second.find("during the snapshot"), std::string::npos) << second;
   EXPECT_NE(second.find("while it is made"), std::string::npos) << second;
   EXPECT_TRUE(session.Finish().ok());
+}
+
+// The trace is compacted when it reaches the limit, and a compaction that
+// fails (here: its file cannot be made) leaves the trace as it was, with
+// nothing lost, and no more are tried.
+TEST(Session, ACompactionThatFailsLosesNothing) {
+  for (bool fail : {false, true}) {
+    SCOPED_TRACE(fail);
+    SessionDir d;
+    SessionOptions o = d.Options();
+    o.trace_limit = 16 << 10;
+    ASSERT_EQ(system(("mkdir -p " + o.out_dir).c_str()), 0);
+    const std::string compact = o.out_dir + "/" + kTraceFileName + ".compact";
+    if (fail) {
+      ASSERT_EQ(mkdir(compact.c_str(), 0700), 0);
+    }
+    Session session(o);
+    ASSERT_TRUE(session.Start().ok());
+    // What zstd cannot shrink, so that the trace passes the limit.
+    uint64_t seed = 88172645463325252ull;
+    for (int i = 0; i < 100; ++i) {
+      std::string filler;
+      for (int j = 0; j < 1000; ++j) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        filler.push_back(static_cast<char>('a' + seed % 26));
+      }
+      session.AddWarning("note " + std::to_string(i) + " " + filler);
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      session.Poll(0);
+    }
+    absl::StatusOr<Report> report = session.Finish();
+    ASSERT_TRUE(report.ok()) << report.status();
+    if (fail) {
+      EXPECT_EQ(session.compactions(), 0);
+    } else {
+      EXPECT_GT(session.compactions(), 0);
+    }
+    absl::StatusOr<Report> again = ReportFromTrace(o.out_dir, {});
+    ASSERT_TRUE(again.ok()) << again.status();
+    for (const Report* r : {&*report, &*again}) {
+      int notes = 0;
+      for (const std::string& w : r->warnings) notes += w.starts_with("note ");
+      EXPECT_EQ(notes, 100);
+    }
+    struct stat st;
+    EXPECT_EQ(stat(compact.c_str(), &st) == 0, fail);  // the directory
+  }
 }
 
 }  // namespace

@@ -45,6 +45,9 @@ class TraceWriter {
   absl::Status Reopen(const std::string& path);
   // The bytes handed to the kernel so far (the file's size).
   uint64_t size() const { return size_; }
+  // Whether everything appended is in the file: it then ends with a whole
+  // frame.
+  bool flushed() const { return pending_.empty() && buffer_.empty(); }
   void Append(const Record& record);
   // The same for an event, without wrapping it in a Record.
   void Append(const EventRecord& record);
