@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,8 +39,9 @@ import nginx_load  # noqa: E402
 
 
 def median(values):
-    values = sorted(values)
-    return values[len(values) // 2] if values else None
+    """statistics.median, or None for no values."""
+    values = list(values)
+    return statistics.median(values) if values else None
 
 
 def rss_kib(pid):

@@ -86,7 +86,6 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
   absl::Status read = ReadTrace(
       in,
       [&](const Record& r) {
-        ++stats.records_in;
         // bad_close reads the fd's latest close at every close: that close
         // may be one of the records let go, so each close in the trace is
         // preceded by what it read (its `ref` a stack id until written).
@@ -145,7 +144,6 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
   for (const FoldRecord& f : analyzer.FoldRecords(dropped_events)) {
     writer.Append(Record(f));
   }
-  stats.records_out = static_cast<int64_t>(rest.size());
   if (absl::Status s = writer.Flush(); !s.ok()) return s;
   struct stat st;
   if (::stat(in.c_str(), &st) == 0) {

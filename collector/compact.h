@@ -17,8 +17,6 @@ namespace closeaudit {
 struct CompactStats {
   uint64_t bytes_in = 0;   // the part of the trace read
   uint64_t bytes_out = 0;  // the compacted trace written
-  int64_t records_in = 0;
-  int64_t records_out = 0;
   int64_t sockets_folded = 0;  // in all, earlier compactions' included
   std::string warning;     // the part read ended at damage, as for a report
 };
