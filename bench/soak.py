@@ -2,7 +2,8 @@
 """A soak: nginx (one worker) under `closeaudit run`, wrk making one
 connection per request (Connection: close) for --seconds at full rate.
 
-Every --every seconds it samples the collector's RSS, the size of its
+Every --every seconds it samples the collector's RSS (and the peak of the
+process it compacts the trace in, while one runs), the size of its
 trace and how long `closeaudit status` takes; once, early on, it has the
 collector write a snapshot of its reports. At the end it stops nginx gracefully and compares the report with
 nginx's own counts (stub_status):
@@ -44,12 +45,36 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+def rss_kib(pid, field="VmRSS"):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:  # it has exited
+        pass
     return 0
+
+
+def compactor_kib(pid):
+    """The peak RSS (VmHWM) of the collector's compacting process, if one
+    runs: the collector compacts the trace in a process of its own."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) > 1 and argv[1] == b"internal-compact":
+                total += rss_kib(child, "VmHWM")
+    return total
 
 
 def slope(points):
@@ -93,6 +118,9 @@ def soak(opts, tmp):
         size = os.path.getsize(trace) if os.path.exists(trace) else 0
         sample = {"s": round(t, 1), "rss_kib": rss_kib(run.pid),
                   "trace_bytes": size}
+        compacting = compactor_kib(run.pid)
+        if compacting:
+            sample["compactor_kib"] = compacting
         try:
             sample["status_ms"] = timed(
                 [opts.closeaudit, "status", "--json", out]) * 1000
@@ -153,6 +181,12 @@ def judge(opts, samples, load, counts, report, snapshot_s):
         "rss_first_kib": samples[0]["rss_kib"] if samples else None,
         "rss_peak_kib": max((s["rss_kib"] for s in samples), default=None),
         "rss_last_kib": samples[-1]["rss_kib"] if samples else None,
+        # The compacting process's peak, and with the collector's at the time.
+        "compactor_peak_kib": max((s.get("compactor_kib", 0) for s in samples),
+                                  default=None),
+        "rss_with_compactor_peak_kib":
+            max((s["rss_kib"] + s.get("compactor_kib", 0) for s in samples),
+                default=None),
         "growth_bytes_per_connection":
             per_second / rate if per_second is not None and rate else None,
         "snapshot_s": snapshot_s,
@@ -203,9 +237,10 @@ def judge(opts, samples, load, counts, report, snapshot_s):
     above = [f for f in result["findings"] if not f.endswith(":info")]
     if above:
         failures.append(f"findings above info: {', '.join(above)}")
-    if opts.max_rss_mib and result["rss_peak_kib"] > opts.max_rss_mib * 1024:
-        failures.append(f"the collector's RSS reached "
-                        f"{result['rss_peak_kib'] / 1024:.0f} MiB "
+    peak = result["rss_with_compactor_peak_kib"]
+    if opts.max_rss_mib and peak > opts.max_rss_mib * 1024:
+        failures.append(f"the collector's RSS (its compacting process's "
+                        f"included) reached {peak / 1024:.0f} MiB "
                         f"(limit {opts.max_rss_mib} MiB)")
     g = result["growth_bytes_per_connection"]
     if opts.max_growth is not None and (g is None or g > opts.max_growth):

@@ -28,6 +28,23 @@ absl::StatusOr<CompactStats> CompactTrace(const std::string& in, uint64_t prefix
                                           const std::string& out,
                                           const AnalyzerOptions& options = {});
 
+// The same in a process of its own: `exe` (the closeaudit binary) started as
+// `exe internal-compact ...`, at the calling thread's priority. All that a
+// compaction allocates (it replays the part it compacts) goes back to the
+// system when that process exits, where malloc would keep much of it in
+// this one. Of `options`, grace_ns and fold_at carry over. The process dies
+// with the thread that started it.
+absl::StatusOr<CompactStats> CompactTraceApart(const std::string& exe,
+                                               const std::string& in, uint64_t prefix,
+                                               const std::string& out,
+                                               const AnalyzerOptions& options = {});
+
+inline constexpr char kCompactCommand[] = "internal-compact";
+
+// `closeaudit internal-compact ...`: the other side of CompactTraceApart.
+// Returns the process's exit status.
+int CompactTraceCommand(int argc, char** argv);
+
 }  // namespace closeaudit
 
 #endif  // CLOSEAUDIT_COLLECTOR_COMPACT_H_

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "collector/compact.h"
 #include "collector/daemon.h"
 #include "collector/demo.h"
 #include "collector/merge.h"
@@ -125,6 +126,9 @@ std::atomic<bool> g_snapshot{false};
 
 void OnSignal(int sig) { g_signal.store(sig); }
 void OnSnapshotSignal(int) { g_snapshot.store(true); }
+
+// This binary, even if the file has been replaced or removed since.
+constexpr char kSelfExe[] = "/proc/self/exe";
 
 std::string SelfDir() {
   char buf[4096];
@@ -503,6 +507,7 @@ absl::StatusOr<SessionOptions> OptionsFromFlags() {
   absl::StatusOr<uint64_t> limit = TraceLimitFromFlag();
   if (!limit.ok()) return limit.status();
   options.trace_limit = *limit;
+  options.compactor_exe = kSelfExe;
   options.json_path = absl::GetFlag(FLAGS_json);
   options.out_dir = absl::GetFlag(FLAGS_out);
   if (options.out_dir.empty()) {
@@ -621,6 +626,7 @@ int CmdDaemon() {
   absl::StatusOr<uint64_t> limit = TraceLimitFromFlag();
   if (!limit.ok()) return Fail(limit.status());
   options.trace_limit = *limit;
+  options.compactor_exe = kSelfExe;
   return RunDaemon(options, absl::GetFlag(FLAGS_idle),
                    !absl::GetFlag(FLAGS_foreground));
 }
@@ -714,6 +720,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::string command = argv[1];
+  if (command == kCompactCommand) return CompactTraceCommand(argc, argv);
   // Flags follow the command: hand absl everything but the command itself
   // (and `status --json`, which is not the --json FILE of the others).
   // Flags are spelled with dashes (--min-severity); absl names them with

@@ -264,8 +264,13 @@ void Session::MaybeCompact() {
     // holds until it lets go of them.
     AnalyzerOptions options;
     options.fold_at = kCompactionFoldAt;
+    if (!options_.compactor_exe.empty()) {
+      compaction_.result = CompactTraceApart(options_.compactor_exe, path, prefix,
+                                             path + ".compact", options);
+      return;
+    }
     compaction_.result = CompactTrace(path, prefix, path + ".compact", options);
-    malloc_trim(0);  // what it used, back to the system
+    malloc_trim(0);  // what it used, back to the system (not all comes back)
   });
 }
 

@@ -75,6 +75,9 @@ struct SessionOptions {
   // When the trace reaches this size, it is compacted (collector/compact.h)
   // on a thread of its own; 0: never. docs/wire-format.md, "Compaction".
   uint64_t trace_limit = kDefaultTraceLimit;
+  // The closeaudit binary, to compact in a process of its own
+  // (CompactTraceApart), which gives back all it used; "": on the thread.
+  std::string compactor_exe;
 };
 
 class Session : private IngestSink {

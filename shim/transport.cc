@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "common/paths.h"
+#include "common/spawn.h"
 #include "common/wire.h"
 #include "shim/hooks.h"
 #include "shim/layout.h"
@@ -210,12 +211,7 @@ int StartDaemon(const char* bin, char* why, size_t why_size) {
   // SIGTERM stops it and SIGUSR1 asks for a snapshot.
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  CleanSignalsOnSpawn(&attr);
   pid_t pid;
   // The real posix_spawn: this child is the shim's, not the program's.
   int rc = Real().posix_spawn(&pid, bin, &actions, &attr, argv, envp);
