@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -317,6 +318,156 @@ absl::StatusOr<std::vector<KernelSocket>> DumpTcpSockets(uint32_t state_mask) {
     result.push_back(std::move(row));
   }
   return result;
+}
+
+namespace {
+
+// "127.0.0.1:8080" or "[::1]:8080" back to its parts.
+bool ParseEndpoint(std::string_view text, int* family, uint8_t addr[16],
+                   uint16_t* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  std::string host(text.substr(0, colon));
+  uint32_t number = 0;
+  std::string digits(text.substr(colon + 1));
+  if (!absl::SimpleAtoi(digits, &number) || number > 65535) {
+    return false;
+  }
+  *port = static_cast<uint16_t>(number);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    *family = AF_INET6;
+    return inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), addr) == 1;
+  }
+  *family = AF_INET;
+  return inet_pton(AF_INET, host.c_str(), addr) == 1;
+}
+
+// Sends `requests` (whole netlink messages, one after another) in one
+// datagram.
+absl::Status SendRequests(int fd, const std::vector<char>& requests) {
+  sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;
+  for (;;) {
+    const ssize_t n = sendto(fd, requests.data(), requests.size(), 0,
+                             reinterpret_cast<const sockaddr*>(&kernel),
+                             sizeof(kernel));
+    if (n == static_cast<ssize_t>(requests.size())) return absl::OkStatus();
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::ErrnoToStatus(errno, "sendto(NETLINK_SOCK_DIAG)");
+    return absl::InternalError("sendto(NETLINK_SOCK_DIAG) sent part of a batch");
+  }
+}
+
+}  // namespace
+
+std::optional<SocketKey> KeyFromEndpoints(uint64_t cookie, std::string_view local,
+                                          std::string_view peer) {
+  SocketKey key;
+  key.cookie = cookie;
+  int peer_family = 0;
+  if (!ParseEndpoint(local, &key.family, key.local, &key.local_port) ||
+      !ParseEndpoint(peer, &peer_family, key.peer, &key.peer_port) ||
+      peer_family != key.family) {
+    return std::nullopt;
+  }
+  return key;
+}
+
+absl::StatusOr<std::vector<KernelSocket>> LookupTcpSockets(
+    const std::vector<SocketKey>& keys) {
+  std::vector<KernelSocket> found;
+  if (keys.empty()) return found;
+  ScopedFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (fd.get() < 0) return absl::ErrnoToStatus(errno, "socket(NETLINK_SOCK_DIAG)");
+  timeval timeout = {};
+  timeout.tv_sec = kRecvTimeoutSeconds;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVTIMEO)");
+  }
+  // Each answer is a datagram of its own (about 90 bytes): a batch's
+  // answers fit in the socket's receive buffer, none dropped.
+  constexpr size_t kBatch = 64;
+  struct Request {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  };
+  std::vector<char> requests;
+  std::vector<char> buffer(kRecvBufferSize);
+  uint32_t seq = 0;
+  for (size_t first = 0; first < keys.size(); first += kBatch) {
+    const size_t n = std::min(kBatch, keys.size() - first);
+    requests.assign(n * sizeof(Request), 0);
+    const uint32_t first_seq = seq + 1;
+    for (size_t i = 0; i < n; ++i) {
+      const SocketKey& key = keys[first + i];
+      Request r;
+      std::memset(&r, 0, sizeof(r));
+      r.nlh.nlmsg_len = sizeof(r);
+      r.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+      r.nlh.nlmsg_flags = NLM_F_REQUEST;
+      r.nlh.nlmsg_seq = ++seq;
+      r.req.sdiag_family = static_cast<uint8_t>(key.family);
+      r.req.sdiag_protocol = IPPROTO_TCP;
+      r.req.idiag_states = ~0u;
+      // The kernel's view: src is the socket's own end, dst its peer's.
+      r.req.id.idiag_sport = htons(key.local_port);
+      r.req.id.idiag_dport = htons(key.peer_port);
+      const size_t bytes = key.family == AF_INET ? 4 : 16;
+      std::memcpy(r.req.id.idiag_src, key.local, bytes);
+      std::memcpy(r.req.id.idiag_dst, key.peer, bytes);
+      r.req.id.idiag_cookie[0] = static_cast<uint32_t>(key.cookie);
+      r.req.id.idiag_cookie[1] = static_cast<uint32_t>(key.cookie >> 32);
+      std::memcpy(requests.data() + i * sizeof(Request), &r, sizeof(r));
+    }
+    if (absl::Status s = SendRequests(fd.get(), requests); !s.ok()) return s;
+    // One answer per request: the socket, or an error (ENOENT: not there).
+    for (size_t answered = 0; answered < n;) {
+      const ssize_t got = recv(fd.get(), buffer.data(), buffer.size(), 0);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          return absl::DeadlineExceededError(absl::StrFormat(
+              "no sock_diag answer within %d s", kRecvTimeoutSeconds));
+        }
+        return absl::ErrnoToStatus(errno, "recv(NETLINK_SOCK_DIAG)");
+      }
+      std::string_view bytes(buffer.data(), static_cast<size_t>(got));
+      while (bytes.size() >= sizeof(nlmsghdr)) {
+        const auto header = Load<nlmsghdr>(bytes.data());
+        if (header.nlmsg_len < sizeof(nlmsghdr) || header.nlmsg_len > bytes.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("sock_diag answer with nlmsg_len %d in %d bytes",
+                              header.nlmsg_len, bytes.size()));
+        }
+        const std::string_view payload =
+            bytes.substr(sizeof(nlmsghdr), header.nlmsg_len - sizeof(nlmsghdr));
+        bytes.remove_prefix(
+            std::min<size_t>(NLMSG_ALIGN(header.nlmsg_len), bytes.size()));
+        // An answer to an earlier batch's request cannot come; one to no
+        // request of ours is not counted.
+        if (header.nlmsg_seq < first_seq || header.nlmsg_seq > seq) continue;
+        if (header.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+          absl::StatusOr<KernelSocket> row = ParseInetDiagMsg(payload);
+          if (!row.ok()) return row.status();
+          found.push_back(*std::move(row));
+        } else if (header.nlmsg_type == NLMSG_ERROR) {
+          if (payload.size() < sizeof(int)) {
+            return absl::InvalidArgumentError("truncated NLMSG_ERROR");
+          }
+          const int error = Load<int>(payload.data());
+          // Gone, or its endpoints another socket's now (the cookie differs).
+          if (error != 0 && error != -ENOENT && error != -ESTALE) {
+            return NetlinkErrorStatus(error, "lookup");
+          }
+        } else {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "unexpected netlink message type %d", header.nlmsg_type));
+        }
+        ++answered;
+      }
+    }
+  }
+  return found;
 }
 
 absl::flat_hash_map<uint64_t, std::vector<FdOwner>> FindSocketOwners(

@@ -8,6 +8,7 @@
 #define CLOSEAUDIT_COLLECTOR_KERNEL_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -100,6 +101,35 @@ struct KernelSocket {
 // the kernel has already turned into timewait minisockets (an orphaned
 // FIN_WAIT2 with the default tcp_fin_timeout) show up under FIN_WAIT2.
 absl::StatusOr<std::vector<KernelSocket>> DumpTcpSockets(uint32_t state_mask);
+
+// A TCP socket to look up by its endpoints, as the shim or a dump saw them,
+// and its cookie.
+struct SocketKey {
+  uint64_t cookie = 0;
+  int family = 0;  // AF_INET or AF_INET6
+  uint8_t local[16] = {};  // network order; IPv4 in the first 4 bytes
+  uint8_t peer[16] = {};
+  uint16_t local_port = 0;  // host order
+  uint16_t peer_port = 0;
+};
+
+// The key for the socket with these endpoints (FormatEndpoint()'s spelling)
+// and this cookie; nullopt if either does not parse.
+std::optional<SocketKey> KeyFromEndpoints(uint64_t cookie, std::string_view local,
+                                          std::string_view peer);
+
+// Looks each socket up on its own (a SOCK_DIAG_BY_FAMILY request without
+// NLM_F_DUMP: the kernel finds it in its hash tables by the endpoints, and
+// checks the cookie), and returns the rows of those found, in whatever
+// state, TIME_WAIT minisockets included. A socket that is gone, or whose
+// endpoints now belong to another socket, is not in the result. Unlike a
+// dump, this costs the kernel nothing for the sockets not asked about, so
+// a namespace full of TIME_WAIT sockets does not make it slower.
+//
+// Requests go in batches, each answered before the next is sent. Errors:
+// as DumpTcpSockets(), and a kernel error other than "not found".
+absl::StatusOr<std::vector<KernelSocket>> LookupTcpSockets(
+    const std::vector<SocketKey>& keys);
 
 // Parses one buffer of netlink replies to a sock_diag dump (what one recv()
 // returned), appending each inet_diag_msg to *out and setting *done to

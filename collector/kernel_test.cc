@@ -204,6 +204,120 @@ void CheckCloseWait(int family) {
   }
 }
 
+// One socket looked up by its endpoints and cookie, as the sweeps between
+// two dumps do: its state whatever it is, and nothing for a cookie or
+// endpoints that are not its own.
+void CheckLookup(int family) {
+  Connection c;
+  if (!Connect(family, &c)) {
+    if (family == AF_INET6) GTEST_SKIP() << "::1 unavailable";
+    FAIL() << "cannot set up a loopback connection";
+  }
+  const std::string server = Endpoint(c.accepted.get(), false);
+  const std::string client = Endpoint(c.accepted.get(), true);
+  const uint64_t cookie = SocketCookie(c.accepted.get());
+  const uint64_t client_cookie = SocketCookie(c.client.get());
+  std::optional<SocketKey> key = KeyFromEndpoints(cookie, server, client);
+  ASSERT_TRUE(key.has_value());
+  std::optional<SocketKey> client_key =
+      KeyFromEndpoints(client_cookie, client, server);
+  ASSERT_TRUE(client_key.has_value());
+  SocketKey stale = *key;
+  stale.cookie = cookie + 1000;  // another socket's, once, perhaps
+  SocketKey elsewhere = *key;
+  elsewhere.peer_port = static_cast<uint16_t>(elsewhere.peer_port ^ 1);
+
+  absl::StatusOr<std::vector<KernelSocket>> rows =
+      LookupTcpSockets({stale, *key, elsewhere, *client_key});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].cookie, cookie);
+  EXPECT_EQ((*rows)[0].state, kTcpEstablished);
+  EXPECT_EQ((*rows)[0].local, server);
+  EXPECT_EQ((*rows)[0].peer, client);
+  EXPECT_EQ((*rows)[0].inode, SocketInode(c.accepted.get()));
+  EXPECT_EQ((*rows)[1].cookie, client_cookie);
+
+  c.client.Reset();  // the server's end: CLOSE_WAIT, the client's FIN_WAIT2
+  bool seen = false;
+  for (int i = 0; i < 1000 && !seen; ++i) {
+    rows = LookupTcpSockets({*key, *client_key});
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    seen = rows->size() == 2 && (*rows)[0].state == kTcpCloseWait &&
+           (*rows)[1].state == kTcpFinWait2;
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(seen) << "CLOSE_WAIT and FIN_WAIT2 not seen by lookup";
+  EXPECT_EQ((*rows)[0].recv_queue, 1u);  // the unread EOF
+
+  // The server closes too: its end goes (LAST_ACK, then nothing), the
+  // client's becomes TIME_WAIT, still found under its cookie.
+  c.accepted.Reset();
+  bool gone = false;
+  for (int i = 0; i < 1000 && !gone; ++i) {
+    rows = LookupTcpSockets({*key, *client_key});
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    gone = rows->size() == 1 && (*rows)[0].cookie == client_cookie &&
+           (*rows)[0].state == kTcpTimeWait;
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(gone) << "the closed server end was still found";
+}
+
+TEST(Kernel, LookupIPv4) { CheckLookup(AF_INET); }
+
+TEST(Kernel, LookupIPv6) { CheckLookup(AF_INET6); }
+
+TEST(Kernel, LookupNothing) {
+  absl::StatusOr<std::vector<KernelSocket>> rows = LookupTcpSockets({});
+  ASSERT_TRUE(rows.ok());
+  EXPECT_TRUE(rows->empty());
+}
+
+// More keys than one batch holds, none of them there: every answer is read,
+// none is taken for the next batch's.
+TEST(Kernel, LookupManyBatches) {
+  std::vector<SocketKey> keys;
+  for (int i = 0; i < 300; ++i) {
+    std::optional<SocketKey> k = KeyFromEndpoints(
+        1 + i, "127.0.0.1:1", absl::StrCat("127.0.0.1:", 2 + i));
+    ASSERT_TRUE(k.has_value());
+    keys.push_back(*k);
+  }
+  Connection c;
+  ASSERT_TRUE(Connect(AF_INET, &c));
+  std::optional<SocketKey> real =
+      KeyFromEndpoints(SocketCookie(c.client.get()), Endpoint(c.client.get(), false),
+                       Endpoint(c.client.get(), true));
+  ASSERT_TRUE(real.has_value());
+  keys.push_back(*real);
+  absl::StatusOr<std::vector<KernelSocket>> rows = LookupTcpSockets(keys);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].cookie, real->cookie);
+}
+
+TEST(Kernel, KeyFromEndpointsReadsWhatFormatEndpointWrites) {
+  std::optional<SocketKey> k = KeyFromEndpoints(7, "10.1.2.3:80", "[::1]:9");
+  EXPECT_FALSE(k.has_value());  // two families
+  for (const char* bad : {"", ":80", "1.2.3.4", "1.2.3.4:65536", "[::1:80",
+                          "1.2.3.4:x", "[zz]:1"}) {
+    EXPECT_FALSE(KeyFromEndpoints(7, bad, "1.2.3.4:5").has_value()) << bad;
+  }
+  k = KeyFromEndpoints(7, "[::ffff:127.0.0.1]:8080", "[::1]:9");
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->family, AF_INET6);
+  EXPECT_EQ(k->local_port, 8080);
+  EXPECT_EQ(FormatEndpoint(AF_INET6, k->local, k->local_port),
+            "[::ffff:127.0.0.1]:8080");
+  EXPECT_EQ(FormatEndpoint(AF_INET6, k->peer, k->peer_port), "[::1]:9");
+  k = KeyFromEndpoints(7, "10.1.2.3:80", "127.0.0.1:65535");
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->family, AF_INET);
+  EXPECT_EQ(FormatEndpoint(AF_INET, k->local, k->local_port), "10.1.2.3:80");
+  EXPECT_EQ(FormatEndpoint(AF_INET, k->peer, k->peer_port), "127.0.0.1:65535");
+}
+
 TEST(Kernel, CloseWaitIPv4) { CheckCloseWait(AF_INET); }
 
 TEST(Kernel, CloseWaitIPv6) { CheckCloseWait(AF_INET6); }
