@@ -68,6 +68,24 @@ std::vector<uint64_t> Analyzer::SocketTable::Cookies() const {
   return cookies;
 }
 
+bool Analyzer::OpenSocketKeys(size_t limit, std::vector<SocketKey>* out) const {
+  const std::vector<uint64_t> cookies = sockets_.Cookies();
+  for (uint32_t i = 0; i < sockets_.size(); ++i) {
+    const Socket& s = sockets_[i];
+    constexpr uint8_t kTcp = wire::kFlagStream | wire::kFlagInet;
+    if ((s.flags & kTcp) != kTcp || (s.state & wire::kStateListening) ||
+        !AnyOpen(s)) {
+      continue;
+    }
+    if (s.detail == 0 || out->size() >= limit) return false;
+    const SocketDetail& d = details_[s.detail];
+    std::optional<SocketKey> key = KeyFromEndpoints(cookies[i], d.local, d.peer);
+    if (!key) return false;
+    out->push_back(*key);
+  }
+  return true;
+}
+
 Analyzer::SocketDetail& Analyzer::DetailOf(Socket& socket) {
   if (socket.detail == 0) {
     socket.detail = static_cast<uint32_t>(details_.size());

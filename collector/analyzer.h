@@ -32,6 +32,8 @@
 
 namespace closeaudit {
 
+struct SocketKey;  // collector/kernel.h
+
 struct AnalyzerOptions {
   // Overrides the grace period recorded in the trace's RunRecord.
   std::optional<uint64_t> grace_ns;
@@ -105,6 +107,12 @@ class Analyzer {
   int64_t events() const { return events_; }
   // Whether the shim reported this socket (the kernel sampler asks).
   bool Tracks(uint64_t cookie) const { return sockets_.contains(cookie); }
+  // Appends the endpoints and cookie of each TCP socket the program still
+  // holds and that is not listening: what could be in CLOSE_WAIT or
+  // FIN_WAIT2, for the kernel to be asked about one by one. False if the
+  // endpoints of one are not known (a client's before its EOF or close), or
+  // there are more than `limit`: then only a dump of the table sees them.
+  bool OpenSocketKeys(size_t limit, std::vector<SocketKey>* out) const;
   // Whether the stream's perf map was written only because closeaudit
   // asked (the Node.js agent said so): the collector may remove it when the
   // process has ended.

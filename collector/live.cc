@@ -78,11 +78,11 @@ std::string StatusJson(const LiveStatus& s) {
       "{\"uptime_s\":%.3f,\"processes\":[%s],\"open_sockets\":%d,"
       "\"close_wait\":%d,\"findings\":%d,\"finding_sockets\":[%s],"
       "\"events\":%d,\"events_dropped\":%d,\"kernel_sweeps\":{\"count\":%d,"
-      "\"cpu_ms\":%.3f,\"last_cpu_ms\":%.3f,\"max_cpu_ms\":%.3f,"
+      "\"dumps\":%d,\"cpu_ms\":%.3f,\"last_cpu_ms\":%.3f,\"max_cpu_ms\":%.3f,"
       "\"last_sockets\":%d},\"longest_turn_ms\":%.3f}\n",
       s.uptime_s, absl::StrJoin(procs, ","), s.open_sockets, s.close_wait,
       s.findings, absl::StrJoin(findings, ","), s.events, s.dropped,
-      s.sweeps.sweeps, s.sweeps.cpu_ns / 1e6, s.sweeps.last_cpu_ns / 1e6,
+      s.sweeps.sweeps, s.sweeps.dumps, s.sweeps.cpu_ns / 1e6, s.sweeps.last_cpu_ns / 1e6,
       s.sweeps.max_cpu_ns / 1e6, s.sweeps.last_sockets,
       s.longest_turn_ns / 1e6);
 }
@@ -131,6 +131,10 @@ std::string MetricsText(
          "Sweeps of the kernel's socket table (sock_diag) so far.");
   absl::StrAppend(&out, "closeaudit_kernel_sweeps_total ", s.sweeps.sweeps,
                   "\n");
+  family("closeaudit_kernel_dumps_total", "counter",
+         "Of those, walks of the whole table; the rest asked about the "
+         "audited processes' sockets one by one.");
+  absl::StrAppend(&out, "closeaudit_kernel_dumps_total ", s.sweeps.dumps, "\n");
   family("closeaudit_kernel_sweep_cpu_seconds_total", "counter",
          "The CPU time of those sweeps, the kernel's share included.");
   absl::StrAppend(&out, "closeaudit_kernel_sweep_cpu_seconds_total ",

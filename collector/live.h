@@ -22,6 +22,7 @@ struct LiveProcess {
 // The collector's sweeps of the kernel's socket table so far.
 struct SweepStats {
   uint64_t sweeps = 0;
+  uint64_t dumps = 0;        // of those, walks of the whole table
   uint64_t cpu_ns = 0;       // the CPU time of all of them
   uint64_t last_cpu_ns = 0;  // of the latest
   uint64_t max_cpu_ns = 0;   // of the costliest

@@ -359,11 +359,11 @@ uint64_t SweepBudget::NextIntervalNs(uint64_t now_ns, uint64_t cost_ns) {
 
 void Session::SampleKernel() {
   FinishSweep();
-  StartSweep();
+  StartSweep(/*dump=*/true);
   FinishSweep();
 }
 
-void Session::StartSweep() {
+void Session::StartSweep(bool dump) {
   uint64_t now = MonoNowNs();
   last_sample_ns_ = now;
   std::vector<uint32_t> pids = collector_.live_pids();
@@ -376,11 +376,41 @@ void Session::StartSweep() {
   sweep_.step = Sweep::Step::kDump;
   sweep_.pids = std::move(pids);
   sweep_.started_ns = now;
+  // A dump walks every socket of the namespace, TIME_WAIT ones included,
+  // however few are asked for; a lookup costs what it asks about, but sees
+  // only what it asks about: sockets the shim never reported that are new
+  // since the last dump wait for the next. So dumps go on while they are
+  // cheap.
+  const bool can_look_up = !options_.dump_kernel || options_.lookup_kernel;
+  sweep_.dump = dump || !can_look_up || last_dump_ns_ == 0 ||
+                std::min(dump_cpu_ns_[0], dump_cpu_ns_[1]) < options_.lookup_above_ns ||
+                now - last_dump_ns_ >= kKernelDumpMs * 1'000'000 ||
+                !analyzer_.OpenSocketKeys(kMaxLookups, &sweep_.keys) ||
+                sweep_.keys.size() + untracked_keys_.size() > kMaxLookups;
+  if (sweep_.dump) {
+    last_dump_ns_ = now;
+    sweep_.keys.clear();
+  } else {
+    sweep_.keys.insert(sweep_.keys.end(), untracked_keys_.begin(),
+                       untracked_keys_.end());
+    sweep_.owners = untracked_owners_;
+  }
   sweeper_.Start([this] {
     uint64_t cpu = ThreadCpuNs();
     uint32_t mask = StateBit(kTcpCloseWait) | StateBit(kTcpFinWait2);
-    sweep_.sockets = options_.dump_kernel ? options_.dump_kernel(mask)
-                                          : DumpTcpSockets(mask);
+    if (sweep_.dump) {
+      sweep_.sockets = options_.dump_kernel ? options_.dump_kernel(mask)
+                                            : DumpTcpSockets(mask);
+    } else {
+      sweep_.sockets = options_.lookup_kernel ? options_.lookup_kernel(sweep_.keys)
+                                              : LookupTcpSockets(sweep_.keys);
+      // What a dump would show of them: those in either state.
+      if (sweep_.sockets.ok()) {
+        std::erase_if(*sweep_.sockets, [mask](const KernelSocket& k) {
+          return k.state < 0 || k.state >= 32 || !(mask & StateBit(k.state));
+        });
+      }
+    }
     sweep_.mono_ns = MonoNowNs();
     sweep_.cpu_ns += ThreadCpuNs() - cpu;
   });
@@ -388,7 +418,7 @@ void Session::StartSweep() {
 
 void Session::AdvanceSweep() {
   if (sweep_.step == Sweep::Step::kIdle || !sweeper_.Idle()) return;
-  if (sweep_.step == Sweep::Step::kDump && sweep_.sockets.ok()) {
+  if (sweep_.step == Sweep::Step::kDump && sweep_.dump && sweep_.sockets.ok()) {
     // Which of them the shim never reported, looked for among the audited
     // processes' descriptors: on the sweeper too, since a process may have
     // very many.
@@ -409,6 +439,26 @@ void Session::AdvanceSweep() {
   }
   RecordSweep();
   sweep_stats_.sweeps += 1;
+  if (sweep_.dump) {
+    sweep_stats_.dumps += 1;
+    // The cheaper of the last two: the first is dearer (the thread's start).
+    dump_cpu_ns_[1] = dump_cpu_ns_[0];
+    dump_cpu_ns_[0] = sweep_.cpu_ns;
+    // The sockets of audited processes the shim never reported: the
+    // lookups until the next dump ask about them too.
+    untracked_keys_.clear();
+    untracked_owners_.clear();
+    if (sweep_.sockets.ok()) {
+      for (const KernelSocket& k : *sweep_.sockets) {
+        auto it = sweep_.owners.find(k.inode);
+        if (analyzer_.Tracks(k.cookie) || it == sweep_.owners.end()) continue;
+        if (std::optional<SocketKey> key = KeyFromEndpoints(k.cookie, k.local, k.peer)) {
+          untracked_keys_.push_back(*key);
+          untracked_owners_.insert(*it);
+        }
+      }
+    }
+  }
   sweep_stats_.cpu_ns += sweep_.cpu_ns;
   sweep_stats_.last_cpu_ns = sweep_.cpu_ns;
   sweep_stats_.max_cpu_ns = std::max(sweep_stats_.max_cpu_ns, sweep_.cpu_ns);

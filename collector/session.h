@@ -35,6 +35,18 @@ inline constexpr char kTraceFileName[] = "trace.catrace";
 inline constexpr uint64_t kDefaultTraceLimit = uint64_t{1} << 30;
 inline constexpr uint64_t kKernelSampleMs = 500;
 inline constexpr uint64_t kKernelSampleMaxMs = 30'000;
+// Between two dumps of the whole table, once a dump costs more than
+// kLookUpAboveNs, a sweep asks the kernel about the audited processes' open
+// TCP sockets one by one (and the sockets of theirs
+// the shim never reported that the last dump showed), when the endpoints of
+// them all are known and there are at most kMaxLookups: that costs nothing
+// for the rest of the table. A dump still comes every kKernelDumpMs, to find
+// sockets the shim never reported.
+inline constexpr uint64_t kKernelDumpMs = 30'000;
+inline constexpr size_t kMaxLookups = 4096;
+// A dump of a table of some 3,000 sockets: a millisecond the kernel spends
+// on the core the server may be waiting for.
+inline constexpr uint64_t kLookUpAboveNs = 1'000'000;
 
 // When to sweep the kernel's socket table again. The kernel walks every TCP
 // socket of the namespace for each dump, TIME_WAIT minisockets included,
@@ -70,6 +82,15 @@ struct SessionOptions {
   // their own).
   std::function<absl::StatusOr<std::vector<KernelSocket>>(uint32_t state_mask)>
       dump_kernel;
+  // The kernel's answer to a sweep that asks about sockets one by one:
+  // LookupTcpSockets() if unset. With dump_kernel set and this not, every
+  // sweep is a dump.
+  std::function<absl::StatusOr<std::vector<KernelSocket>>(
+      const std::vector<SocketKey>& keys)>
+      lookup_kernel;
+  // Once a dump costs the sweeper this much CPU, sweeps between dumps (up
+  // to kKernelDumpMs apart) look the sockets up instead.
+  uint64_t lookup_above_ns = kLookUpAboveNs;
   // Tests: called on a snapshot's thread before it makes the report.
   std::function<void()> on_snapshot;
   // When the trace reaches this size, it is compacted (collector/compact.h)
@@ -108,7 +129,7 @@ class Session : private IngestSink {
   // (after the sweep in flight, if any). Poll() starts sweeps as
   // SweepBudget says, on a thread of their own, and records each when it
   // is done; call this just before the processes go away.
-  void SampleKernel();
+  void SampleKernel();  // a dump
 
   // Also asks the kernel about the sockets of `pid` (0: none) until told
   // otherwise: the command of `closeaudit run`, which may never report (a
@@ -167,7 +188,7 @@ class Session : private IngestSink {
   void FinishCompaction();   // waits for the one in flight, if any
   // A kernel sweep, in steps: the dump and the search for the owners of
   // sockets the shim never reported run on sweeper_; the rest here.
-  void StartSweep();
+  void StartSweep(bool dump = false);  // dump: walk the whole table
   void AdvanceSweep();  // the next step, once sweeper_ is done with one
   void FinishSweep();   // waits for the sweep in flight, if any
   void RecordSweep();
@@ -193,8 +214,16 @@ class Session : private IngestSink {
         std::vector<KernelSocket>{};
     absl::flat_hash_set<uint64_t> untracked;  // inodes
     absl::flat_hash_map<uint64_t, std::vector<FdOwner>> owners;
+    bool dump = true;  // or a lookup of `keys`
+    std::vector<SocketKey> keys;
   };
   Sweep sweep_;
+  uint64_t last_dump_ns_ = 0;  // 0: none yet
+  uint64_t dump_cpu_ns_[2] = {0, 0};  // the latest two dumps' CPU time
+  // What the last dump showed of the sockets the shim never reported: for
+  // the lookups until the next, with their owners (by inode).
+  std::vector<SocketKey> untracked_keys_;
+  absl::flat_hash_map<uint64_t, std::vector<FdOwner>> untracked_owners_;
   SweepStats sweep_stats_;
 
   bool kernel_warned_ = false;

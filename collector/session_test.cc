@@ -1,6 +1,7 @@
 #include "collector/session.h"
 
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,6 +153,66 @@ TEST(Session, ASweepTheKernelRefusesEndsAndIsCounted) {
   EXPECT_EQ(session.sweep_stats().sweeps, 2u);
   EXPECT_EQ(session.sweep_stats().last_sockets, 0u);
   EXPECT_TRUE(session.Finish().ok());
+}
+
+// Between dumps, sweeps ask about sockets one by one: here the socket of
+// ours the shim never reported (this test has no shim), found by the dump,
+// is asked about by its endpoints and cookie, and recorded again.
+TEST(Session, SweepsBetweenDumpsLookSocketsUp) {
+  SessionDir d;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  KernelSocket k;
+  k.cookie = 77;
+  k.inode = st.st_ino;  // one of our descriptors: its owner is found
+  k.state = kTcpCloseWait;
+  k.family = AF_INET;
+  k.local = "127.0.0.1:1000";
+  k.peer = "127.0.0.1:2000";
+  std::atomic<int> dumps{0};
+  std::atomic<int> lookups{0};
+  std::vector<SocketKey> asked;  // by the sweeper, read once it is done
+  SessionOptions o = d.Options();
+  o.lookup_above_ns = 0;  // however cheap the dumps
+  o.dump_kernel = [&](uint32_t) -> absl::StatusOr<std::vector<KernelSocket>> {
+    ++dumps;
+    return std::vector<KernelSocket>{k};
+  };
+  o.lookup_kernel = [&](const std::vector<SocketKey>& keys)
+      -> absl::StatusOr<std::vector<KernelSocket>> {
+    ++lookups;
+    asked = keys;
+    KernelSocket established = k;
+    established.cookie = 78;
+    established.state = kTcpEstablished;  // not recorded
+    return std::vector<KernelSocket>{k, established};
+  };
+  Session session(o);
+  ASSERT_TRUE(session.Start().ok());
+  session.WatchPid(static_cast<uint32_t>(getpid()));
+  session.SampleKernel();
+  session.SampleKernel();  // two: the cheaper of two dumps is judged
+  EXPECT_EQ(dumps.load(), 2);
+  EXPECT_EQ(session.sweep_stats().dumps, 2u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(kKernelSampleMs + 50));
+  for (int i = 0; i < 2000 && session.sweep_stats().sweeps < 3; ++i) {
+    session.Poll(0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(session.sweep_stats().sweeps, 3u);
+  EXPECT_EQ(dumps.load(), 2);
+  EXPECT_EQ(lookups.load(), 1);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].cookie, 77u);
+  EXPECT_EQ(asked[0].local_port, 1000);
+  EXPECT_EQ(asked[0].peer_port, 2000);
+  EXPECT_EQ(session.sweep_stats().last_sockets, 1u);
+  absl::StatusOr<Report> report = session.Finish();  // a dump, the last
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(dumps.load(), 3);
+  close(fd);
 }
 
 std::string ReadFile(const std::string& path) {
