@@ -10,7 +10,7 @@ nginx's own counts (stub_status):
   - time_wait's count must lie between the answers wrk read and the
     requests nginx answered: nginx closes first after each answer, so each
     one leaves a socket of nginx's in TIME_WAIT (but for those wrk, at its
-    end, closed first);
+    end, closed first, and a few per million, below);
   - sockets_tracked must equal nginx's accepted connections plus nginx's own
     sockets that are not connections (its listener, its channels);
   - no event may be lost, wrk must see no error, and no finding may be
@@ -211,11 +211,17 @@ def judge(opts, samples, load, counts, report, snapshot_s):
         failures.append(f"{summary['events_dropped']} events were dropped")
     # Every answer wrk read left a socket in TIME_WAIT; so did the requests
     # nginx answered after wrk, stopping, had closed its end, unless nginx
-    # read that end's EOF before its own close.
-    if not load["requests"] <= time_wait <= counts["requests"]:
+    # read that end's EOF before its own close. But for a few per million:
+    # when nginx is held up between its answer and its close(), wrk has read
+    # the answer and closed first, and nginx's close comes after wrk's FIN.
+    # That socket ends in LAST_ACK, not TIME_WAIT, and when a sweep caught it
+    # in CLOSE_WAIT meanwhile, the report rightly leaves it out.
+    slack = connections // 100_000
+    if not load["requests"] - slack <= time_wait <= counts["requests"]:
         failures.append(f"time_wait counts {time_wait} sockets, not between "
-                        f"the {load['requests']} answers wrk read and the "
-                        f"{counts['requests']} requests nginx answered")
+                        f"the {load['requests']} answers wrk read (less "
+                        f"{slack}) and the {counts['requests']} requests "
+                        f"nginx answered")
     own = summary["sockets_tracked"] - connections
     if not 1 <= own <= opts.own_sockets:
         failures.append(f"sockets_tracked {summary['sockets_tracked']} is not "
