@@ -97,6 +97,18 @@ absl::Status NetlinkErrorStatus(int error, const char* what) {
   return absl::ErrnoToStatus(-error, absl::StrCat("sock_diag ", what));
 }
 
+// A NETLINK_SOCK_DIAG socket just made (or -1), checked, with a bound on
+// how long a recv() waits for the kernel.
+absl::Status PrepareDiagSocket(int fd) {
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket(NETLINK_SOCK_DIAG)");
+  timeval timeout = {};
+  timeout.tv_sec = kRecvTimeoutSeconds;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVTIMEO)");
+  }
+  return absl::OkStatus();
+}
+
 // Sends one SOCK_DIAG_BY_FAMILY dump request and reads replies until
 // NLMSG_DONE, appending rows to *out.
 absl::Status DumpFamily(int fd, int family, uint32_t state_mask, uint32_t seq,
@@ -288,15 +300,7 @@ absl::StatusOr<std::vector<KernelSocket>> DumpTcpSockets(uint32_t state_mask) {
   if (state_mask == 0) return result;
 
   ScopedFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (fd.get() < 0) {
-    return absl::ErrnoToStatus(errno, "socket(NETLINK_SOCK_DIAG)");
-  }
-  timeval timeout = {};
-  timeout.tv_sec = kRecvTimeoutSeconds;
-  if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout,
-                 sizeof(timeout)) != 0) {
-    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVTIMEO)");
-  }
+  if (absl::Status s = PrepareDiagSocket(fd.get()); !s.ok()) return s;
 
   std::vector<KernelSocket> rows;
   uint32_t seq = 1;
@@ -378,12 +382,7 @@ absl::StatusOr<std::vector<KernelSocket>> LookupTcpSockets(
   std::vector<KernelSocket> found;
   if (keys.empty()) return found;
   ScopedFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (fd.get() < 0) return absl::ErrnoToStatus(errno, "socket(NETLINK_SOCK_DIAG)");
-  timeval timeout = {};
-  timeout.tv_sec = kRecvTimeoutSeconds;
-  if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
-    return absl::ErrnoToStatus(errno, "setsockopt(SO_RCVTIMEO)");
-  }
+  if (absl::Status s = PrepareDiagSocket(fd.get()); !s.ok()) return s;
   // Each answer is a datagram of its own (about 90 bytes): a batch's
   // answers fit in the socket's receive buffer, none dropped.
   constexpr size_t kBatch = 64;
