@@ -355,6 +355,27 @@ void Analyzer::EndAllHolds(Stream& stream, uint32_t stream_id, uint64_t ns,
   }
 }
 
+// A resync snapshot is read while the program's other threads go on: one
+// may close a socket the snapshot still listed, or put a new one on its
+// number, and send that to the old ring, which is read first. Whatever this
+// stream saw happen on the number at or after the snapshot's read is newer
+// than the snapshot's line.
+bool Analyzer::StaleResync(const Stream& stream, uint32_t stream_id, int fd,
+                           uint64_t ns) {
+  if (auto it = stream.fds.find(fd); it != stream.fds.end()) {
+    const Socket* sock = sockets_.Find(it->second);
+    if (sock == nullptr) return false;
+    for (const Hold& h : sock->holds) {
+      if (h.stream == stream_id && h.fd == fd && h.end == End::kOpen) {
+        return h.from >= ns;
+      }
+    }
+    return false;
+  }
+  auto lc = stream.last_close.find(fd);
+  return lc != stream.last_close.end() && lc->second.ns >= ns;
+}
+
 void Analyzer::OnClose(Stream& stream, uint32_t stream_id,
                        const wire::Event& e) {
   uint64_t cookie = e.ident.cookie;
@@ -468,6 +489,9 @@ void Analyzer::OnEvent(const EventRecord& record) {
       // after the process moved to a new ring; and whether a service
       // manager handed it over (LISTEN_FDS).
       uint32_t from = e.aux & wire::kInheritedFromMask;
+      if (from == 3 && StaleResync(stream, record.stream, e.fd, e.mono_ns)) {
+        break;
+      }
       Origin origin = from == 1   ? Origin::kFork
                       : from == 2 ? Origin::kReceived
                       : (e.aux & wire::kInheritedListenFd) ? Origin::kListenFd

@@ -450,6 +450,10 @@ class Analyzer {
   // Report::kernel_observations, for a run where nothing could be audited
   // (collector/observations.cc).
   void BuildKernelObservations(Report& report, uint64_t grace_ns) const;
+  // Whether a resync snapshot's line for fd, read at ns, is older than
+  // what the stream already saw on that number.
+  bool StaleResync(const Stream& stream, uint32_t stream_id, int fd,
+                   uint64_t ns);
   void OnClose(Stream& stream, uint32_t stream_id, const wire::Event& e);
   // Opens a hold of (stream, fd) on cookie unless it is already held
   // there, and returns the socket.

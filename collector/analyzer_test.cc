@@ -387,6 +387,37 @@ TEST(Analyzer, ForkChildHoldingTheSocketKeepsItInCloseWait) {
   EXPECT_THAT(Addresses(*created), ElementsAreArray(kAcceptFrames));
 }
 
+// A process that took the collector for gone moves to a new ring and lists
+// its open sockets there (aux 3). Its other threads go on meanwhile and may
+// send a close, or a new socket on the same number, to the old ring, which
+// is read first: the listing's older lines must not reopen those sockets.
+TEST(Analyzer, AResyncLineOlderThanACloseReopensNothing) {
+  const uint64_t eof = kT0 + kSec;
+  const uint64_t snap = eof + 20 * kMs;  // when the listing was read
+  Feed run;
+  run.Process(1, 100);
+  run.Accept(1, 5, 101, kT0);
+  run.Accept(1, 6, 102, kT0);
+  run.Accept(1, 8, 103, kT0);
+  for (uint64_t c : {101, 102, 103}) run.Eof(1, c == 101 ? 5 : c == 102 ? 6 : 8, c, eof);
+  // The old ring: after the listing was read, fd 5 closed and its number
+  // went to a new socket; fd 8 closed.
+  run.Close(1, 5, 101, snap + 10 * kMs);
+  run.Accept(1, 5, 104, snap + 20 * kMs);
+  run.Close(1, 8, 103, snap + 30 * kMs);
+  // The new ring: the listing, then fd 6's close.
+  run.Inherited(1, 5, 101, snap, 3);
+  run.Inherited(1, 6, 102, snap, 3);
+  run.Inherited(1, 8, 103, snap, 3);
+  run.Close(1, 6, 102, snap + 40 * kMs);
+  run.Eof(1, 5, 104, snap + kSec);
+  run.Close(1, 5, 104, snap + kSec + 10 * kMs);
+  run.End(snap + 10 * kSec);
+  Report r = run.Build();
+  EXPECT_THAT(r.findings, IsEmpty());
+  EXPECT_EQ(r.sockets_tracked, 4);
+}
+
 // (g)
 TEST(Analyzer, NonStreamSocketsNeverProduceFindings) {
   Feed run;

@@ -22,7 +22,14 @@ namespace {
 
 constexpr uint64_t kHelloTimeoutNs = 2'000'000'000;
 constexpr size_t kMaxPending = 256;
-constexpr size_t kDrainBatch = 1 << 16;
+// Events handed over between heartbeats and clock reads: small enough that
+// even a sanitizer build's drain of one batch takes far less than the shim's
+// stale-collector limit (3 s), which only a stalled collector may pass.
+constexpr size_t kDrainBatch = 1 << 12;
+// What one Poll() drains from a ring whose process is alive before it looks
+// at new connections and exits again: a producer that outruns us must not
+// keep the loop from everything else.
+constexpr size_t kDrainBudget = 1 << 18;
 
 uint64_t MonoNs() {
   timespec ts;
@@ -300,20 +307,25 @@ void Collector::StartStream(Pending& p, Hello hello) {
   if (s.pidfd < 0) FinishStream(s, true);  // already gone
 }
 
-void Collector::DrainStream(Stream& s, bool producer_dead) {
-  uint64_t now = MonoNs();
+bool Collector::DrainStream(Stream& s, bool producer_dead) {
+  bool more = false;
   for (size_t i = 0; i < s.rings.size(); ++i) {
     RingReader& ring = *s.rings[i];
-    ring.Heartbeat(now);
     // An older ring gets no new events once a newer one exists, except from
     // pushes already under way: treat its producer as gone after a drain.
     bool dead = producer_dead || i + 1 < s.rings.size();
+    size_t total = 0;
     size_t drained;
     do {
+      // Each batch tells the process we are here: a long drain is no stall.
+      ring.Heartbeat(MonoNs());
       drained = ring.Drain(s.id, dead, kDrainBatch, sink_);
       sink_.OnBatchEnd();
-    } while (drained == kDrainBatch);
+      total += drained;
+    } while (drained == kDrainBatch && (dead || total < kDrainBudget));
+    more |= drained == kDrainBatch;
   }
+  return more;
 }
 
 void Collector::FinishStream(Stream& s, bool exited) {
@@ -371,7 +383,9 @@ void Collector::Poll(int timeout_ms) {
   if (woke_ns_ != 0) {
     longest_away_ns_ = std::max(longest_away_ns_, MonoNs() - woke_ns_);
   }
-  int n = ::poll(fds.data(), fds.size(), std::min(timeout_ms, kDrainIntervalMs));
+  // A ring left with events by its budget is drained again at once.
+  int n = ::poll(fds.data(), fds.size(),
+                 backlog_ ? 0 : std::min(timeout_ms, kDrainIntervalMs));
   woke_ns_ = MonoNs();
   if (n < 0 && errno != EINTR) Log(absl::StrFormat("poll: %s", strerror(errno)));
   if (n > 0 && (fds[0].revents & POLLIN)) Accept();
@@ -381,6 +395,20 @@ void Collector::Poll(int timeout_ms) {
     if (p.fd >= 0 && i + 1 < first_stream && fds[i + 1].revents) ReadHello(p);
     if (p.fd >= 0 && now > p.deadline_ns) Drop(p, "no complete hello in time");
   }
+  bool exits = false;
+  for (size_t i = 0; i < polled.size(); ++i) {
+    exits |= n > 0 && fds[first_stream + i].revents && polled[i]->alive;
+  }
+  if (exits) {
+    // A process that handed over a new ring (it took us for gone) and then
+    // exited left its hello, whole, in the listening socket or a
+    // connection: read it before its stream ends, or the ring would start
+    // a stream of its own beside the one whose sockets it carries on.
+    Accept();
+    for (auto& p : pending_) {
+      if (p->fd >= 0) ReadHello(*p);
+    }
+  }
   pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
                                 [](auto& p) { return p->fd < 0; }),
                  pending_.end());
@@ -389,8 +417,9 @@ void Collector::Poll(int timeout_ms) {
       FinishStream(*polled[i], true);
     }
   }
+  backlog_ = false;
   for (auto& s : streams_) {
-    if (s->alive) DrainStream(*s, false);
+    if (s->alive) backlog_ |= DrainStream(*s, false);
   }
   // Finished streams keep only their id; drop them to bound memory.
   streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
@@ -400,8 +429,10 @@ void Collector::Poll(int timeout_ms) {
 
 void Collector::DrainAll() {
   for (auto& s : streams_) {
-    if (s->alive) DrainStream(*s, false);
+    while (s->alive && DrainStream(*s, false)) {
+    }
   }
+  backlog_ = false;
 }
 
 }  // namespace closeaudit

@@ -66,7 +66,8 @@ class Collector {
   void ReadHello(Pending& pending);
   void StartStream(Pending& pending, Hello hello);
   void FinishStream(Stream& stream, bool exited);
-  void DrainStream(Stream& stream, bool producer_dead);
+  // Whether a live ring still has events after this turn's budget.
+  bool DrainStream(Stream& stream, bool producer_dead);
   void Drop(Pending& pending, const std::string& why);
 
   IngestSink& sink_;
@@ -75,6 +76,7 @@ class Collector {
   uint32_t next_stream_ = 1;
   uint64_t woke_ns_ = 0;  // when the latest Poll() stopped waiting
   uint64_t longest_away_ns_ = 0;
+  bool backlog_ = false;  // the last Poll() left events in a ring
   std::vector<std::unique_ptr<Pending>> pending_;
   std::vector<std::unique_ptr<Stream>> streams_;
   absl::flat_hash_map<pid_t, int> known_exits_;
