@@ -8,6 +8,16 @@
 
 namespace closeaudit {
 
+std::thread ThreadWithoutSignals(std::function<void()> body) {
+  // Signals stay with the threads that were there before this one.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  std::thread thread(std::move(body));
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return thread;
+}
+
 BackgroundJob::~BackgroundJob() {
   if (!thread_.joinable()) return;
   {
@@ -25,14 +35,7 @@ void BackgroundJob::Start(std::function<void()> job) {
     job_ = std::move(job);
   }
   cv_.notify_all();
-  if (!thread_.joinable()) {
-    // Signals stay with the threads that were there before this one.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    thread_ = std::thread([this] { Run(); });
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  }
+  if (!thread_.joinable()) thread_ = ThreadWithoutSignals([this] { Run(); });
 }
 
 void BackgroundJob::Wait() {

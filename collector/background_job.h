@@ -23,6 +23,10 @@ namespace closeaudit {
 
 inline constexpr int kJobNice = 19;
 
+// A thread that blocks every signal, so that the process's handlers run on
+// the threads that wait for them.
+std::thread ThreadWithoutSignals(std::function<void()> body);
+
 class BackgroundJob {
  public:
   // `nice`: the thread's nice value; nullopt keeps the process's (a job

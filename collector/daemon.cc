@@ -68,6 +68,7 @@ int Serve(const SessionOptions& options, absl::Duration idle, int ready_fd) {
   sa.sa_handler = OnSnapshot;  // SIGUSR1: the reports, now
   sigaction(SIGUSR1, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  session.LowerDrainPriority();
 
   uint32_t reported = 0;
   uint64_t idle_since = MonoNowNs();

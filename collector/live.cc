@@ -79,12 +79,14 @@ std::string StatusJson(const LiveStatus& s) {
       "\"close_wait\":%d,\"findings\":%d,\"finding_sockets\":[%s],"
       "\"events\":%d,\"events_dropped\":%d,\"kernel_sweeps\":{\"count\":%d,"
       "\"dumps\":%d,\"cpu_ms\":%.3f,\"last_cpu_ms\":%.3f,\"max_cpu_ms\":%.3f,"
-      "\"last_sockets\":%d},\"longest_turn_ms\":%.3f}\n",
+      "\"last_sockets\":%d},\"longest_turn_ms\":%.3f,"
+      "\"drain_priority\":{\"lowered\":%s,\"raises\":%d}}\n",
       s.uptime_s, absl::StrJoin(procs, ","), s.open_sockets, s.close_wait,
       s.findings, absl::StrJoin(findings, ","), s.events, s.dropped,
       s.sweeps.sweeps, s.sweeps.dumps, s.sweeps.cpu_ns / 1e6, s.sweeps.last_cpu_ns / 1e6,
       s.sweeps.max_cpu_ns / 1e6, s.sweeps.last_sockets,
-      s.longest_turn_ns / 1e6);
+      s.longest_turn_ns / 1e6, s.drain_lowered ? "true" : "false",
+      s.drain_raises);
 }
 
 std::string MetricsText(
@@ -139,6 +141,11 @@ std::string MetricsText(
          "The CPU time of those sweeps, the kernel's share included.");
   absl::StrAppend(&out, "closeaudit_kernel_sweep_cpu_seconds_total ",
                   absl::StrFormat("%.6f", s.sweeps.cpu_ns / 1e9), "\n");
+  family("closeaudit_drain_priority_raises_total", "counter",
+         "Times the draining thread, which runs at the lowest priority while "
+         "it keeps up, fell behind and was raised back to the process's.");
+  absl::StrAppend(&out, "closeaudit_drain_priority_raises_total ",
+                  s.drain_raises, "\n");
   return out;
 }
 

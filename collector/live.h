@@ -44,6 +44,10 @@ struct LiveStatus {
   // (draining, recording kernel sweeps, answering status, writing
   // snapshots): the longest the rings went unread.
   uint64_t longest_turn_ns = 0;
+  // Whether the draining thread runs at the lowest priority now, and how
+  // often it was raised back because it fell behind (DrainPriority).
+  bool drain_lowered = false;
+  uint64_t drain_raises = 0;
 };
 
 // "3 processes · 120 open sockets · 4 in CLOSE_WAIT · 2 findings · 0 dropped"

@@ -359,6 +359,8 @@ absl::StatusOr<RunResult> RunAudited(
   session.WatchPid(static_cast<uint32_t>(*child));
   std::thread driver_thread;
   if (driver) driver_thread = std::thread(driver, *child);
+  // After the spawns: they keep this thread's priority as it was.
+  session.LowerDrainPriority();
 
   int status = 0;
   bool exited = false;

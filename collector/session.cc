@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "collector/kernel.h"
@@ -324,7 +325,27 @@ void Session::FinishCompaction() {
   AdvanceCompaction();
 }
 
+void Session::LowerDrainPriority() {
+  if (drain_priority_) return;
+  DrainPriority::Options o;
+  if (const char* v = getenv("CLOSEAUDIT_DRAIN_NICE"); v && *v) {
+    int nice = 0;
+    if (absl::string_view(v) == "off") return;
+    if (!absl::SimpleAtoi(v, &nice) || nice < -20 || nice > 19) {
+      fprintf(stderr,
+              "closeaudit: CLOSEAUDIT_DRAIN_NICE=%s is neither a nice value "
+              "(-20 to 19) nor \"off\"; draining at nice %d\n",
+              v, o.nice);
+    } else {
+      o.nice = nice;
+    }
+  }
+  drain_priority_.emplace(o);
+  (void)drain_priority_->Start();
+}
+
 void Session::Poll(int timeout_ms) {
+  if (drain_priority_) drain_priority_->TurnDone();
   collector_.Poll(timeout_ms);
   if (control_) control_->Poll();
   if (metrics_) metrics_->Poll();
@@ -513,6 +534,8 @@ void Session::RecordSweep() {
 }
 
 absl::StatusOr<Report> Session::Finish() {
+  // What is left is done at the process's priority.
+  if (drain_priority_) drain_priority_->Stop();
   FinishSnapshots();
   FinishCompaction();
   options_.trace_limit = 0;  // none started on the way out
@@ -593,6 +616,8 @@ LiveStatus Session::Live() {
   live_.events += snapshot_.deferred_events;
   live_.sweeps = sweep_stats_;
   live_.longest_turn_ns = collector_.longest_away_ns();
+  live_.drain_lowered = drain_priority_ && drain_priority_->lowered();
+  live_.drain_raises = drain_priority_ ? drain_priority_->raises() : 0;
   live_.dropped += collector_.live_dropped_events();
   // A process that exec'd takes its ring's count along until its exit
   // record: what was shown once stays counted.

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "collector/app_frames.h"
 #include "collector/background_job.h"
 #include "collector/compact.h"
+#include "collector/drain_priority.h"
 #include "collector/kernel.h"
 #include "collector/live.h"
 #include "collector/module_finder.h"
@@ -111,6 +113,11 @@ class Session : private IngestSink {
   // One turn of the collector's loop, then the trace goes to the kernel if
   // it has waited 100 ms: a collector killed with SIGKILL loses at most that.
   void Poll(int timeout_ms);
+  // From now on, the calling thread (the one that calls Poll) drains at the
+  // lowest priority while it keeps up (DrainPriority); CLOSEAUDIT_DRAIN_NICE
+  // sets another nice value ("off": the process's). Call it once the
+  // audited program is started: a child inherits its parent's priority.
+  void LowerDrainPriority();
 
   // Ends the session: drains everything, writes report.json and report.txt
   // into the output directory (and the JSON to json_path) and returns the
@@ -266,7 +273,8 @@ class Session : private IngestSink {
   BackgroundJob compactor_;
   BackgroundJob sweeper_;
   // At the process's priority: what arrives while it runs waits for it.
-  BackgroundJob reporter_{std::nullopt};
+  BackgroundJob reporter_{ThreadNice()};
+  std::optional<DrainPriority> drain_priority_;  // once LowerDrainPriority()
 };
 
 // In a running session's directory: the path of its control socket.
