@@ -18,6 +18,10 @@ std::thread ThreadWithoutSignals(std::function<void()> body) {
   return thread;
 }
 
+BackgroundJob::BackgroundJob(std::optional<int> nice) : nice_(nice) {
+  have_cpus_ = sched_getaffinity(0, sizeof(cpus_), &cpus_) == 0;
+}
+
 BackgroundJob::~BackgroundJob() {
   if (!thread_.joinable()) return;
   {
@@ -47,6 +51,7 @@ void BackgroundJob::Run() {
   // Linux keeps a nice value per thread. If it cannot be set, the job
   // still runs, at the process's priority.
   if (nice_) (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), *nice_);
+  if (have_cpus_) (void)sched_setaffinity(0, sizeof(cpus_), &cpus_);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || job_ != nullptr; });

@@ -12,6 +12,8 @@
 #ifndef CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
 #define CLOSEAUDIT_COLLECTOR_BACKGROUND_JOB_H_
 
+#include <sched.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -31,7 +33,9 @@ class BackgroundJob {
  public:
   // `nice`: the thread's nice value; nullopt keeps the process's (a job
   // someone waits for: a snapshot).
-  explicit BackgroundJob(std::optional<int> nice = kJobNice) : nice_(nice) {}
+  // Its CPUs are those the constructing thread may use now, whatever that
+  // thread is kept to when the job's thread starts (DrainPriority).
+  explicit BackgroundJob(std::optional<int> nice = kJobNice);
   BackgroundJob(const BackgroundJob&) = delete;
   BackgroundJob& operator=(const BackgroundJob&) = delete;
   // Waits for the job in flight, then ends the thread.
@@ -49,6 +53,8 @@ class BackgroundJob {
   void Run();
 
   const std::optional<int> nice_;
+  cpu_set_t cpus_{};
+  bool have_cpus_ = false;
   std::mutex mu_;
   std::condition_variable cv_;
   std::function<void()> job_;  // the next job, under mu_

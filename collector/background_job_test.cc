@@ -1,5 +1,6 @@
 #include "collector/background_job.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -93,6 +94,26 @@ TEST(BackgroundJob, WithoutANiceValueItsThreadKeepsTheCallersPriority) {
   });
   job.Wait();
   EXPECT_EQ(theirs, mine);
+}
+
+TEST(BackgroundJob, ItsThreadMayUseTheCpusItsOwnerMayUseWhenMade) {
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  if (CPU_COUNT(&all) < 2) GTEST_SKIP() << "one CPU: nothing to tell apart";
+  BackgroundJob job;
+  // The owner is kept to one CPU afterwards, as the draining thread is.
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  int theirs = 0;
+  job.Start([&theirs] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) theirs = CPU_COUNT(&set);
+  });
+  job.Wait();
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(theirs, CPU_COUNT(&all));
 }
 
 }  // namespace

@@ -1,24 +1,23 @@
-// The priority of the thread that drains the rings. At the process's
-// priority, the collector's share of a core (about an eighth at nginx's
-// full rate, docs/performance.md) is taken from the audited server whenever
-// the two meet on one core, and shows in the server's tail latency. At the
-// lowest priority the collector uses only what the server leaves, which is
-// enough while the machine has room; when it has none, the draining thread
-// falls behind and the rings fill.
+// How the thread that drains the rings shares the machine with the audited
+// server. Left to the scheduler at the process's priority, it moved between
+// cores and ran its turns (a millisecond or more at nginx's full rate) on
+// whichever core the server or its load generator was about to want, which
+// showed in the server's tail latency (docs/performance.md).
 //
-// So the draining thread runs at nice `Options::nice` while it keeps up,
-// and a watchdog thread of the process's priority raises it back whenever a
-// turn of the draining loop is late (the thread is runnable and not run).
-// It lowers it again once turns have been on time for a while; each raise
-// doubles that while, so that a machine that stays busy keeps the collector
-// at the process's priority.
-//
-// Only where the process may raise the priority back (CAP_SYS_NICE, or an
-// RLIMIT_NICE that allows it) is it ever lowered: elsewhere the draining
-// thread keeps the process's priority, as without this class.
+// So while it keeps up, the draining thread is eased: kept to one CPU, the
+// one it runs on, and where the process may raise it back (CAP_SYS_NICE, or
+// an RLIMIT_NICE that allows it), at nice `Options::nice`, so that it uses
+// what the others leave. A watchdog thread of the process's priority, on any
+// CPU, gives it back the process's priority and CPUs whenever a turn of the
+// draining loop is late (the thread is runnable and not run), and eases it
+// again once turns have been on time for a while; each time it falls behind
+// soon after, that while doubles, so that a machine that stays busy keeps
+// the collector at the process's priority. Where it can do neither (one
+// CPU, no right to raise the nice value back), nothing changes.
 #ifndef CLOSEAUDIT_COLLECTOR_DRAIN_PRIORITY_H_
 #define CLOSEAUDIT_COLLECTOR_DRAIN_PRIORITY_H_
 
+#include <sched.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -33,6 +32,7 @@ class DrainPriority {
  public:
   struct Options {
     int nice = 19;
+    bool pin = true;  // keep to one CPU while it keeps up
     uint64_t late_ns = 50'000'000;    // a turn this late raises the priority
     uint64_t calm_ns = 1'000'000'000;  // on time this long lowers it again
     uint64_t max_calm_ns = 32'000'000'000;
@@ -55,19 +55,29 @@ class DrainPriority {
 
   // The nice value of the calling thread when Start() ran (the process's).
   int base_nice() const { return base_; }
-  bool lowered() const { return lowered_.load(std::memory_order_relaxed); }
+  // Whether it runs eased now: lowered and kept to one CPU.
+  bool lowered() const { return eased_.load(std::memory_order_relaxed); }
   // How often the watchdog has raised it back.
   uint64_t raises() const { return raises_.load(std::memory_order_relaxed); }
 
  private:
   void Watch();
   bool SetNice(int nice);
+  // On the draining thread: its nice value and one CPU, the one it is on.
+  void Ease();
+  void PinHere();
+  // From any thread: the process's nice value and CPUs.
+  bool Unease();
 
   const Options options_;
   pid_t tid_ = 0;
   int base_ = 0;
+  bool renice_ = false;  // whether it may lower the nice value
+  bool pin_ = false;     // whether it keeps to one CPU
+  cpu_set_t allowed_{};  // the CPUs the process may use
   std::atomic<uint64_t> last_turn_ns_{0};
-  std::atomic<bool> lowered_{false};
+  std::atomic<bool> eased_{false};
+  std::atomic<bool> ease_wanted_{false};  // by the watchdog, of TurnDone()
   std::atomic<uint64_t> raises_{0};
   std::mutex mu_;
   std::condition_variable cv_;
