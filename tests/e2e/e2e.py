@@ -1699,6 +1699,12 @@ def case_live(opts, tmp):
           f"longest turn {status['longest_turn_ms']}")
     check({"kind": "close_wait_leak", "severity": "error", "sockets": 3}
           in status["finding_sockets"], f"status findings {status}")
+    # With more than one CPU the draining thread is eased (kept to one),
+    # unless a slow turn has just had it raised back.
+    drain = status["drain_priority"]
+    check(isinstance(drain["lowered"], bool) and drain["raises"] >= 0 and
+          (len(os.sched_getaffinity(0)) < 2 or drain["lowered"] or
+           drain["raises"] > 0), f"drain_priority {drain}")
     table = closeaudit_cmd(opts, "status", tmp)
     check(table.returncode == 0 and re.search(
         rf"^ *{pid} +4 +3 +\S*leak_server$", table.stdout, re.M),
@@ -1720,6 +1726,9 @@ def case_live(opts, tmp):
     check(metric(fam, "closeaudit_kernel_sweeps_total") >= 1 and
           fam["closeaudit_kernel_sweep_cpu_seconds_total"][0] == "counter",
           "kernel sweep counters")
+    check(fam["closeaudit_drain_priority_raises_total"][0] == "counter" and
+          metric(fam, "closeaudit_drain_priority_raises_total") >= 0,
+          "drain priority counter")
     check(fam["closeaudit_open_sockets"][0] == "gauge" and
           fam["closeaudit_finding_sockets_total"][0] == "counter", "types")
     check(http_get(mport, "/other")[0] == 404, "/other is not a 404")
