@@ -111,6 +111,57 @@ absl::Status PrepareDiagSocket(int fd) {
 
 // Sends one SOCK_DIAG_BY_FAMILY dump request and reads replies until
 // NLMSG_DONE, appending rows to *out.
+// Sends `bytes` (one or more requests) to the kernel in one datagram.
+absl::Status SendToKernel(int fd, const void* bytes, size_t size) {
+  sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;  // nl_pid 0: the kernel.
+  for (;;) {
+    const ssize_t n = sendto(fd, bytes, size, 0,
+                             reinterpret_cast<const sockaddr*>(&kernel),
+                             sizeof(kernel));
+    if (n == static_cast<ssize_t>(size)) return absl::OkStatus();
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::ErrnoToStatus(errno, "sendto(NETLINK_SOCK_DIAG)");
+    return absl::InternalError(absl::StrFormat(
+        "sendto(NETLINK_SOCK_DIAG) sent %d of %d bytes", n, size));
+  }
+}
+
+// The next datagram from the kernel, in `buffer`. Only the kernel (port id
+// 0) may answer: our socket is unbound to anything else, but a datagram
+// from another sender is skipped all the same.
+absl::StatusOr<std::string_view> RecvFromKernel(int fd, std::vector<char>& buffer) {
+  for (;;) {
+    sockaddr_nl from = {};
+    iovec iov = {buffer.data(), buffer.size()};
+    msghdr msg = {};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof(from);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    const ssize_t n = recvmsg(fd, &msg, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return absl::DeadlineExceededError(absl::StrFormat(
+            "no sock_diag answer within %d s", kRecvTimeoutSeconds));
+      }
+      return absl::ErrnoToStatus(errno, "recvmsg(NETLINK_SOCK_DIAG)");
+    }
+    if (n == 0) {
+      return absl::InternalError("recvmsg(NETLINK_SOCK_DIAG) returned 0");
+    }
+    if (msg.msg_flags & MSG_TRUNC) {
+      return absl::InternalError("sock_diag answer truncated");
+    }
+    if (msg.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK ||
+        from.nl_pid != 0) {
+      continue;
+    }
+    return std::string_view(buffer.data(), static_cast<size_t>(n));
+  }
+}
+
 absl::Status DumpFamily(int fd, int family, uint32_t state_mask, uint32_t seq,
                         std::vector<KernelSocket>* out) {
   struct {
@@ -129,52 +180,15 @@ absl::Status DumpFamily(int fd, int family, uint32_t state_mask, uint32_t seq,
   // id is all zeroes: with NLM_F_DUMP the kernel ignores it apart from the
   // (zero, so unused) bytecode filter.
 
-  sockaddr_nl kernel = {};
-  kernel.nl_family = AF_NETLINK;  // nl_pid 0: the kernel.
-  for (;;) {
-    const ssize_t n =
-        sendto(fd, &request, sizeof(request), 0,
-               reinterpret_cast<const sockaddr*>(&kernel), sizeof(kernel));
-    if (n == static_cast<ssize_t>(sizeof(request))) break;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return absl::ErrnoToStatus(errno, "sendto(NETLINK_SOCK_DIAG)");
-    return absl::InternalError(absl::StrFormat(
-        "sendto(NETLINK_SOCK_DIAG) sent %d of %d bytes", n, sizeof(request)));
+  if (absl::Status s = SendToKernel(fd, &request, sizeof(request)); !s.ok()) {
+    return s;
   }
-
   std::vector<char> buffer(kRecvBufferSize);
   bool done = false;
   while (!done) {
-    sockaddr_nl from = {};
-    iovec iov = {buffer.data(), buffer.size()};
-    msghdr msg = {};
-    msg.msg_name = &from;
-    msg.msg_namelen = sizeof(from);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    const ssize_t n = recvmsg(fd, &msg, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        return absl::DeadlineExceededError(absl::StrFormat(
-            "no sock_diag reply within %d s", kRecvTimeoutSeconds));
-      }
-      return absl::ErrnoToStatus(errno, "recvmsg(NETLINK_SOCK_DIAG)");
-    }
-    if (n == 0) {
-      return absl::InternalError("recvmsg(NETLINK_SOCK_DIAG) returned 0");
-    }
-    if (msg.msg_flags & MSG_TRUNC) {
-      return absl::InternalError("sock_diag reply truncated");
-    }
-    // Only the kernel (port id 0) may answer; our socket is unbound to
-    // anything else, but checking costs nothing.
-    if (msg.msg_namelen < sizeof(from) || from.nl_family != AF_NETLINK ||
-        from.nl_pid != 0) {
-      continue;
-    }
-    absl::Status status = ParseDiagMessages(
-        std::string_view(buffer.data(), static_cast<size_t>(n)), out, &done);
+    absl::StatusOr<std::string_view> bytes = RecvFromKernel(fd, buffer);
+    if (!bytes.ok()) return bytes.status();
+    absl::Status status = ParseDiagMessages(*bytes, out, &done);
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
@@ -346,22 +360,6 @@ bool ParseEndpoint(std::string_view text, int* family, uint8_t addr[16],
   return inet_pton(AF_INET, host.c_str(), addr) == 1;
 }
 
-// Sends `requests` (whole netlink messages, one after another) in one
-// datagram.
-absl::Status SendRequests(int fd, const std::vector<char>& requests) {
-  sockaddr_nl kernel = {};
-  kernel.nl_family = AF_NETLINK;
-  for (;;) {
-    const ssize_t n = sendto(fd, requests.data(), requests.size(), 0,
-                             reinterpret_cast<const sockaddr*>(&kernel),
-                             sizeof(kernel));
-    if (n == static_cast<ssize_t>(requests.size())) return absl::OkStatus();
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return absl::ErrnoToStatus(errno, "sendto(NETLINK_SOCK_DIAG)");
-    return absl::InternalError("sendto(NETLINK_SOCK_DIAG) sent part of a batch");
-  }
-}
-
 }  // namespace
 
 std::optional<SocketKey> KeyFromEndpoints(uint64_t cookie, std::string_view local,
@@ -375,6 +373,45 @@ std::optional<SocketKey> KeyFromEndpoints(uint64_t cookie, std::string_view loca
     return std::nullopt;
   }
   return key;
+}
+
+absl::Status ParseLookupAnswers(std::string_view bytes, uint32_t first_seq,
+                                uint32_t last_seq, std::vector<KernelSocket>* out,
+                                size_t* answered) {
+  while (bytes.size() >= sizeof(nlmsghdr)) {
+    const auto header = Load<nlmsghdr>(bytes.data());
+    if (header.nlmsg_len < sizeof(nlmsghdr) || header.nlmsg_len > bytes.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sock_diag answer with nlmsg_len %d in %d bytes",
+                          header.nlmsg_len, bytes.size()));
+    }
+    const std::string_view payload =
+        bytes.substr(sizeof(nlmsghdr), header.nlmsg_len - sizeof(nlmsghdr));
+    bytes.remove_prefix(
+        std::min<size_t>(NLMSG_ALIGN(header.nlmsg_len), bytes.size()));
+    // An answer to an earlier batch's request cannot come; one to no
+    // request of ours is not counted.
+    if (header.nlmsg_seq < first_seq || header.nlmsg_seq > last_seq) continue;
+    if (header.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+      absl::StatusOr<KernelSocket> row = ParseInetDiagMsg(payload);
+      if (!row.ok()) return row.status();
+      out->push_back(*std::move(row));
+    } else if (header.nlmsg_type == NLMSG_ERROR) {
+      if (payload.size() < sizeof(int)) {
+        return absl::InvalidArgumentError("truncated NLMSG_ERROR");
+      }
+      const int error = Load<int>(payload.data());
+      // Gone, or its endpoints another socket's now (the cookie differs).
+      if (error != 0 && error != -ENOENT && error != -ESTALE) {
+        return NetlinkErrorStatus(error, "lookup");
+      }
+    } else {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "unexpected netlink message type %d", header.nlmsg_type));
+    }
+    ++*answered;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<KernelSocket>> LookupTcpSockets(
@@ -418,52 +455,17 @@ absl::StatusOr<std::vector<KernelSocket>> LookupTcpSockets(
       r.req.id.idiag_cookie[1] = static_cast<uint32_t>(key.cookie >> 32);
       std::memcpy(requests.data() + i * sizeof(Request), &r, sizeof(r));
     }
-    if (absl::Status s = SendRequests(fd.get(), requests); !s.ok()) return s;
+    if (absl::Status s = SendToKernel(fd.get(), requests.data(), requests.size());
+        !s.ok()) {
+      return s;
+    }
     // One answer per request: the socket, or an error (ENOENT: not there).
     for (size_t answered = 0; answered < n;) {
-      const ssize_t got = recv(fd.get(), buffer.data(), buffer.size(), 0);
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          return absl::DeadlineExceededError(absl::StrFormat(
-              "no sock_diag answer within %d s", kRecvTimeoutSeconds));
-        }
-        return absl::ErrnoToStatus(errno, "recv(NETLINK_SOCK_DIAG)");
-      }
-      std::string_view bytes(buffer.data(), static_cast<size_t>(got));
-      while (bytes.size() >= sizeof(nlmsghdr)) {
-        const auto header = Load<nlmsghdr>(bytes.data());
-        if (header.nlmsg_len < sizeof(nlmsghdr) || header.nlmsg_len > bytes.size()) {
-          return absl::InvalidArgumentError(
-              absl::StrFormat("sock_diag answer with nlmsg_len %d in %d bytes",
-                              header.nlmsg_len, bytes.size()));
-        }
-        const std::string_view payload =
-            bytes.substr(sizeof(nlmsghdr), header.nlmsg_len - sizeof(nlmsghdr));
-        bytes.remove_prefix(
-            std::min<size_t>(NLMSG_ALIGN(header.nlmsg_len), bytes.size()));
-        // An answer to an earlier batch's request cannot come; one to no
-        // request of ours is not counted.
-        if (header.nlmsg_seq < first_seq || header.nlmsg_seq > seq) continue;
-        if (header.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
-          absl::StatusOr<KernelSocket> row = ParseInetDiagMsg(payload);
-          if (!row.ok()) return row.status();
-          found.push_back(*std::move(row));
-        } else if (header.nlmsg_type == NLMSG_ERROR) {
-          if (payload.size() < sizeof(int)) {
-            return absl::InvalidArgumentError("truncated NLMSG_ERROR");
-          }
-          const int error = Load<int>(payload.data());
-          // Gone, or its endpoints another socket's now (the cookie differs).
-          if (error != 0 && error != -ENOENT && error != -ESTALE) {
-            return NetlinkErrorStatus(error, "lookup");
-          }
-        } else {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "unexpected netlink message type %d", header.nlmsg_type));
-        }
-        ++answered;
-      }
+      absl::StatusOr<std::string_view> bytes = RecvFromKernel(fd.get(), buffer);
+      if (!bytes.ok()) return bytes.status();
+      absl::Status parsed =
+          ParseLookupAnswers(*bytes, first_seq, seq, &found, &answered);
+      if (!parsed.ok()) return parsed;
     }
   }
   return found;

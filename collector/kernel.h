@@ -148,6 +148,16 @@ absl::StatusOr<std::vector<KernelSocket>> LookupTcpSockets(
 absl::Status ParseDiagMessages(std::string_view bytes,
                                std::vector<KernelSocket>* out, bool* done);
 
+// Parses one datagram of the kernel's answers to single-socket requests
+// (LookupTcpSockets) whose sequence numbers run first_seq..last_seq: the
+// sockets found go to *out, and each answer, a socket or an error that says
+// it is gone (ENOENT, ESTALE), adds one to *answered. Messages with other
+// sequence numbers are skipped. Errors: InvalidArgument for malformed input,
+// the errno of any other NLMSG_ERROR; *out keeps the rows before it.
+absl::Status ParseLookupAnswers(std::string_view bytes, uint32_t first_seq,
+                                uint32_t last_seq, std::vector<KernelSocket>* out,
+                                size_t* answered);
+
 // A process's file descriptor.
 struct FdOwner {
   uint32_t pid;

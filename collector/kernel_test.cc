@@ -606,6 +606,59 @@ TEST(Kernel, ParseNetlinkErrors) {
   EXPECT_TRUE(out.empty());
 }
 
+// An answer to a single-socket request: Message() with its sequence number.
+std::string Answer(uint16_t type, const std::string& payload, uint32_t seq) {
+  std::string out = Message(type, payload);
+  nlmsghdr h;
+  std::memcpy(&h, out.data(), sizeof(h));
+  h.nlmsg_flags = 0;
+  h.nlmsg_seq = seq;
+  std::memcpy(out.data(), &h, sizeof(h));
+  return out;
+}
+
+absl::Status ParseAnswers(const std::string& bytes, uint32_t first, uint32_t last,
+                          std::vector<KernelSocket>* out, size_t* answered) {
+  std::unique_ptr<char[]> copy(new char[bytes.size()]);
+  std::memcpy(copy.get(), bytes.data(), bytes.size());
+  return ParseLookupAnswers(std::string_view(copy.get(), bytes.size()), first,
+                            last, out, answered);
+}
+
+TEST(Kernel, ParseLookupAnswersCountsEachAnswerOfTheBatch) {
+  std::vector<KernelSocket> out;
+  size_t answered = 0;
+  // Found, gone (ENOENT), another socket on its endpoints now (ESTALE), and
+  // one for a request of an earlier batch, which is not counted.
+  std::string bytes = Answer(SOCK_DIAG_BY_FAMILY, DiagV4(5, kTcpCloseWait), 10) +
+                      Answer(NLMSG_ERROR, Bytes(-ENOENT), 11) +
+                      Answer(NLMSG_ERROR, Bytes(-ESTALE), 12) +
+                      Answer(SOCK_DIAG_BY_FAMILY, DiagV4(6, kTcpCloseWait), 3);
+  ASSERT_TRUE(ParseAnswers(bytes, 10, 12, &out, &answered).ok());
+  EXPECT_EQ(answered, 3u);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].inode, 5u);
+  EXPECT_EQ(out[0].local, "127.0.0.1:8080");
+
+  // Any other error is the lookup's.
+  absl::Status status =
+      ParseAnswers(Answer(NLMSG_ERROR, Bytes(-EPERM), 10), 10, 12, &out, &answered);
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
+  // Malformed: a length past the datagram, a short error, a stranger type.
+  std::string longer = Answer(NLMSG_ERROR, Bytes(-ENOENT), 10);
+  longer[0] = static_cast<char>(longer.size() + 4);
+  for (const std::string& bad :
+       {longer, Answer(NLMSG_ERROR, "ab", 10), Answer(NLMSG_DONE, Bytes(0), 10),
+        Answer(SOCK_DIAG_BY_FAMILY, "short", 10)}) {
+    answered = 0;
+    out.clear();
+    status = ParseAnswers(bad, 10, 12, &out, &answered);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_EQ(answered, 0u);
+    EXPECT_TRUE(out.empty());
+  }
+}
+
 // Garbage in, an error or rows out, never a crash or an out-of-bounds read.
 TEST(Kernel, ParseRandomBytes) {
   std::mt19937 rng(20240611);

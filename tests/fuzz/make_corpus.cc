@@ -201,8 +201,8 @@ void TraceCorpus(const std::vector<std::string>& traces) {
   std::string trace(kTraceMagic, sizeof(kTraceMagic));
   const char* names[] = {"run",       "process", "module",   "stack",
                          "py_code",   "py_stack", "event",   "event_eof",
-                         "kernel",    "exit",    "end"};
-  static_assert(sizeof(names) / sizeof(names[0]) == 11);
+                         "kernel",    "exit",    "fold",     "end"};
+  static_assert(sizeof(names) / sizeof(names[0]) == 12);
   if (records.size() != sizeof(names) / sizeof(names[0])) {
     Die("a sample record without a name");
   }
@@ -497,12 +497,15 @@ void RingCorpus() {
 
 // --- fuzz_diag --------------------------------------------------------------
 
-void Message(std::string* out, uint16_t type, std::string_view payload) {
+// seq 0: a dump's message (sequence number 1, NLM_F_MULTI); else the
+// answer to the single-socket request of that number.
+void Message(std::string* out, uint16_t type, std::string_view payload,
+             uint32_t seq = 0) {
   nlmsghdr h{};
   h.nlmsg_len = static_cast<uint32_t>(sizeof(h) + payload.size());
   h.nlmsg_type = type;
-  h.nlmsg_flags = NLM_F_MULTI;
-  h.nlmsg_seq = 1;
+  h.nlmsg_flags = seq == 0 ? NLM_F_MULTI : 0;
+  h.nlmsg_seq = seq == 0 ? 1 : seq;
   h.nlmsg_pid = 0;
   Append(out, h);
   out->append(payload);
@@ -564,6 +567,16 @@ void DiagCorpus() {
   std::string only_done;
   Message(&only_done, NLMSG_DONE, Int(0));
   Write("fuzz_diag", "done", only_done);
+
+  // Answers to a lookup's requests 1 to 3: found, gone, another socket's.
+  std::string lookup;
+  Message(&lookup, SOCK_DIAG_BY_FAMILY,
+          Diag(AF_INET, kTcpCloseWait, "127.0.0.1", 8080, "127.0.0.1", 54021,
+               0x100000002, 31338),
+          1);
+  Message(&lookup, NLMSG_ERROR, Int(-ENOENT), 2);
+  Message(&lookup, NLMSG_ERROR, Int(-ESTALE), 3);
+  Write("fuzz_diag", "lookup_answers", lookup);
 
   // EPERM, with the request echoed as the kernel does.
   std::string err = Int(-EPERM);
