@@ -8,6 +8,7 @@
 #define CLOSEAUDIT_COLLECTOR_ANALYZER_FEED_H_
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -148,6 +149,25 @@ class Feed {
                uint32_t ref = kAcceptRef) {
     Event(stream, wire::EventType::kHandler, fd, cookie, t, kTcp, ref,
           callback, static_cast<uint32_t>(kind) | flags);
+  }
+  // The endpoints of a TCP socket: 127.0.0.1:8080, and the peer 127.0.0.PEER
+  // on a port of the cookie's.
+  void Address(uint32_t stream, int fd, uint64_t cookie, uint8_t peer) {
+    wire::AddressEvent a{};
+    a.type = wire::EventType::kAddress;
+    a.fd = fd;
+    a.cookie = cookie;
+    a.family = 4;
+    a.local_port = 8080;
+    a.peer_port = static_cast<uint16_t>(40000 + cookie % 20000);
+    const uint8_t local[4] = {127, 0, 0, 1};
+    const uint8_t remote[4] = {127, 0, 0, peer};
+    std::memcpy(a.local_addr, local, 4);
+    std::memcpy(a.peer_addr, remote, 4);
+    EventRecord r;
+    r.stream = stream;
+    std::memcpy(&r.event, &a, sizeof(a));  // it has no time of its own
+    Put(r);
   }
   void Exit(uint32_t stream, uint64_t t, int32_t status = 0,
             uint64_t dropped = 0, uint64_t torn = 0,

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "collector/analyzer_feed.h"
+#include "collector/kernel.h"
 #include "collector/records.h"
 #include "collector/report.h"
 #include "collector/symbolizer.h"
@@ -419,6 +420,42 @@ TEST(Analyzer, AResyncLineOlderThanACloseReopensNothing) {
 }
 
 // (g)
+TEST(Analyzer, OpenSocketKeysNameEachOpenTcpSocketOnce) {
+  Feed run;
+  run.Process(1, 100);
+  run.Accept(1, 5, 101, kT0);
+  run.Address(1, 5, 101, 2);
+  run.Dup(1, 9, 5, 101, kT0 + kMs);       // held twice: asked about once
+  run.Accept(1, 6, 102, kT0);
+  run.Address(1, 6, 102, 3);
+  run.Close(1, 6, 102, kT0 + 2 * kMs);    // closed: not asked about
+  run.Accept(1, 7, 103, kT0, wire::kFlagStream);  // a Unix socket
+  run.Process(2, 200);
+  run.Inherited(2, 5, 101, kT0 + 3 * kMs, 1);  // and its child's copy
+  std::vector<SocketKey> keys;
+  ASSERT_TRUE(run.analyzer().OpenSocketKeys(10, &keys));
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(keys[0].cookie, 101u);
+  EXPECT_EQ(keys[0].local_port, 8080);
+  EXPECT_EQ(keys[0].peer_port, 40101);
+  keys.clear();
+  EXPECT_FALSE(run.analyzer().OpenSocketKeys(0, &keys));  // over the limit
+  // A socket whose endpoints are not known yet: only a dump sees it.
+  run.Accept(1, 8, 104, kT0 + 4 * kMs);
+  keys.clear();
+  EXPECT_FALSE(run.analyzer().OpenSocketKeys(10, &keys));
+  run.Address(1, 8, 104, 4);
+  keys.clear();
+  ASSERT_TRUE(run.analyzer().OpenSocketKeys(10, &keys));
+  EXPECT_EQ(keys.size(), 2u);
+  // Once the process exits, nothing it held is open.
+  run.Exit(1, kT0 + 5 * kMs);
+  run.Exit(2, kT0 + 5 * kMs);
+  keys.clear();
+  ASSERT_TRUE(run.analyzer().OpenSocketKeys(10, &keys));
+  EXPECT_TRUE(keys.empty());
+}
+
 TEST(Analyzer, NonStreamSocketsNeverProduceFindings) {
   Feed run;
   run.Process(1, 100);

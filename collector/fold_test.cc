@@ -29,24 +29,6 @@ using namespace testing_feed;  // NOLINT: the fixtures of collector/analyzer_fee
 
 constexpr uint16_t kConnected = wire::kStateConnected;
 
-void Address(Feed& run, int fd, uint64_t cookie, uint8_t peer) {
-  wire::AddressEvent a{};
-  a.type = wire::EventType::kAddress;
-  a.fd = fd;
-  a.cookie = cookie;
-  a.family = 4;
-  a.local_port = 8080;
-  a.peer_port = static_cast<uint16_t>(40000 + cookie % 20000);
-  const uint8_t local[4] = {127, 0, 0, 1};
-  const uint8_t remote[4] = {127, 0, 0, peer};
-  std::memcpy(a.local_addr, local, 4);
-  std::memcpy(a.peer_addr, remote, 4);
-  EventRecord r;
-  r.stream = 1;
-  std::memcpy(&r.event, &a, sizeof(a));  // it has no time of its own
-  run.Add(r);
-}
-
 // A server that accepts a connection every 10 ms for `seconds`, each of them
 // one of ten stories, two of which (the server's close first) add up to
 // time_wait; and now and then a double close. The grace period is 1 s.
@@ -67,7 +49,7 @@ void Serve(Feed& run, int seconds) {
     ++cookie;
     run.Event(1, wire::EventType::kAccept, fd, cookie, t, kTcp, kAcceptRef, 3,
               0, kConnected);
-    Address(run, fd, cookie, static_cast<uint8_t>(2 + i % 3));
+    run.Address(1, fd, cookie, static_cast<uint8_t>(2 + i % 3));
     auto close = [&](uint64_t at, uint32_t ref = kCloseRef, uint16_t state = 0) {
       run.Event(1, wire::EventType::kClose, fd, cookie, at, 0, ref, 0, 0,
                 static_cast<uint16_t>(kConnected | state));
