@@ -237,17 +237,28 @@ def judge(opts, samples, load, counts, report, snapshot_s):
                         f"{counts_of(report)}")
     result["trace_bytes_max"] = max(
         [s["trace_bytes"] for s in samples] + [report["trace_bytes_end"]])
-    if opts.max_trace_mib and result["trace_bytes_max"] > opts.max_trace_mib * 2**20:
+    # What the collector holds, and the trace between two compactions,
+    # follow the last seconds' connections: above --limits-at-rps, the
+    # limits grow with wrk's rate.
+    scale = 1.0
+    if opts.limits_at_rps and load["rps"] > opts.limits_at_rps:
+        scale = load["rps"] / opts.limits_at_rps
+    result["limit_scale"] = scale
+    max_trace_mib = opts.max_trace_mib and opts.max_trace_mib * scale
+    max_rss_mib = opts.max_rss_mib and opts.max_rss_mib * scale
+    if max_trace_mib and result["trace_bytes_max"] > max_trace_mib * 2**20:
         failures.append(f"the trace reached {result['trace_bytes_max'] / 2**20:.0f} "
-                        f"MiB (limit {opts.max_trace_mib} MiB)")
+                        f"MiB (limit {max_trace_mib:.0f} MiB at "
+                        f"{load['rps']:.0f} connections/s)")
     above = [f for f in result["findings"] if not f.endswith(":info")]
     if above:
         failures.append(f"findings above info: {', '.join(above)}")
     peak = result["rss_with_compactor_peak_kib"]
-    if opts.max_rss_mib and peak > opts.max_rss_mib * 1024:
+    if max_rss_mib and peak > max_rss_mib * 1024:
         failures.append(f"the collector's RSS (its compacting process's "
                         f"included) reached {peak / 1024:.0f} MiB "
-                        f"(limit {opts.max_rss_mib} MiB)")
+                        f"(limit {max_rss_mib:.0f} MiB at {load['rps']:.0f} "
+                        f"connections/s)")
     g = result["growth_bytes_per_connection"]
     if opts.max_growth is not None and (g is None or g > opts.max_growth):
         failures.append(f"after {opts.settle} s the collector grew "
@@ -273,6 +284,9 @@ def main():
     ap.add_argument("--trace-limit", help="closeaudit run's --trace-limit")
     ap.add_argument("--max-trace-mib", type=float,
                     help="the most the trace may take at any sample")
+    ap.add_argument("--limits-at-rps", type=float,
+                    help="the rate --max-rss-mib and --max-trace-mib hold "
+                         "at; above it they grow in proportion")
     ap.add_argument("--json", help="also write the result here")
     opts = ap.parse_args()
     for tool in ("nginx", "wrk"):
