@@ -419,7 +419,6 @@ TEST(Analyzer, AResyncLineOlderThanACloseReopensNothing) {
   EXPECT_EQ(r.sockets_tracked, 4);
 }
 
-// (g)
 TEST(Analyzer, OpenSocketKeysNameEachOpenTcpSocketOnce) {
   Feed run;
   run.Process(1, 100);
@@ -456,6 +455,7 @@ TEST(Analyzer, OpenSocketKeysNameEachOpenTcpSocketOnce) {
   EXPECT_TRUE(keys.empty());
 }
 
+// (g)
 TEST(Analyzer, NonStreamSocketsNeverProduceFindings) {
   Feed run;
   run.Process(1, 100);
